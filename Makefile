@@ -1,0 +1,46 @@
+# rnnlab — every target is a thin wrapper over the `rnnlab` CLI.  `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?=
+DATA_DIR ?=
+DEVICES ?= 1
+NODES ?= 1
+ARGS ?=
+RUN_DIR ?= runs
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-all lint train-slots train-ctc clean
+
+RNNLAB := $(BIN)/rnnlab
+TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
+# DATA picks a preset (e.g. DATA=snips -> configs/slots-snips.yaml); DATA_DIR points at a local copy.
+SLOTS_CFG := -c defaults -c slots $(if $(DATA),-c slots-$(DATA)) $(if $(DATA_DIR),-c slots-local --data.init_args.data_dir=$(DATA_DIR))
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install rnnlab (editable) with pinned dependencies
+
+test: $(STAMP) ## Run the test suite (fast layers; no network)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP) ## ruff check
+	$(BIN)/ruff check modules data pipelines tests
+
+test-all: $(STAMP) ## Run every test, including those marked slow
+	$(BIN)/python -m pytest -q tests -m ""
+
+train-slots: $(STAMP) ## Slot filling (ATIS from the hub; DATA=snips, DATA_DIR=../shared/data/atis, ARGS=...)
+	$(RNNLAB) fit $(SLOTS_CFG) $(TRAINER) $(ARGS)
+
+clean: ## Remove run directories and caches (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache

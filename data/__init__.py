@@ -1,0 +1,1 @@
+"""rnnlab.data: datasets, tokenizers, collation and samplers."""

@@ -1,0 +1,302 @@
+"""Slot filling + intent data: a LightningDataModule over Hugging Face datasets (hub id or local files)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.errors import DataError
+from data.sources import load_split
+from data.text import PAD, UNK, Vocabulary
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+class SlotDataError(DataError):
+    """A row of slot-filling data is malformed; the message names file/split, row and field."""
+
+
+@dataclass
+class SlotExample:
+    id: int
+    words: list[str]
+    tags: list[str] | None
+    intent: str | None
+
+
+def _as_list(value, *, field: str, where: str, row: int) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    raise SlotDataError(f"{where} row {row}: column {field!r} must be a list of strings or a space-joined string, "
+                        f"got {type(value).__name__}")
+
+
+def resolve_column(name: str | list[str] | None, columns: list[str], *, where: str, field: str) -> str | None:
+    """The first of ``name`` (one name or a list of candidates) that exists in ``columns``."""
+    if name is None or not columns:
+        return name if not isinstance(name, list) else (name[0] if name else None)
+    candidates = [name] if isinstance(name, str) else list(name)
+    for c in candidates:
+        if c in columns:
+            return c
+    raise SlotDataError(f"{where}: missing column {' or '.join(map(repr, candidates))} (columns are {columns}); "
+                        f"set data.{field}")
+
+
+def parse_rows(
+    rows,
+    *,
+    where: str,
+    tokens_column: str | list[str],
+    tags_column: str | list[str] | None,
+    intent_column: str | list[str] | None,
+    lowercase: bool,
+) -> list[SlotExample]:
+    """Validates rows and turns them into examples; every problem names ``where``, the row and the field."""
+    columns = list(getattr(rows, "column_names", None) or [])
+    tokens_column = resolve_column(tokens_column, columns, where=where, field="tokens_column")
+    tags_column = resolve_column(tags_column, columns, where=where, field="tags_column")
+    intent_column = resolve_column(intent_column, columns, where=where, field="intent_column")
+    out = []
+    for i, row in enumerate(rows):
+        words = _as_list(row.get(tokens_column), field=tokens_column, where=where, row=i)
+        if not words:
+            raise SlotDataError(f"{where} row {i}: empty sentence in column {tokens_column!r}")
+        if lowercase:
+            words = [w.lower() for w in words]
+        tags = None
+        if tags_column is not None and row.get(tags_column) is not None:
+            tags = _as_list(row[tags_column], field=tags_column, where=where, row=i)
+            if len(tags) != len(words):
+                raise SlotDataError(f"{where} row {i}: {len(words)} tokens but {len(tags)} tags "
+                                    f"(columns {tokens_column!r}/{tags_column!r})")
+        intent = None
+        if intent_column is not None and row.get(intent_column) is not None:
+            intent = str(row[intent_column])
+        out.append(SlotExample(i, words, tags, intent))
+    return out
+
+
+class SlotDataset(Dataset):
+    """Encoded examples; unknown words map to ``<unk>``; unknown labels either raise or map to ``IGNORE``."""
+
+    def __init__(self, examples: Sequence[SlotExample], vocab: dict, *, where: str,
+                 unknown_labels: Literal["error", "warn"] = "warn") -> None:
+        self.examples = list(examples)
+        self.words = Vocabulary.from_dict(vocab["words"])
+        tags = {t: i for i, t in enumerate(vocab["tags"])}
+        intents = {t: i for i, t in enumerate(vocab["intents"])}
+        self.items = []
+        unseen: dict[str, list[int]] = {}
+        for ex in self.examples:
+            tag_ids = []
+            for t in ex.tags or []:
+                if t not in tags:
+                    if unknown_labels == "error":
+                        raise SlotDataError(f"{where} row {ex.id}: tag {t!r} does not occur in the training data")
+                    unseen.setdefault(t, []).append(ex.id)
+                tag_ids.append(tags.get(t, IGNORE))
+            intent_id = IGNORE
+            if ex.intent is not None:
+                if ex.intent not in intents:
+                    if unknown_labels == "error":
+                        raise SlotDataError(f"{where} row {ex.id}: intent {ex.intent!r} does not occur in the "
+                                            f"training data")
+                    unseen.setdefault(ex.intent, []).append(ex.id)
+                intent_id = intents.get(ex.intent, IGNORE)
+            self.items.append((self.words.encode(ex.words), tag_ids if ex.tags else None, intent_id))
+        self.unseen_labels = {k: len(v) for k, v in unseen.items()}
+        if unseen:
+            detail = "; ".join(f"{k!r} (rows {', '.join(map(str, v[:3]))}{'...' if len(v) > 3 else ''})"
+                               for k, v in sorted(unseen.items())[:5])
+            log.warning("%s: %d labels in %d rows do not occur in the training data and count as errors in the "
+                        "metrics (excluded from the loss): %s%s", where, len(unseen),
+                        len({r for v in unseen.values() for r in v}), detail, " ..." if len(unseen) > 5 else "")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        word_ids, tag_ids, intent_id = self.items[i]
+        ex = self.examples[i]
+        return {"id": ex.id, "word_ids": word_ids, "tag_ids": tag_ids, "intent_id": intent_id,
+                "words": ex.words, "tags": ex.tags, "intent": ex.intent}
+
+
+def collate_slots(items: list[dict]) -> dict:
+    """Pads a list of examples into a batch: ``tokens (B, T)``, ``lengths (B,)``, ``tags (B, T)``, ``intent (B,)``."""
+    lengths = torch.tensor([len(it["word_ids"]) for it in items], dtype=torch.long)
+    t = int(lengths.max())
+    tokens = torch.zeros(len(items), t, dtype=torch.long)  # 0 = <pad>
+    tags = torch.full((len(items), t), IGNORE, dtype=torch.long)
+    for b, it in enumerate(items):
+        n = len(it["word_ids"])
+        tokens[b, :n] = torch.tensor(it["word_ids"])
+        if it["tag_ids"] is not None:
+            tags[b, :n] = torch.tensor(it["tag_ids"])
+    return {
+        "ids": [it["id"] for it in items],
+        "tokens": tokens,
+        "lengths": lengths,
+        "tags": tags,
+        "intent": torch.tensor([it["intent_id"] for it in items], dtype=torch.long),
+        "words": [it["words"] for it in items],
+        "tag_strings": [it["tags"] for it in items],
+        "intent_strings": [it["intent"] for it in items],
+    }
+
+
+class SlotFillingDataModule(L.LightningDataModule):
+    """Slot filling (BIO tags per token) + intent (per sentence), from the hub or local files.
+
+    Vocabularies come from the training split only and are exposed as :attr:`vocab`, a plain dict the
+    LightningModule stores in its checkpoint, so prediction never needs the data again.
+
+    Args:
+        dataset: Hugging Face hub id (e.g. ``tuetschek/atis``) or a local path.
+        data_dir: Local copy with ``train.jsonl``/``validation.jsonl``... (wins over ``dataset``).
+        config_name: Hub configuration name, if the dataset has several.
+        train_split / val_split / test_split: Split names.
+        test_file: A separate file (jsonl/json/csv/parquet) evaluated by ``test`` instead of ``test_split``.
+        predict_file: Sentences to tag with ``predict``: a data file or a plain text file, one sentence a line.
+        tokens_column / tags_column / intent_column: Column names (cells hold lists or space-joined strings);
+            a list of names means "the first that exists", so one config reads differently named copies.
+        lowercase: Lower-case words before lookup.
+        min_word_freq: Words seen fewer times in training map to ``<unk>`` (and train the ``<unk>`` vector).
+        unknown_labels: What a tag/intent unseen in training does in validation data: ``warn`` (a warning
+            naming the rows; scored as an error by the metrics, excluded from the loss) or ``error`` (stop with a
+            one-line error naming the row). Real ATIS validation data has such tags, so ``warn`` is the default.
+            Test and predict data always warn.
+        batch_size: Sentences per batch (per device).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str | None = "tuetschek/atis",
+        data_dir: str | None = None,
+        config_name: str | None = None,
+        train_split: str = "train",
+        val_split: str = "validation",
+        test_split: str = "test",
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        tokens_column: str | list[str] = "tokens",
+        tags_column: str | list[str] | None = "tags",
+        intent_column: str | list[str] | None = "intent",
+        lowercase: bool = True,
+        min_word_freq: int = 1,
+        unknown_labels: Literal["error", "warn"] = "warn",
+        batch_size: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self._examples: dict[str, list[SlotExample]] = {}
+        self._vocab: dict | None = None
+        self.datasets: dict[str, SlotDataset] = {}
+
+    def _where(self, split: str) -> str:
+        return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
+
+    def _read(self, split: str, *, source: str | None = None) -> list[SlotExample]:
+        key = source or split
+        if key not in self._examples:
+            hp = self.hparams
+            if source is not None:
+                rows = load_split(None, split, data_dir=source)
+                where = f"{source}"
+            else:
+                rows = load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
+                where = self._where(split)
+            self._examples[key] = parse_rows(rows, where=where, tokens_column=hp.tokens_column,
+                                             tags_column=hp.tags_column, intent_column=hp.intent_column,
+                                             lowercase=hp.lowercase)
+        return self._examples[key]
+
+    @property
+    def vocab(self) -> dict:
+        """Words, tags and intents from the training split (built on first access)."""
+        if self._vocab is None:
+            train = self._read(self.hparams.train_split)
+            words = Vocabulary.build((w for ex in train for w in ex.words), specials=(PAD, UNK),
+                                     min_freq=self.hparams.min_word_freq, unk=UNK)
+            tags = sorted({t for ex in train for t in (ex.tags or [])}, key=lambda t: (t != "O", t))
+            intents = sorted({ex.intent for ex in train if ex.intent is not None})
+            self._vocab = {"words": words.to_dict(), "tags": tags, "intents": intents}
+        return self._vocab
+
+    @vocab.setter
+    def vocab(self, value: dict) -> None:
+        self._vocab = value
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        vocab = self.vocab
+        if stage in (None, "fit"):
+            self.datasets["train"] = SlotDataset(self._read(hp.train_split), vocab, where=self._where(hp.train_split))
+        if stage in (None, "fit", "validate"):
+            self.datasets["val"] = SlotDataset(self._read(hp.val_split), vocab, where=self._where(hp.val_split),
+                                               unknown_labels=hp.unknown_labels)
+        if stage in (None, "test"):
+            if hp.test_file:
+                ex = self._read("test", source=hp.test_file)
+                where = hp.test_file
+            else:
+                ex = self._read(hp.test_split)
+                where = self._where(hp.test_split)
+            self.datasets["test"] = SlotDataset(ex, vocab, where=where, unknown_labels="warn")
+        if stage == "predict":
+            self.datasets["predict"] = SlotDataset(self.read_sentences(hp.predict_file), vocab,
+                                                   where=str(hp.predict_file), unknown_labels="warn")
+
+    def read_sentences(self, path: str | None) -> list[SlotExample]:
+        """Sentences to tag: a data file with the tokens column, or plain text (``-`` = stdin), one per line."""
+        if path is None:
+            raise ValueError("data.predict_file is not set: give a text file with one sentence per line, or '-'")
+        if path != "-" and path.endswith((".jsonl", ".json", ".csv", ".parquet")):
+            return self._read("predict", source=path)
+        lines = sys.stdin.read().splitlines() if path == "-" else open(path, encoding="utf-8").read().splitlines()
+        return sentences_to_examples(lines, lowercase=self.hparams.lowercase)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          collate_fn=collate_slots, num_workers=self.hparams.num_workers,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", False)
+
+
+def sentences_to_examples(lines: Sequence[str], *, lowercase: bool = True) -> list[SlotExample]:
+    """Plain sentences (whitespace-tokenised; blank lines skipped) as unlabelled examples."""
+    out = []
+    for i, line in enumerate(lines):
+        words = line.split()
+        if not words:
+            continue
+        out.append(SlotExample(i, [w.lower() for w in words] if lowercase else words, None, None))
+    return out

@@ -1,0 +1,96 @@
+"""One loading path for hub ids and local copies: Hugging Face ``load_dataset`` with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from data.errors import DataError
+
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}
+
+
+class DataSourceError(DataError):
+    """A dataset could not be found or read; the message is one line and says what to do."""
+
+
+def _local_split_file(data_dir: Path, split: str) -> Path | None:
+    for ext in _FORMATS:
+        for name in (f"{split}{ext}", f"{split}/{split}{ext}", f"{split}/data{ext}"):
+            p = data_dir / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _is_audiofolder(path: Path) -> bool:
+    return any(path.rglob("metadata.jsonl")) or any(path.rglob("metadata.csv"))
+
+
+def load_split(
+    dataset: str | None,
+    split: str,
+    *,
+    config_name: str | None = None,
+    data_dir: str | os.PathLike | None = None,
+    streaming: bool = False,
+    audio: bool = False,
+):
+    """Loads one split through ``datasets.load_dataset``.
+
+    Local data (``data_dir``, or ``dataset`` given as an existing path) is read the same way as the hub:
+    a file ``{split}.jsonl|json|csv|tsv|parquet`` goes through the matching packaged builder, a directory
+    with ``metadata.jsonl`` through ``audiofolder``. A single file path loads as the requested split.
+
+    Raises:
+        DataSourceError: with a one-line message naming the missing path, split or hub id.
+    """
+    import datasets
+
+    if data_dir is None and dataset is not None and Path(dataset).expanduser().exists():
+        data_dir, dataset = dataset, None
+    base = split.split("[")[0]  # "train[:90%]" slices the train split, as datasets' split syntax does
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.exists():
+            raise DataSourceError(f"data directory not found: {root}")
+        if root.is_file():
+            fmt = _FORMATS.get(root.suffix)
+            if fmt is None:
+                raise DataSourceError(f"{root}: unsupported file type (expected one of {sorted(_FORMATS)})")
+            return _load(datasets, fmt, data_files={base: str(root)}, split=split, streaming=streaming, where=root,
+                         delimiter="\t" if root.suffix == ".tsv" else None)
+        split_file = _local_split_file(root, base)
+        if split_file is not None:
+            fmt = _FORMATS[split_file.suffix]
+            return _load(datasets, fmt, data_files={base: str(split_file)}, split=split, streaming=streaming,
+                         where=split_file, delimiter="\t" if split_file.suffix == ".tsv" else None)
+        if (root / base).is_dir() and _is_audiofolder(root / base):
+            return _load(datasets, "audiofolder", data_dir=str(root / base), split=split.replace(base, "train", 1),
+                         streaming=streaming, where=root / base)
+        available = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+        raise DataSourceError(f"{root}: no split {split!r} found (looked for {split}.jsonl/.json/.csv/.parquet or "
+                              f"an audiofolder {split}/ with metadata.jsonl; found {available})")
+    if not dataset:
+        raise DataSourceError("no dataset given: set data.dataset to a hub id or data.data_dir to a local copy")
+    return _load(datasets, dataset, name=config_name, split=split, streaming=streaming, where=dataset, hub=True)
+
+
+def _load(datasets, path, *, where, hub: bool = False, delimiter=None, **kwargs):
+    if delimiter is not None:
+        kwargs["delimiter"] = delimiter
+    try:
+        return datasets.load_dataset(path, **kwargs)
+    except DataSourceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - turned into a one-line, actionable message
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if hub:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+            how = ("offline mode is on" if offline else "the hub could not be reached or the dataset is unknown")
+            raise DataSourceError(
+                f"cannot load {where!r} split {kwargs.get('split')!r} from the Hugging Face hub ({how}: "
+                f"{type(e).__name__}: {first[:200]}); point to a local copy instead, e.g. DATA_DIR=path/to/copy "
+                f"(or --data.data_dir=path) with {kwargs.get('split')}.jsonl files or audiofolder splits"
+            ) from None
+        raise DataSourceError(f"cannot read {where}: {type(e).__name__}: {first[:300]}") from None

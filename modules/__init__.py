@@ -1,0 +1,1 @@
+"""rnnlab.modules: pure-torch building blocks (no Lightning, datasets or wandb)."""

@@ -1,0 +1,1 @@
+"""rnnlab.pipelines: LightningModules, the CLI, configs and callbacks."""

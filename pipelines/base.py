@@ -1,0 +1,81 @@
+"""Shared LightningModule plumbing: optimiser wiring, gradient-norm logging, checkpoint metadata, loading."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import grad_norm
+
+CKPT_KEY = "rnnlab"
+
+
+class RnnlabModule(L.LightningModule):
+    """Base of every rnnlab pipeline.
+
+    Subclasses set ``monitor`` / ``monitor_mode`` (the metric that selects the best checkpoint) and
+    ``run_prefix`` (the name runs get), take ``vocab: dict | None`` from their DataModule (linked by the CLI)
+    and call ``save_hyperparameters(ignore=["optimizer", "lr_scheduler"])`` so a checkpoint rebuilds the model
+    without the training data.
+
+    Args:
+        optimizer: Optimiser factory (``class_path``/``init_args`` in YAML), called with the parameters.
+        lr_scheduler: Optional scheduler factory; ``ReduceLROnPlateau`` watches ``monitor``.
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+    run_prefix: str = "run"
+
+    def __init__(
+        self,
+        *,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return opt
+        sched = self.lr_scheduler_factory(opt)
+        cfg = {"scheduler": sched, "interval": "epoch"}
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            cfg["monitor"] = self.monitor
+        elif isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
+            cfg["interval"] = "step"
+        return {"optimizer": opt, "lr_scheduler": cfg}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Logged before clipping (Lightning clips after this hook): the lecture's exploding gradients show here.
+        norms = grad_norm(self, norm_type=2)
+        total = norms.get("grad_2.0_norm_total")
+        if total is not None:
+            self.log("train/grad_norm", total, on_step=True, on_epoch=False, prog_bar=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CKPT_KEY] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "format": 1}
+
+
+def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> RnnlabModule:
+    """Loads any rnnlab pipeline from its checkpoint (the class is recorded in the checkpoint)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        meta = torch.load(path, map_location="cpu", weights_only=True).get(CKPT_KEY)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not meta:
+        raise ValueError(f"{path}: not an rnnlab checkpoint (no '{CKPT_KEY}' entry)")
+    module_name, _, cls_name = meta["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    model.eval()
+    return model

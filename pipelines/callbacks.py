@@ -1,0 +1,94 @@
+"""Callbacks shared by every pipeline: metrics JSON files, run summary for W&B, config logging."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def _plain(metrics: dict) -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if torch.is_tensor(v):
+            v = v.detach().cpu()
+            v = v.item() if v.numel() == 1 else v.tolist()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+class MetricsJSON(Callback):
+    """Writes ``{stage}_metrics.json`` (test/validate results) into the run directory and prints where.
+
+    Args:
+        path: Output file; default ``<run dir>/<stage>_metrics.json``.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+
+    def _write(self, trainer: L.Trainer, stage: str) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith(f"{stage[:4]}")}
+        path = Path(self.path or Path(trainer.default_root_dir) / f"{stage}_metrics.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt = getattr(trainer, "ckpt_path", None)
+        payload = {"stage": stage, "checkpoint": str(ckpt) if ckpt else None, "metrics": metrics}
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        print(f"[rnnlab] {stage} metrics written to {path}")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._write(trainer, "test")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":
+            self._write(trainer, "validate")
+
+
+class RunSummary(Callback):
+    """At the end of fit: prints the best checkpoint and its score, records them in W&B's run summary."""
+
+    @rank_zero_only
+    def on_fit_end(self, trainer, pl_module) -> None:
+        ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        summary = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith("val/")}
+        if ckpt is not None and ckpt.best_model_path:
+            score = ckpt.best_model_score.item() if ckpt.best_model_score is not None else None
+            summary.update(best_checkpoint=ckpt.best_model_path, best_score=score, monitor=ckpt.monitor)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.experiment.summary.update(summary)
+                except Exception as e:  # noqa: BLE001 - tracking must never end a training run
+                    print(f"[rnnlab] warning: could not update the W&B summary: {e}")
+        Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+        (Path(trainer.default_root_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print("[rnnlab] validation: " + ", ".join(f"{k}={v:.4g}" for k, v in summary.items()
+                                                  if isinstance(v, float) and k.startswith("val/")))
+        if "best_checkpoint" in summary:
+            print(f"[rnnlab] best checkpoint ({summary['monitor']}={summary['best_score']:.4g}): "
+                  f"{summary['best_checkpoint']}")
+
+
+class LoggedSaveConfig(SaveConfigCallback):
+    """Saves ``config.yaml`` in the run directory and logs the full resolved config to every logger."""
+
+    def save_config(self, trainer, pl_module, stage) -> None:
+        import yaml
+
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            try:
+                logger.log_hyperparams({"config": config})
+            except Exception as e:  # noqa: BLE001
+                print(f"[rnnlab] warning: {type(logger).__name__} could not log the config: {e}")

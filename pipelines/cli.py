@@ -1,0 +1,224 @@
+"""The ``rnnlab`` command: LightningCLI for fit/validate/test/predict plus checkpoint tools (predict, transcribe).
+
+Examples:
+    rnnlab fit -c defaults -c slots --data.data_dir ../shared/data/atis
+    rnnlab fit -c defaults -c slots --print_config
+    rnnlab test --ckpt runs/slots-.../checkpoints/best.ckpt [--data.test_file test.jsonl]
+    echo "i want to fly from boston to denver" | rnnlab predict --ckpt runs/.../best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Literal
+
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from data.errors import DataError
+from pipelines.base import RnnlabModule
+from pipelines.callbacks import LoggedSaveConfig, MetricsJSON, RunSummary
+from pipelines.tracking import make_loggers, make_run_dir
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class RnnlabCLI(LightningCLI):
+    """LightningCLI with rnnlab's run directories, loggers, checkpointing and the data -> model vocab link."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("save_config_callback", LoggedSaveConfig)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        super().__init__(RnnlabModule, None, subclass_mode_model=True, subclass_mode_data=True, args=args, run=run,
+                         **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run.root", type=str, default="runs", help="Directory that holds run directories.")
+        parser.add_argument("--run.name", type=str | None, default=None,
+                            help="Run directory name (default: <pipeline>-<timestamp>).")
+        parser.add_argument("--run.wandb", type=Literal["auto", "online", "offline", "disabled"], default="auto",
+                            help="W&B mode; auto = online with an API key and a reachable server, else offline.")
+        parser.add_argument("--run.project", type=str, default="rnnlab", help="W&B project.")
+        parser.add_argument("--run.log_model", type=bool, default=False, help="Upload checkpoints as W&B artifacts.")
+        parser.add_argument("--run.metrics_file", type=str | None, default=None,
+                            help="Where test/validate write their metrics JSON (default: in the run dir).")
+        parser.link_arguments("data.vocab", "model.init_args.vocab", apply_on="instantiate")
+
+    def _run_dir(self) -> Path:
+        cfg = self.config[self.subcommand]
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
+            p = Path(ckpt).resolve().parent
+            return p.parent if p.name == "checkpoints" else p
+        prefix = getattr(self.model, "run_prefix", "run")
+        return make_run_dir(cfg.run.root, prefix, cfg.run.name)
+
+    def instantiate_trainer(self, **kwargs):
+        cfg = self.config_init[self.subcommand]
+        trainer_cfg = cfg["trainer"]
+        run_dir = self._run_dir()
+        self.run_dir = run_dir
+        kwargs["default_root_dir"] = str(run_dir)
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = make_loggers(run_dir, project=cfg.run.project, mode=cfg.run.wandb,
+                                            log_model=cfg.run.log_model)
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        if trainer_cfg.get("enable_checkpointing", True) is not False and not any(
+                isinstance(c, ModelCheckpoint) for c in callbacks):
+            monitor = getattr(self.model, "monitor", "val/loss")
+            mode = getattr(self.model, "monitor_mode", "min")
+            callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor,
+                                             mode=mode, save_last=True, auto_insert_metric_name=False))
+        callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary()]
+        if kwargs.get("logger") or trainer_cfg.get("logger"):
+            callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Argument rewriting: short config names and `--ckpt` shortcuts
+
+
+def _resolve_config_names(argv: list[str]) -> list[str]:
+    """``-c slots`` -> ``-c <package>/configs/slots.yaml`` when no such file exists in the working directory."""
+    out = list(argv)
+    for i, a in enumerate(out[:-1]):
+        if a in ("-c", "--config"):
+            name = out[i + 1]
+            if not Path(name).exists():
+                for cand in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+                    if cand.is_file():
+                        out[i + 1] = str(cand)
+                        break
+                else:
+                    raise SystemExit(f"rnnlab: error: config {name!r} not found (neither a file nor one of "
+                                     f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
+    return out
+
+
+def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    out, value, i = [], None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == name and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+            continue
+        if a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    return value, out
+
+
+def run_config_for(ckpt: str) -> Path:
+    """The ``config.yaml`` saved in the run directory that holds ``ckpt``."""
+    p = Path(ckpt).resolve()
+    for d in (p.parent, p.parent.parent):
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+    raise SystemExit(f"rnnlab: error: no config.yaml next to {ckpt} (or its run directory); "
+                     f"pass the training config with -c and the checkpoint with --ckpt_path")
+
+
+def _ckpt_shortcut(argv: list[str]) -> list[str]:
+    """``test|validate --ckpt CKPT [overrides]`` -> ``-c <run>/config.yaml [overrides] --ckpt_path CKPT``."""
+    ckpt, rest = _pop_option(argv[1:], "--ckpt")
+    if ckpt is None:
+        return argv
+    if not Path(ckpt).is_file():
+        raise SystemExit(f"rnnlab: error: checkpoint not found: {ckpt}")
+    # The saved config names the training run's dir; evaluation writes next to the checkpoint instead.
+    return [argv[0], "-c", str(run_config_for(ckpt)), *rest, "--ckpt_path", ckpt]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoint tools
+
+
+def predict_tool(argv: list[str]) -> int:
+    """``rnnlab predict --ckpt CKPT [FILE|-] [--json]``: slot-fills sentences (one per line)."""
+    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Tag sentences with a trained slot model.")
+    ap.add_argument("--ckpt", required=True, help="checkpoint of a slot-filling run")
+    ap.add_argument("input", nargs="?", default="-", help="text file with one sentence per line, or - for stdin")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per sentence")
+    args = ap.parse_args(argv)
+    from pipelines.base import load_module
+
+    model = _load_or_exit(load_module, args.ckpt)
+    if not hasattr(model, "tag_sentences"):
+        raise SystemExit(f"rnnlab predict: error: {args.ckpt} is a {type(model).__name__} checkpoint; "
+                         f"use 'rnnlab transcribe' for speech models")
+    if args.input == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise SystemExit(f"rnnlab predict: error: cannot read {args.input}: {e.strerror}") from None
+    for res in model.tag_sentences(lines):
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
+    return 0
+
+
+def _load_or_exit(loader, path):
+    try:
+        return loader(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"rnnlab: error: {e}") from None
+
+
+TOOLS = {"predict": predict_tool}
+
+
+def _lazy_tool(module: str, fn: str):
+    def run(argv):
+        import importlib
+
+        return getattr(importlib.import_module(module), fn)(argv)
+
+    return run
+
+
+TOOLS.update({
+    "transcribe": _lazy_tool("pipelines.transcribe", "main"),
+})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if argv and argv[0] in TOOLS and (argv[0] != "predict" or any(a.split("=")[0] == "--ckpt" for a in argv)):
+        return TOOLS[argv[0]](argv[1:]) or 0
+    if argv and argv[0] in ("test", "validate"):
+        argv = _ckpt_shortcut(argv)
+    argv = _resolve_config_names(argv)
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        RnnlabCLI(args=argv)
+    except DataError as e:
+        # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Running the `rnnlab` command in-process or as a subprocess, for integration tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rnnlab(*args: str, timeout: float = 300, env: dict | None = None, check: bool = True,
+           stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs ``python -m pipelines.cli ARGS`` in a subprocess (as a user would run ``rnnlab``)."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("RNNLAB_RUN_NAME", None)
+    full_env.pop("RNNLAB_WANDB_ID", None)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=full_env, input=stdin)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"rnnlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,102 @@
+"""End to end through the `rnnlab` command: fit -> checkpoint -> test JSON -> predict; config errors."""
+
+import json
+
+import pytest
+
+from tests.integration.helpers import read_json, rnnlab
+
+TINY = ["-c", "defaults", "-c", "tiny/slots.yaml"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from tests.fixtures.slot_corpus import write_slot_corpus
+
+    root = tmp_path_factory.mktemp("slots-run")
+    data = write_slot_corpus(root / "data")
+    runs = root / "runs"
+    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={data}", "--trainer.max_epochs=12",
+                  f"--run.root={runs}", "--run.name=tiny", "--run.wandb=offline",
+                  env={"WANDB_MODE": ""})
+    return {"data": data, "run": runs / "tiny", "out": proc.stdout + proc.stderr}
+
+
+def test_fit_writes_checkpoint_config_metrics_and_learns(trained_run):
+    run = trained_run["run"]
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
+    summary = read_json(run / "summary.json")
+    # The generated corpus is fully learnable: a tiny BiLSTM gets the slots nearly right in 12 epochs.
+    assert summary["val/slot_f1"] > 80.0, summary
+    assert summary["val/intent_acc"] > 90.0, summary
+    assert summary["best_checkpoint"].endswith("best.ckpt")
+    assert "best checkpoint" in trained_run["out"]
+    # W&B ran offline and still wrote its run directory for a later `wandb sync`.
+    assert list((run / "wandb").glob("offline-run-*")), list(run.iterdir())
+
+
+def test_gradient_norm_logged_every_step(trained_run):
+    rows = (trained_run["run"] / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("train/grad_norm")
+    values = [r.split(",")[col] for r in rows[1:] if r.split(",")[col]]
+    # 96 train sentences / batch 8 = 12 steps per epoch, 12 epochs, log_every_n_steps=1.
+    assert len(values) >= 100
+    assert all(float(v) > 0 for v in values)
+
+
+def test_test_command_prints_and_writes_json(trained_run, tmp_path):
+    ckpt = trained_run["run"] / "checkpoints" / "best.ckpt"
+    out = tmp_path / "m.json"
+    proc = rnnlab("test", "--ckpt", str(ckpt), f"--run.metrics_file={out}",
+                  f"--data.init_args.test_file={trained_run['data'] / 'test.jsonl'}")
+    assert "test/slot_f1" in proc.stdout
+    metrics = read_json(out)["metrics"]
+    assert metrics["test/slot_f1"] > 80.0 and 0 <= metrics["test/intent_acc"] <= 100
+
+
+def test_predict_tags_sentences_from_stdin_and_file(trained_run, tmp_path):
+    ckpt = trained_run["run"] / "checkpoints" / "best.ckpt"
+    proc = rnnlab("predict", "--ckpt", str(ckpt), stdin="i want to fly from boston to denver\n\nunknownword\n")
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2  # the blank line is skipped
+    assert lines[0].startswith("i/O want/O to/O fly/O from/O boston/B-fromloc.city_name to/O denver/B-toloc")
+    assert lines[0].endswith("\tatis_flight")
+    f = tmp_path / "s.txt"
+    f.write_text("how much is a ticket from dallas to atlanta\n")
+    res = json.loads(rnnlab("predict", "--ckpt", str(ckpt), str(f), "--json").stdout)
+    assert res["intent"] == "atis_airfare" and len(res["tags"]) == len(res["words"]) == 9
+
+
+def test_config_typo_names_the_choices(slot_data_dir):
+    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={slot_data_dir}", "--model.init_args.cell=lstn",
+                  check=False)
+    assert proc.returncode != 0
+    assert "lstn" in proc.stderr and "elman" in proc.stderr and "jordan" in proc.stderr
+
+
+def test_print_config_composes_later_wins(slot_data_dir):
+    proc = rnnlab("fit", *TINY, "-c", "slots", f"--data.init_args.data_dir={slot_data_dir}",
+                  "--trainer.max_epochs=3", "--print_config")
+    import yaml
+
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["trainer"]["max_epochs"] == 3  # command line beats both files
+    assert cfg["model"]["init_args"]["hidden_size"] == 200  # slots.yaml came after tiny
+    assert cfg["trainer"]["gradient_clip_val"] == 5.0  # from defaults
+
+
+def test_missing_data_dir_is_one_line_error(tmp_path):
+    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={tmp_path / 'nowhere'}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("rnnlab: error: data directory not found")
+    assert "Traceback" not in proc.stderr
+
+
+def test_offline_hub_without_local_copy_says_how_to_fix():
+    proc = rnnlab("fit", "-c", "defaults", "-c", "slots", "--run.wandb=disabled", check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "tuetschek/atis" in last and "DATA_DIR" in last and "Traceback" not in proc.stderr
