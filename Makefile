@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots train-ctc clean
+.PHONY: help install test test-all lint train-slots train-ctc transcribe clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -41,6 +41,14 @@ test-all: $(STAMP) ## Run every test, including those marked slow
 
 train-slots: $(STAMP) ## Slot filling (ATIS from the hub; DATA=snips, DATA_DIR=../shared/data/atis, ARGS=...)
 	$(RNNLAB) fit $(SLOTS_CFG) $(TRAINER) $(ARGS)
+
+CTC_CFG := -c defaults -c ctc $(if $(DATA),-c ctc-$(DATA)) $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
+
+train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=arctic|fsdd-digits|librispeech-100, ARGS=...)
+	$(RNNLAB) fit $(CTC_CFG) $(TRAINER) $(ARGS)
+
+transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckpt FILES="a.wav dir/" [ARGS="--beam 8"]
+	$(RNNLAB) transcribe --ckpt $(CKPT) $(FILES) $(ARGS)
 
 clean: ## Remove run directories and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

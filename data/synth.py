@@ -13,9 +13,10 @@ It has three parts:
   ``metadata.jsonl`` per split), varying voice, rate, pitch, noise, gain and padding, using worker
   processes. :func:`ensure_default_corpus` builds it once into the user cache and then reuses it.
 
-Held-out text. Every generated utterance has a *combination key*: the whole text for digit strings, the
-value for numbers and years, and for sentences the template plus its two main slot fillers (for example
-``("animals", "lazy", "fox")`` or ``("travel", "boston", "monday")``). ``crc32`` of the key modulo 10
+Held-out text. Every generated utterance has a *combination key*: the whole text for digit strings,
+numbers and years, and for sentences the template plus its two main slot fillers (for example
+``("animals", "lazy", "fox")`` or ``("travel", "boston", "monday")``). Keys only use words that are in
+the text, so one text always has one key. ``crc32`` of the key modulo 10
 assigns the key to a split: 0 is validation, 1 is test, anything else train. Train never contains a
 validation or test combination, so validation/test sentences pair words in ways the training set never
 shows (every word itself still occurs in training), and digit strings and numbers in validation/test are
@@ -64,10 +65,13 @@ __all__ = [
     "ensure_default_corpus",
     "espeak_sample_rate",
     "generate_texts",
+    "load_corpus",
+    "load_metadata",
     "normalize_text",
     "number_to_words",
     "resample",
     "synthesize",
+    "vocabulary",
 ]
 
 #: Bump when the corpus recipe changes so that cached corpora are rebuilt.
@@ -644,7 +648,8 @@ def _t_weather(rng: random.Random) -> tuple[str, tuple]:
     elif form == 2:
         text = f"it's very {rng.choice(_WEATHER)} in {city} {when}"
     else:
-        text = f"how far is {city} from {rng.choice(_CITIES)}"
+        other = rng.choice(_CITIES)
+        return f"how far is {city} from {other}", ("distance", city, other)
     return text, ("weather", city, when)
 
 
@@ -745,15 +750,16 @@ def _digits(rng: random.Random) -> tuple[str, tuple]:
 def _number(rng: random.Random) -> tuple[str, tuple]:
     r = rng.random()
     if r < 0.2:
-        y = rng.randint(1900, 2039)
-        return _year_to_words(y), ("year", y)
+        text = _year_to_words(rng.randint(1900, 2039))
+        return text, ("number", text)
     if r < 0.45:
         n = rng.randint(0, 99)
     elif r < 0.8:
         n = rng.randint(100, 999)
     else:
         n = rng.randint(1000, 99999)
-    return number_to_words(n, british_and=rng.random() < 0.6), ("number", n)
+    text = number_to_words(n, british_and=rng.random() < 0.6)
+    return text, ("number", text)  # keyed by the words: 2005 read as a year or a number is one text
 
 
 _SPLIT_CODES = {"train": None, "validation": 0, "test": 1}
@@ -1160,6 +1166,28 @@ def load_metadata(root: str | Path, split: str) -> list[dict]:
     """The rows of ``root/split/metadata.jsonl``."""
     with open(Path(root) / split / "metadata.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def load_corpus(root: str | Path, splits: Sequence[str] = SPLITS):
+    """Loads a corpus built by :func:`build_corpus` as a ``datasets.DatasetDict``.
+
+    The columns are those ``load_dataset("audiofolder", data_dir=root)`` gives (``audio`` first, then
+    the metadata), with ``audio`` as ``datasets.Audio(decode=False)`` holding absolute paths: read them
+    with ``soundfile``. Unlike ``audiofolder`` this needs no ``torchcodec`` (``datasets`` 5.x imports
+    it to *encode* audio examples even when decoding is off). Empty splits are left out.
+    """
+    import datasets
+
+    root = Path(root).expanduser().absolute()
+    out = {}
+    for split in splits:
+        rows = [
+            {"audio": str(root / split / row.pop("file_name")), **row} for row in load_metadata(root, split)
+        ]
+        if rows:
+            ds = datasets.Dataset.from_list(rows, split=datasets.Split(split))
+            out[split] = ds.cast_column("audio", datasets.Audio(decode=False))
+    return datasets.DatasetDict(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

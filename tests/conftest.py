@@ -48,3 +48,12 @@ def slot_data_dir(tmp_path) -> Path:
     from tests.fixtures.slot_corpus import write_slot_corpus
 
     return write_slot_corpus(tmp_path / "slots")
+
+
+@pytest.fixture(scope="session")
+def speech_corpus_dir(tmp_path_factory) -> Path:
+    """A small synthetic spoken corpus (audiofolder train/validation/test), built once per test session."""
+    from data.synth import build_corpus
+
+    return build_corpus(tmp_path_factory.mktemp("speech") / "corpus", n_train=16, n_validation=6, n_test=6,
+                        seed=1, workers=1, progress=False)

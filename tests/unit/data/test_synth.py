@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import re
+import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +93,24 @@ def test_synthesize_errors():
     # The engine is still usable after errors.
     audio, _, _ = synth.synthesize("hello", voice="en-us")
     assert audio.size > 0
+
+
+def test_synthesize_is_thread_safe():
+    texts = synth.generate_texts(8, seed=5)
+    results: dict[int, tuple] = {}
+
+    def work(i: int) -> None:
+        results[i] = synth.synthesize(texts[i], voice=synth.VOICES[i % len(synth.VOICES)])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, text in enumerate(texts):
+        audio, sr, words = results[i]
+        assert [w for w, _, _ in words] == text.split()
+        _check_timings(words, text, len(audio) / sr)
 
 
 def test_resample_matches_torchaudio():
@@ -192,14 +215,30 @@ def test_build_corpus_layout_metadata_datasets_and_cache(tmp_path, monkeypatch):
 
     import datasets
 
+    # datasets 5.x imports torchcodec.encoders in Audio.encode_example even for file paths with
+    # decode=False; where torchcodec is absent, an import stub shows the layout itself loads.
+    if importlib.util.find_spec("torchcodec") is None:
+        stub, encoders = types.ModuleType("torchcodec"), types.ModuleType("torchcodec.encoders")
+        encoders.AudioEncoder = None
+        stub.encoders = encoders
+        monkeypatch.setitem(sys.modules, "torchcodec", stub)
+        monkeypatch.setitem(sys.modules, "torchcodec.encoders", encoders)
     ds = datasets.load_dataset("audiofolder", data_dir=str(root), cache_dir=str(tmp_path / "hf" / "datasets"))
     assert {k: len(v) for k, v in ds.items()} == counts
     train = ds["train"].cast_column("audio", datasets.Audio(decode=False))
     row = train[0]
     assert row["text"] and row["words"][0]["word"] == row["text"].split()[0]
     src = row["audio"]["bytes"] or row["audio"]["path"]
-    audio, sr = sf.read(src if isinstance(src, str) else __import__("io").BytesIO(src))
+    audio, sr = sf.read(src if isinstance(src, str) else io.BytesIO(src))
     assert sr == 16000 and abs(len(audio) / sr - row["duration"]) < 1e-3
+
+    # load_corpus: the same columns without torchcodec.
+    loaded = synth.load_corpus(root)
+    assert {k: len(v) for k, v in loaded.items()} == counts
+    assert loaded["test"].column_names == ds["test"].column_names
+    assert list(loaded["validation"]["text"]) == list(ds["validation"]["text"])
+    path = loaded["validation"][1]["audio"]["path"]
+    assert Path(path).is_absolute() and sf.info(path).samplerate == 16000
 
     # Cached: a second call returns at once and rewrites nothing.
     stamp = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
@@ -233,6 +272,7 @@ def test_default_corpus_dir_and_cli(tmp_path, monkeypatch):
     assert synth.main(["--say", "hello world", "--out", str(out)]) == 0
     info = sf.info(str(out))
     assert info.samplerate == 16000 and info.duration > 0.3
-    assert Path(
-        synth.ensure_default_corpus(n_train=1, n_validation=1, n_test=1, workers=1, progress=False)
-    ) == synth.default_corpus_dir().absolute()
+    assert (
+        Path(synth.ensure_default_corpus(n_train=1, n_validation=1, n_test=1, workers=1, progress=False))
+        == synth.default_corpus_dir().absolute()
+    )

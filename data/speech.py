@@ -1,0 +1,347 @@
+"""Speech + transcript data for CTC (and later seq2seq): one DataModule over Hugging Face datasets.
+
+Sources, all through ``datasets.load_dataset``: a hub id (e.g. ``openslr/librispeech_asr`` with config
+``clean``), a local ``audiofolder`` (``<split>/metadata.jsonl``), JSON/CSV manifests of path + text, or
+``embedded`` (the project's synthetic spoken corpus, built and cached on first use).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data.audio import AudioError, AudioRef, audio_duration, audio_ref, load_audio
+from data.errors import DataError
+from data.sources import load_split
+from data.text import CharTokenizer, normalize_text, tokenizer_from_dict
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio: AudioRef
+    text: str
+    duration: float
+
+
+class SkipCounter:
+    """Counts skipped utterances per reason and warns once per file, naming it."""
+
+    def __init__(self, where: str, max_warnings: int = 20) -> None:
+        self.where = where
+        self.counts: Counter[str] = Counter()
+        self.max_warnings = max_warnings
+        self._warned = 0
+
+    def skip(self, reason: str, message: str) -> None:
+        self.counts[reason] += 1
+        if self._warned < self.max_warnings:
+            log.warning("%s: skipped %s", self.where, message)
+            self._warned += 1
+            if self._warned == self.max_warnings:
+                log.warning("%s: further skip warnings suppressed (see the run summary for counts)", self.where)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str, id_column: str | None,
+                        duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
+                        min_duration: float, max_duration: float, validate: bool,
+                        skips: SkipCounter) -> list[Utterance]:
+    columns = list(getattr(rows, "column_names", None) or [])
+    for col, field in ((audio_column, "audio_column"), (text_column, "text_column")):
+        if columns and col not in columns:
+            raise DataError(f"{where}: missing column {col!r} (columns are {columns}); set data.{field}")
+    if columns and duration_column not in columns:
+        duration_column = None
+    if columns and id_column not in columns:
+        id_column = None
+    out = []
+    for i, row in enumerate(rows):
+        rid = str(row[id_column]) if id_column else f"{i}"
+        raw = row.get(text_column)
+        if not isinstance(raw, str):
+            skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
+            continue
+        text = normalize_text(raw, normalizer)
+        if not text:
+            skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
+            continue
+        bad = tokenizer.unknown_chars(text)
+        if bad:
+            skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
+            continue
+        try:
+            ref = audio_ref(row[audio_column], base_dir=base_dir)
+            if not validate and duration_column and row.get(duration_column):
+                duration = float(row[duration_column])
+            else:
+                duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
+        except AudioError as e:
+            skips.skip("unreadable", f"row {i} ({rid}): {e}")
+            continue
+        if duration <= 0:
+            skips.skip("empty_audio", f"row {i} ({rid}) {ref.name}: zero-length audio")
+            continue
+        if duration < min_duration or duration > max_duration:
+            skips.skip("duration", f"row {i} ({rid}) {ref.name}: {duration:.2f}s outside "
+                                   f"[{min_duration}, {max_duration}]s")
+            continue
+        out.append(Utterance(rid, ref, text, duration))
+    return out
+
+
+class SpeechDataset(Dataset):
+    """Decodes audio on access (optionally caching it); a file that fails returns None and is counted."""
+
+    def __init__(self, utterances: list[Utterance], tokenizer, *, sample_rate: int, skips: SkipCounter,
+                 cache_audio: bool = False) -> None:
+        self.utterances = utterances
+        self.tokenizer = tokenizer
+        self.sample_rate = sample_rate
+        self.skips = skips
+        self.cache_audio = cache_audio
+        self._cache: dict[int, torch.Tensor] = {}
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(u.duration * self.sample_rate) for u in self.utterances]
+
+    def __getitem__(self, i: int):
+        u = self.utterances[i]
+        if i in self._bad:
+            return None
+        wav = self._cache.get(i)
+        if wav is None:
+            try:
+                wav = load_audio(u.audio, self.sample_rate)
+            except AudioError as e:
+                self._bad.add(i)
+                self.skips.skip("decode_failed", f"{u.id}: {e}")
+                return None
+            if self.cache_audio:
+                self._cache[i] = wav
+        return {"id": u.id, "waveform": wav, "text": u.text, "tokens": self.tokenizer.encode(u.text)}
+
+
+def collate_speech(items: list[dict | None]) -> dict | None:
+    """Pads waveforms ``(B, S)`` and targets ``(B, L)``; drops items that failed to decode (None)."""
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    wav_lengths = torch.tensor([it["waveform"].numel() for it in items], dtype=torch.long)
+    waveforms = torch.zeros(len(items), int(wav_lengths.max()))
+    for b, it in enumerate(items):
+        waveforms[b, : it["waveform"].numel()] = it["waveform"]
+    target_lengths = torch.tensor([len(it["tokens"]) for it in items], dtype=torch.long)
+    targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.long)
+    for b, it in enumerate(items):
+        targets[b, : len(it["tokens"])] = torch.tensor(it["tokens"], dtype=torch.long)
+    return {"ids": [it["id"] for it in items], "waveforms": waveforms, "lengths": wav_lengths, "targets": targets,
+            "target_lengths": target_lengths, "texts": [it["text"] for it in items]}
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Transcribed speech from the hub, local audiofolders/manifests or the embedded synthetic corpus.
+
+    Every row is validated up front (readable header, duration range, transcript inside the tokenizer's
+    alphabet after normalisation); bad rows are skipped with a warning naming them and counted in
+    :attr:`skip_report`, so an epoch never dies on one bad file.
+
+    Args:
+        dataset: Hub id, local path, or ``embedded``.
+        data_dir: Local copy (audiofolder splits or ``{split}.jsonl|csv`` manifests); wins over ``dataset``.
+        config_name: Hub configuration (e.g. ``clean`` for LibriSpeech).
+        train_split / val_split / test_split: Split names (``datasets`` slicing such as ``train[:10%]`` works).
+        audio_column / text_column / id_column / duration_column: Column names.
+        sample_rate: Rate the model expects; audio is resampled to it.
+        min_duration / max_duration: Utterances outside this range (seconds) are skipped and counted.
+        normalizer: Transcript normaliser (``asr_chars``: lower-case letters, apostrophe, space).
+        tokenizer: ``char`` (default) or ``sentencepiece`` (trained on the training transcripts).
+        sentencepiece_vocab_size: Subword vocabulary size for ``sentencepiece``.
+        batch_size: Utterances per batch (per device).
+        max_batch_seconds: Optional cap on padded audio seconds per batch (length-bucketed batches).
+        bucketing: Group utterances of similar length (less padding); shuffled per epoch.
+        validate: Read every file's header up front (reject unreadable files before training).
+        cache_audio: Keep decoded waveforms in memory after first use (small corpora).
+        embedded_size: Utterances the embedded corpus has in train/validation/test.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        *,
+        dataset: str | None = EMBEDDED,
+        data_dir: str | None = None,
+        config_name: str | None = None,
+        train_split: str = "train",
+        val_split: str = "validation",
+        test_split: str = "test",
+        audio_column: str = "audio",
+        text_column: str = "text",
+        id_column: str | None = "id",
+        duration_column: str | None = "duration",
+        sample_rate: int = 16000,
+        min_duration: float = 0.1,
+        max_duration: float = 20.0,
+        normalizer: Literal["asr_chars", "lower", "none"] = "asr_chars",
+        tokenizer: Literal["char", "sentencepiece"] = "char",
+        sentencepiece_vocab_size: int = 128,
+        batch_size: int = 16,
+        max_batch_seconds: float | None = None,
+        bucketing: bool = True,
+        validate: bool = True,
+        cache_audio: bool = True,
+        embedded_size: tuple[int, int, int] = (3000, 200, 200),
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._utts: dict[str, list[Utterance]] = {}
+        self._tokenizer = None
+        self.datasets: dict[str, SpeechDataset] = {}
+        self.skips: dict[str, SkipCounter] = {}
+
+    # -- sources ------------------------------------------------------------------------------------------------
+    def _source(self) -> tuple[str | None, str | None]:
+        hp = self.hparams
+        if hp.data_dir is None and hp.dataset == EMBEDDED:
+            from data.synth import default_corpus_dir, ensure_default_corpus
+
+            n_train, n_val, n_test = hp.embedded_size
+            # One cache directory per size, so a small test corpus never replaces the full one.
+            base = default_corpus_dir()
+            root = base.with_name(f"{base.name}_{n_train}-{n_val}-{n_test}")
+            root = ensure_default_corpus(root, n_train=n_train, n_validation=n_val, n_test=n_test)
+            return None, str(root)
+        return hp.dataset, hp.data_dir
+
+    def _where(self, split: str) -> str:
+        return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
+
+    def _read(self, split: str) -> list[Utterance]:
+        if split not in self._utts:
+            hp = self.hparams
+            dataset, data_dir = self._source()
+            rows = load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir)
+            rows = _no_decode(rows, hp.audio_column, self._where(split))
+            base_dir = None
+            if data_dir is not None:
+                p = Path(data_dir)
+                base_dir = str(p.parent if p.is_file() else p)
+            skips = self.skips.setdefault(split, SkipCounter(self._where(split)))
+            utts = _rows_to_utterances(
+                rows, where=self._where(split), audio_column=hp.audio_column, text_column=hp.text_column,
+                id_column=hp.id_column, duration_column=hp.duration_column, base_dir=base_dir,
+                normalizer=hp.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
+                max_duration=hp.max_duration, validate=hp.validate, skips=skips)
+            if not utts:
+                raise DataError(f"{self._where(split)}: no usable utterances ({dict(skips.counts)} skipped)")
+            if skips.total:
+                log.warning("%s: %d utterances kept, %d skipped %s", self._where(split), len(utts), skips.total,
+                            dict(skips.counts))
+            self._utts[split] = utts
+        return self._utts[split]
+
+    def tokenizer_for_validation(self):
+        # Character checks use the char alphabet; subword tokenizers cover the same characters.
+        return CharTokenizer() if self.hparams.tokenizer == "sentencepiece" else self.tokenizer
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.hparams.tokenizer == "char":
+                self._tokenizer = CharTokenizer()
+            else:
+                from data.subwords import SentencePieceTokenizer
+
+                texts = [u.text for u in self._read(self.hparams.train_split)]
+                self._tokenizer = SentencePieceTokenizer.train(texts, vocab_size=self.hparams.sentencepiece_vocab_size)
+        return self._tokenizer
+
+    @property
+    def vocab(self) -> dict:
+        """The tokenizer as a plain dict (stored in the model's checkpoint)."""
+        return self.tokenizer.to_dict()
+
+    @vocab.setter
+    def vocab(self, value: dict) -> None:
+        self._tokenizer = tokenizer_from_dict(value)
+
+    @property
+    def skip_report(self) -> dict:
+        return {split: dict(s.counts) for split, s in self.skips.items() if s.total}
+
+    # -- Lightning hooks ----------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        splits = {"fit": [("train", hp.train_split), ("val", hp.val_split)], "validate": [("val", hp.val_split)],
+                  "test": [("test", hp.test_split)]}.get(stage or "fit", [])
+        if stage is None:
+            splits = [("train", hp.train_split), ("val", hp.val_split), ("test", hp.test_split)]
+        for name, split in splits:
+            if name not in self.datasets:
+                self.datasets[name] = SpeechDataset(self._read(split), self.tokenizer, sample_rate=hp.sample_rate,
+                                                    skips=self.skips.setdefault(split, SkipCounter(self._where(split))),
+                                                    cache_audio=hp.cache_audio)
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        ds = self.datasets[name]
+        hp = self.hparams
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        rank = trainer.global_rank if trainer is not None else 0
+        from data.samplers import LengthBucketBatchSampler
+
+        max_tokens = int(hp.max_batch_seconds * hp.sample_rate) if hp.max_batch_seconds else None
+        sampler = LengthBucketBatchSampler(
+            lengths=ds.lengths, batch_size=hp.batch_size, max_tokens=max_tokens,
+            shuffle=train and hp.bucketing, seed=hp.seed, num_replicas=world, rank=rank,
+            bucket_size_multiplier=100 if hp.bucketing else 1)
+        if train and not hp.bucketing:
+            sampler.bucket_size_multiplier = 1
+        self._samplers = getattr(self, "_samplers", {})
+        self._samplers[name] = sampler
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_speech, num_workers=hp.num_workers,
+                          persistent_workers=hp.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def padding_fraction(self, name: str = "train") -> float | None:
+        s = getattr(self, "_samplers", {}).get(name)
+        return s.padding_fraction() if s is not None else None
+
+
+def _no_decode(rows, audio_column: str, where: str):
+    """Casts the audio column to ``Audio(decode=False)``: decoding happens here with soundfile, not torchcodec."""
+    import datasets
+
+    features = getattr(rows, "features", None)
+    if features is not None and audio_column in features and isinstance(features[audio_column], datasets.Audio):
+        rows = rows.cast_column(audio_column, datasets.Audio(decode=False))
+    return rows

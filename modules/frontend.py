@@ -1,0 +1,135 @@
+"""Speech frontend inside the model: waveform -> log-mel features, normalisation, SpecAugment, frame stacking."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torchaudio
+from torch import nn
+
+
+def frames_for(num_samples: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Number of STFT frames (``center=True``) for waveforms of ``num_samples`` samples."""
+    return torch.div(num_samples, hop_length, rounding_mode="floor") + 1
+
+
+def lengths_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """``(B, T)`` bool mask, True at valid steps."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+class LogMelFrontend(nn.Module):
+    """Waveforms to normalised log-mel frames, with SpecAugment in training and optional frame stacking.
+
+    Args:
+        sample_rate: Input sample rate (Hz); audio is resampled to it before the model.
+        n_mels: Mel bins.
+        win_ms / hop_ms: Analysis window and hop in milliseconds (25 / 10 by default).
+        normalize: ``utterance``: per-utterance mean/variance over valid frames; ``none``.
+        spec_augment: Apply frequency and time masking while training.
+        freq_masks / freq_mask_width: Number and maximum width (bins) of frequency masks.
+        time_masks / time_mask_width: Number and maximum width (frames) of time masks; each mask is also
+            capped at ``time_mask_max_frac`` of the utterance.
+        stack_frames: Concatenate this many consecutive frames and keep every ``stack_frames``-th (x1-x4),
+            shortening the sequence the recurrent stack runs over.
+
+    Shape:
+        - waveforms: ``(B, S)`` float, zero-padded; lengths ``(B,)`` samples.
+        - output: ``(B, T, n_mels * stack_frames)``, lengths ``(B,)`` frames, zeros past each length.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        normalize: Literal["utterance", "none"] = "utterance",
+        spec_augment: bool = True,
+        freq_masks: int = 2,
+        freq_mask_width: int = 15,
+        time_masks: int = 2,
+        time_mask_width: int = 40,
+        time_mask_max_frac: float = 0.1,
+        stack_frames: int = 1,
+    ) -> None:
+        super().__init__()
+        if not 1 <= stack_frames <= 8:
+            raise ValueError(f"stack_frames must be between 1 and 8, got {stack_frames}")
+        if normalize not in ("utterance", "none"):
+            raise ValueError(f"normalize must be one of utterance|none, got {normalize!r}")
+        self.sample_rate = sample_rate
+        self.n_mels = n_mels
+        self.win_length = int(round(sample_rate * win_ms / 1000))
+        self.hop_length = int(round(sample_rate * hop_ms / 1000))
+        n_fft = 2 ** math.ceil(math.log2(self.win_length))
+        self.normalize = normalize
+        self.spec_augment = spec_augment
+        self.freq_masks, self.freq_mask_width = freq_masks, freq_mask_width
+        self.time_masks, self.time_mask_width, self.time_mask_max_frac = time_masks, time_mask_width, time_mask_max_frac
+        self.stack_frames = stack_frames
+        self.melspec = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=n_fft, win_length=self.win_length, hop_length=self.hop_length,
+            n_mels=n_mels, center=True, power=2.0)
+
+    @property
+    def output_size(self) -> int:
+        return self.n_mels * self.stack_frames
+
+    @property
+    def frame_rate(self) -> float:
+        """Output frames per second (after stacking)."""
+        return self.sample_rate / self.hop_length / self.stack_frames
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        frames = frames_for(lengths, self.hop_length)
+        return torch.div(frames + self.stack_frames - 1, self.stack_frames, rounding_mode="floor")
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Features in float32 even under autocast: log of small powers is fragile in half precision.
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            feats = self.melspec(waveforms.float()).clamp_min(1e-10).log()  # (B, F, T)
+            feats = feats.transpose(1, 2)  # (B, T, F)
+            frame_lengths = frames_for(lengths, self.hop_length).clamp(max=feats.size(1))
+            mask = lengths_mask(frame_lengths, feats.size(1))[..., None]  # (B, T, 1)
+            if self.normalize == "utterance":
+                n = frame_lengths.clamp_min(1)[:, None, None].to(feats)
+                mean = (feats * mask).sum(1, keepdim=True) / n
+                var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
+                feats = (feats - mean) / (var + 1e-5).sqrt()
+            if self.training and self.spec_augment:
+                feats = self._spec_augment(feats, frame_lengths)
+            feats = feats * mask
+            if self.stack_frames > 1:
+                feats, frame_lengths = self._stack(feats, frame_lengths)
+        return feats, frame_lengths
+
+    def _spec_augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Independent masks per utterance; masked values set to 0 (the mean after normalisation)."""
+        b, t, f = feats.shape
+        keep = torch.ones_like(feats, dtype=torch.bool)
+        bins = torch.arange(f, device=feats.device)[None, :]
+        for _ in range(self.freq_masks):
+            width = torch.randint(0, self.freq_mask_width + 1, (b, 1), device=feats.device)
+            start = (torch.rand(b, 1, device=feats.device) * (f - width + 1)).long()
+            keep &= ~((bins >= start) & (bins < start + width))[:, None, :]
+        steps = torch.arange(t, device=feats.device)[None, :]
+        max_w = torch.minimum(torch.full_like(lengths, self.time_mask_width),
+                              (lengths.float() * self.time_mask_max_frac).long())
+        for _ in range(self.time_masks):
+            width = (torch.rand(b, device=feats.device) * (max_w + 1).float()).long()[:, None]
+            start = (torch.rand(b, 1, device=feats.device) * (lengths[:, None] - width + 1).clamp_min(1).float()).long()
+            keep &= ~((steps >= start) & (steps < start + width))[:, :, None]
+        return feats * keep
+
+    def _stack(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.stack_frames
+        b, t, f = feats.shape
+        pad = (-t) % k
+        if pad:
+            feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
+        feats = feats.reshape(b, (t + pad) // k, k * f)  # (B, T/k, k*F)
+        return feats, torch.div(lengths + k - 1, k, rounding_mode="floor")

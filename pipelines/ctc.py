@@ -1,0 +1,209 @@
+"""CTC speech recognition: raw waveform -> log-mel -> stacked (bi)LSTM/GRU -> CTC, with WER/CER and decoding.
+
+Run it with ``make train-ctc`` (embedded synthetic corpus), ``make train-ctc DATA=arctic`` or
+``rnnlab fit -c defaults -c ctc [-c ctc-arctic]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from data.audio import load_audio
+from data.text import tokenizer_from_dict
+from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames
+from modules.ctc_decoding import CTCBeamDecoder, NGramLM, greedy_decode
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend
+from pipelines.base import RnnlabModule
+
+
+class CTCSpeechRecognizer(RnnlabModule):
+    """Many-to-many speech recognition trained with CTC.
+
+    Args:
+        vocab: Tokenizer dict from the DataModule (saved in the checkpoint).
+        sample_rate / n_mels / win_ms / hop_ms: Frontend (log-mel) settings.
+        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment (training only).
+        stack_frames: Frame stacking + subsampling factor (1-4) before the recurrent stack.
+        cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
+        length_handling: Exact length handling of the fused encoder (``reverse`` is fastest, ``packed`` uses
+            PackedSequence); both give the same numbers.
+        val_examples: Reference/hypothesis pairs printed and logged each validation epoch.
+    """
+
+    monitor = "val/cer"
+    monitor_mode = "min"
+    run_prefix = "ctc"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        spec_augment: bool = True,
+        freq_masks: int = 2,
+        freq_mask_width: int = 15,
+        time_masks: int = 2,
+        time_mask_width: int = 40,
+        stack_frames: int = 2,
+        cell: Literal["lstm", "gru"] = "lstm",
+        hidden_size: int = 320,
+        num_layers: int = 4,
+        bidirectional: bool = True,
+        dropout: float = 0.15,
+        length_handling: Literal["reverse", "packed"] = "reverse",
+        val_examples: int = 4,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
+        if vocab is None:
+            raise ValueError("CTCSpeechRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
+        if not 1 <= num_layers <= 8:
+            raise ValueError(f"num_layers must be between 1 and 8, got {num_layers}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.tokenizer = tokenizer_from_dict(vocab)
+        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
+                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+                                  time_masks=time_masks, time_mask_width=time_mask_width, stack_frames=stack_frames)
+        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
+                                   cell=cell, bidirectional=bidirectional, dropout=dropout,
+                                   length_handling=length_handling)
+        self.model = CTCAcousticModel(frontend=frontend, encoder=encoder, vocab_size=len(self.tokenizer),
+                                      head_dropout=dropout)
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
+        self._examples: list[tuple[str, str, str]] = []
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities ``(B, T, V)`` and frame lengths ``(B,)`` for waveforms ``(B, S)``."""
+        return self.model(waveforms, lengths)
+
+    def decode_greedy(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        return [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, blank=self.tokenizer.blank)]
+
+    def _shared_step(self, batch: dict | None, stage: str):
+        if batch is None:
+            # Every file of the batch failed to decode (already counted and warned). A zero loss that touches
+            # every parameter keeps DDP ranks in step (each expects gradients for all parameters).
+            return sum(p.sum() for p in self.parameters()) * 0.0 if stage == "train" else None
+        log_probs, out_lengths = self(batch["waveforms"], batch["lengths"])
+        targets = [t[:n] for t, n in zip(batch["targets"], batch["target_lengths"], strict=True)]
+        loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
+                                           blank=self.tokenizer.blank, min_frames=min_ctc_frames(targets))
+        bs = len(batch["ids"])
+        n_bad = int((~alignable).sum())
+        self.log(f"{stage}/unalignable", float(n_bad), reduce_fx="sum", on_step=False, on_epoch=True,
+                 batch_size=bs, sync_dist=True)
+        if n_bad and stage == "train":
+            bad = [i for i, ok in zip(batch["ids"], alignable.tolist(), strict=True) if not ok]
+            self.print(f"[rnnlab] excluded {n_bad} utterance(s) too long for their audio after subsampling: "
+                       f"{', '.join(bad[:5])}")
+        if alignable.any():
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=int(alignable.sum()), sync_dist=stage != "train")
+        if stage in ("val", "test"):
+            hyps = self.decode_greedy(log_probs, out_lengths)
+            refs = batch["texts"]
+            self.metrics[stage]["wer"].update(hyps, refs)
+            self.metrics[stage]["cer"].update(hyps, refs)
+            if len(self._examples) < self.hparams.val_examples:
+                for i, h, r in zip(batch["ids"], hyps, refs, strict=True):
+                    if len(self._examples) < self.hparams.val_examples:
+                        self._examples.append((i, r, h))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        frac = dm.padding_fraction("train") if dm is not None and hasattr(dm, "padding_fraction") else None
+        if frac is not None:
+            self.log("train/padding_fraction", frac, on_step=False, on_epoch=True)
+
+    def _epoch_end(self, stage: str) -> None:
+        wer = self.metrics[stage]["wer"].compute()
+        cer = self.metrics[stage]["cer"].compute()
+        self.log(f"{stage}/wer", wer * 100, prog_bar=True)
+        self.log(f"{stage}/cer", cer * 100, prog_bar=True)
+        for m in self.metrics[stage].values():
+            m.reset()
+        if not self.trainer.sanity_checking:
+            self._show_examples(stage)
+        self._examples = []
+
+    @rank_zero_only
+    def _show_examples(self, stage: str) -> None:
+        if not self._examples:
+            return
+        lines = [f"  {i}\n    ref: {r}\n    hyp: {h}" for i, r, h in self._examples]
+        self.print(f"[rnnlab] {stage} examples (epoch {self.current_epoch}):\n" + "\n".join(lines))
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
+                                    data=[list(x) for x in self._examples], step=self.global_step)
+                except Exception as e:  # noqa: BLE001 - tracking must never end training
+                    self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    def make_decoder(self, *, beam_size: int = 1, lm_path: str | None = None, lm_weight: float = 0.5,
+                     word_bonus: float = 0.0) -> CTCBeamDecoder | None:
+        """A prefix beam search decoder (None for greedy: ``beam_size <= 1`` and no LM)."""
+        if beam_size <= 1 and lm_path is None:
+            return None
+        lm = NGramLM.from_arpa(lm_path) if lm_path else None
+        tokens = list(self.tokenizer.tokens)
+        return CTCBeamDecoder(tokens=tokens, blank=self.tokenizer.blank, beam_size=max(beam_size, 1), lm=lm,
+                              lm_weight=lm_weight, word_bonus=word_bonus)
+
+    @torch.no_grad()
+    def transcribe_waveforms(self, waveforms: list[torch.Tensor], decoder: CTCBeamDecoder | None = None,
+                             batch_size: int = 8) -> list[str]:
+        """Transcribes mono waveforms already at ``sample_rate``."""
+        self.eval()
+        out: list[str] = []
+        order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
+        results: dict[int, str] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            lengths = torch.tensor([waveforms[i].numel() for i in idx], dtype=torch.long)
+            batch = torch.zeros(len(idx), int(lengths.max()))
+            for b, i in enumerate(idx):
+                batch[b, : lengths[b]] = waveforms[i]
+            log_probs, out_lengths = self(batch.to(self.device), lengths.to(self.device))
+            if decoder is None:
+                texts = self.decode_greedy(log_probs, out_lengths)
+            else:
+                texts = [self.tokenizer.decode(ids) for ids in decoder.decode(log_probs.cpu(), out_lengths.cpu())]
+            results.update(zip(idx, texts, strict=True))
+        out = [results[i] for i in range(len(waveforms))]
+        return out
+
+    def transcribe_files(self, paths: list[str], **kw) -> list[str]:
+        from data.audio import AudioRef
+
+        wavs = [load_audio(AudioRef(path=str(p)), self.hparams.sample_rate) for p in paths]
+        return self.transcribe_waveforms(wavs, **kw)
