@@ -10,7 +10,7 @@ from typing import Literal
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
 from data.sources import load_split
@@ -274,9 +274,16 @@ class SlotFillingDataModule(L.LightningDataModule):
         return sentences_to_examples(lines, lowercase=self.hparams.lowercase)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          collate_fn=collate_slots, num_workers=self.hparams.num_workers,
-                          persistent_workers=self.hparams.num_workers > 0)
+        # rnnlab trains with use_distributed_sampler=False (the speech batch sampler shards itself), so the
+        # DataModule shards here under DDP; Lightning still calls set_epoch on this sampler every epoch.
+        trainer = getattr(self, "trainer", None)
+        sampler = None
+        if trainer is not None and trainer.world_size > 1 and name != "predict":
+            sampler = DistributedSampler(self.datasets[name], num_replicas=trainer.world_size,
+                                         rank=trainer.global_rank, shuffle=shuffle, seed=0)
+        return DataLoader(self.datasets[name], batch_size=self.hparams.batch_size,
+                          shuffle=shuffle if sampler is None else None, sampler=sampler, collate_fn=collate_slots,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -24,7 +24,7 @@ def _local_split_file(data_dir: Path, split: str) -> Path | None:
 
 
 def _is_audiofolder(path: Path) -> bool:
-    return any(path.rglob("metadata.jsonl")) or any(path.rglob("metadata.csv"))
+    return (path / "metadata.jsonl").is_file() or (path / "metadata.csv").is_file()
 
 
 def load_split(
@@ -66,8 +66,7 @@ def load_split(
             return _load(datasets, fmt, data_files={base: str(split_file)}, split=split, streaming=streaming,
                          where=split_file, delimiter="\t" if split_file.suffix == ".tsv" else None)
         if (root / base).is_dir() and _is_audiofolder(root / base):
-            return _load(datasets, "audiofolder", data_dir=str(root / base), split=split.replace(base, "train", 1),
-                         streaming=streaming, where=root / base)
+            return _load_audiofolder(datasets, root / base, split=split, base=base, streaming=streaming)
         available = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
         raise DataSourceError(f"{root}: no split {split!r} found (looked for {split}.jsonl/.json/.csv/.parquet or "
                               f"an audiofolder {split}/ with metadata.jsonl; found {available})")
@@ -94,3 +93,25 @@ def _load(datasets, path, *, where, hub: bool = False, delimiter=None, **kwargs)
                 f"(or --data.data_dir=path) with {kwargs.get('split')}.jsonl files or audiofolder splits"
             ) from None
         raise DataSourceError(f"cannot read {where}: {type(e).__name__}: {first[:300]}") from None
+
+
+def _load_audiofolder(datasets, folder: Path, *, split: str, base: str, streaming: bool):
+    """An ``audiofolder`` split (``metadata.jsonl|csv`` + audio files), read through ``load_dataset``.
+
+    The metadata goes through the packaged json/csv builder and the ``audio`` column holds absolute paths,
+    so no audio is decoded or re-encoded while loading (``datasets``' own audiofolder builder encodes audio
+    with torchcodec, which needs FFmpeg); audio is decoded later with soundfile.
+    """
+    meta = folder / "metadata.jsonl"
+    fmt = "json"
+    if not meta.is_file():
+        meta, fmt = folder / "metadata.csv", "csv"
+    ds = _load(datasets, fmt, data_files={base: str(meta)}, split=split, streaming=streaming, where=meta)
+    if "file_name" not in (ds.column_names or []):
+        raise DataSourceError(f"{meta}: audiofolder metadata needs a 'file_name' column (has {ds.column_names})")
+    root = str(folder.resolve())
+
+    def add_path(row):
+        return {"audio": os.path.join(root, row["file_name"])}
+
+    return ds.map(add_path) if streaming else ds.add_column("audio", [os.path.join(root, f) for f in ds["file_name"]])
