@@ -39,7 +39,8 @@ class MetricsJSON(Callback):
     def _write(self, trainer: L.Trainer, stage: str) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        metrics = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith(f"{stage[:4]}")}
+        prefix = {"test": "test/", "validate": "val/"}[stage]
+        metrics = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith(prefix)}
         path = Path(self.path or Path(trainer.default_root_dir) / f"{stage}_metrics.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = getattr(trainer, "ckpt_path", None)

@@ -208,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     try:
-        RnnlabCLI(args=argv)
+        cli = RnnlabCLI(args=argv)
+        trainer = getattr(cli, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # Every rank reports, so multi-process logs show that no rank was left behind.
+            print(f"[rnnlab] rank {trainer.global_rank}/{trainer.world_size} finished {cli.subcommand}", flush=True)
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
         print(f"rnnlab: error: {e}", file=sys.stderr)
