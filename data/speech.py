@@ -2,7 +2,8 @@
 
 Sources, all through ``datasets.load_dataset``: a hub id (e.g. ``openslr/librispeech_asr`` with config
 ``clean``), a local ``audiofolder`` (``<split>/metadata.jsonl``), JSON/CSV manifests of path + text, or
-``embedded`` (the project's synthetic spoken corpus, built and cached on first use).
+``embedded`` (the project's synthetic spoken corpus, built and cached on first use), or ``fsdd-digits``
+(connected-digit strings composed on the fly from a local FSDD copy, see :mod:`data.digits`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from data.text import CharTokenizer, normalize_text, tokenizer_from_dict
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
+FSDD_DIGITS = "fsdd-digits"
 
 
 @dataclass
@@ -166,7 +168,9 @@ class SpeechDataModule(L.LightningDataModule):
     :attr:`skip_report`, so an epoch never dies on one bad file.
 
     Args:
-        dataset: Hub id, local path, or ``embedded``.
+        dataset: Hub id, local path, ``embedded``, or ``fsdd-digits`` (connected-digit strings composed from FSDD
+            recordings: training from FSDD ``train``, validation/test from FSDD ``test``; ``data_dir`` is the FSDD
+            copy, default ``../shared/data/fsdd``; split names, duration limits and ``validate`` do not apply).
         data_dir: Local copy (audiofolder splits or ``{split}.jsonl|csv`` manifests); wins over ``dataset``.
         config_name: Hub configuration (e.g. ``clean`` for LibriSpeech).
         train_split / val_split / test_split: Split names (``datasets`` slicing such as ``train[:10%]`` works).
@@ -182,6 +186,8 @@ class SpeechDataModule(L.LightningDataModule):
         validate: Read every file's header up front (reject unreadable files before training).
         cache_audio: Keep decoded waveforms in memory after first use (small corpora).
         embedded_size: Utterances the embedded corpus has in train/validation/test.
+        digits_per_utterance: ``fsdd-digits``: inclusive range of digits per string.
+        digits_size: ``fsdd-digits``: strings in train (per epoch)/validation/test.
         num_workers: DataLoader workers.
     """
 
@@ -212,6 +218,8 @@ class SpeechDataModule(L.LightningDataModule):
         embedded_size: tuple[int, int, int] = (3000, 200, 200),
         num_workers: int = 0,
         seed: int = 0,
+        digits_per_utterance: tuple[int, int] = (2, 7),
+        digits_size: tuple[int, int, int] = (3000, 300, 300),
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -274,7 +282,11 @@ class SpeechDataModule(L.LightningDataModule):
                 from data.subwords import SentencePieceTokenizer
 
                 texts = [u.text for u in self._read(self.hparams.train_split)]
-                self._tokenizer = SentencePieceTokenizer.train(texts, vocab_size=self.hparams.sentencepiece_vocab_size)
+                # Every split is validated against the char alphabet, so each of its characters gets a piece
+                # even when the training transcripts lack it (a held-out text must never hit <unk>).
+                self._tokenizer = SentencePieceTokenizer.train(
+                    texts, vocab_size=self.hparams.sentencepiece_vocab_size,
+                    required_chars=self.tokenizer_for_validation().alphabet, seed=self.hparams.seed)
         return self._tokenizer
 
     @property
@@ -297,11 +309,28 @@ class SpeechDataModule(L.LightningDataModule):
                   "test": [("test", hp.test_split)]}.get(stage or "fit", [])
         if stage is None:
             splits = [("train", hp.train_split), ("val", hp.val_split), ("test", hp.test_split)]
+        if hp.dataset == FSDD_DIGITS:
+            self._setup_digits([name for name, _ in splits])
+            return
         for name, split in splits:
             if name not in self.datasets:
                 self.datasets[name] = SpeechDataset(self._read(split), self.tokenizer, sample_rate=hp.sample_rate,
                                                     skips=self.skips.setdefault(split, SkipCounter(self._where(split))),
                                                     cache_audio=hp.cache_audio)
+
+    def _setup_digits(self, names: list[str]) -> None:
+        """``fsdd-digits``: connected-digit datasets (compositions, hence ``lengths``, known up front)."""
+        from data.digits import fsdd_digits_dataset
+
+        hp = self.hparams
+        if hp.tokenizer != "char":
+            raise DataError(f"{FSDD_DIGITS}: use data.tokenizer=char (digit words need no subword vocabulary)")
+        for name in names:
+            if name not in self.datasets:
+                self.datasets[name] = fsdd_digits_dataset(
+                    name, self.tokenizer, data_dir=hp.data_dir, sizes=hp.digits_size,
+                    digits=hp.digits_per_utterance, sample_rate=hp.sample_rate, seed=hp.seed,
+                    skips=self.skips.setdefault(name, SkipCounter(f"{FSDD_DIGITS} [{name}]")))
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         ds = self.datasets[name]

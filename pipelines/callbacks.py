@@ -59,10 +59,25 @@ class MetricsJSON(Callback):
 class RunSummary(Callback):
     """At the end of fit: prints the best checkpoint and its score, records them in W&B's run summary."""
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module) -> None:
         ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         summary = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith("val/")}
+        if hasattr(self, "_t0"):
+            import time
+
+            summary["train_time_s"] = round(time.perf_counter() - self._t0, 1)
+        summary["epochs"] = trainer.current_epoch
+        dm = getattr(trainer, "datamodule", None)
+        skips = getattr(dm, "skip_report", None)
+        if skips:
+            summary["skipped"] = skips
+            print(f"[rnnlab] skipped utterances (by split and reason): {skips}")
         if ckpt is not None and ckpt.best_model_path:
             score = ckpt.best_model_score.item() if ckpt.best_model_score is not None else None
             summary.update(best_checkpoint=ckpt.best_model_path, best_score=score, monitor=ckpt.monitor)

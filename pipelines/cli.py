@@ -194,6 +194,7 @@ def _lazy_tool(module: str, fn: str):
 
 TOOLS.update({
     "transcribe": _lazy_tool("pipelines.transcribe", "main"),
+    "summarize": _lazy_tool("pipelines.summarize", "main"),
 })
 
 

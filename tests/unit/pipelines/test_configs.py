@@ -1,0 +1,62 @@
+"""Every shipped config composes and type-checks (parse only: no data, no network)."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import CONFIG_DIR, main
+
+COMBOS = [
+    ["slots"],
+    ["slots", "slots-local"],
+    ["slots", "slots-snips"],
+    ["tiny/slots.yaml"],
+    ["ctc"],
+    ["ctc", "ctc-arctic"],
+    ["ctc", "ctc-librispeech-100"],
+    ["ctc", "ctc-librispeech-100", "ctc-librispeech-960"],
+    ["tiny/ctc.yaml"],
+]
+if (CONFIG_DIR / "ctc-fsdd-digits.yaml").is_file():
+    COMBOS.append(["ctc", "ctc-fsdd-digits"])
+
+
+def _print_config(*args: str) -> dict:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
+        main(["fit", *args, "--print_config"])
+    assert e.value.code in (0, None)
+    return yaml.safe_load(buf.getvalue())
+
+
+@pytest.mark.parametrize("names", COMBOS, ids=lambda n: "+".join(Path(x).stem for x in n))
+def test_shipped_config_parses(names):
+    args = ["-c", "defaults"]
+    for n in names:
+        args += ["-c", n]
+    cfg = _print_config(*args)
+    assert cfg["model"]["class_path"].startswith("pipelines.")
+    assert cfg["data"]["class_path"].startswith("data.")
+    assert cfg["trainer"]["gradient_clip_val"] == 5.0
+
+
+def test_every_yaml_is_covered():
+    shipped = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIG_DIR.rglob("*.yaml")} - {"defaults.yaml"}
+    covered = {n if n.endswith(".yaml") else f"{n}.yaml" for combo in COMBOS for n in combo}
+    assert shipped <= covered, f"configs without a parse test: {sorted(shipped - covered)}"
+
+
+def test_typo_in_choice_fails_with_choices():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
+        main(["fit", "-c", "defaults", "-c", "ctc", "--model.init_args.cell=lstn", "--print_config"])
+    assert e.value.code != 0
+    assert "lstn" in err.getvalue() and "gru" in err.getvalue()
+
+
+def test_unknown_config_name_is_one_line():
+    with pytest.raises(SystemExit, match="config 'nope' not found"):
+        main(["fit", "-c", "nope"])
