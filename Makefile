@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots train-ctc transcribe clean
+.PHONY: help install test test-all lint train-slots slots-table train-ctc transcribe clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -41,6 +41,19 @@ test-all: $(STAMP) ## Run every test, including those marked slow
 
 train-slots: $(STAMP) ## Slot filling (ATIS from the hub; DATA=snips, DATA_DIR=../shared/data/atis, ARGS=...)
 	$(RNNLAB) fit $(SLOTS_CFG) $(TRAINER) $(ARGS)
+
+SLOT_MODELS := elman:false jordan:false lstm:true gru:true
+SLOTS_DATA_ROOT ?= ../shared/data
+SLOTS_EPOCHS ?= 12
+
+slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS copies, then a Markdown table
+	for d in atis snips; do for m in $(SLOT_MODELS); do \
+	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
+	    --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} \
+	    --trainer.max_epochs=$(SLOTS_EPOCHS) --trainer.enable_progress_bar=false \
+	    --run.root=$(RUN_DIR)/slots-table --run.name=$$d-$${m%%:*}-bi$${m##*:} $(ARGS) || exit 1; \
+	done; done
+	$(RNNLAB) summarize $(RUN_DIR)/slots-table/*
 
 CTC_CFG := -c defaults -c ctc $(if $(DATA),-c ctc-$(DATA)) $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
 

@@ -353,6 +353,12 @@ class SpeechDataModule(L.LightningDataModule):
                           persistent_workers=hp.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        trainer = getattr(self, "trainer", None)
+        if hasattr(ds, "set_epoch") and trainer is not None:
+            # Generated data (connected digits) draws new strings each epoch; with
+            # trainer.reload_dataloaders_every_n_epochs=1 the sampler sees the new lengths.
+            ds.set_epoch(trainer.current_epoch)
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
