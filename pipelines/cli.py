@@ -49,7 +49,26 @@ class RnnlabCLI(LightningCLI):
         parser.add_argument("--run.log_model", type=bool, default=False, help="Upload checkpoints as W&B artifacts.")
         parser.add_argument("--run.metrics_file", type=str | None, default=None,
                             help="Where test/validate write their metrics JSON (default: in the run dir).")
+        parser.add_argument("--decode.beam_size", type=int, default=1,
+                            help="validate/test decoding for CTC models: prefix beam size (1 = greedy)")
+        parser.add_argument("--decode.lm", type=str | None, default=None, help="word n-gram LM (ARPA) for decoding")
+        parser.add_argument("--decode.lm_weight", type=float, default=0.5)
+        parser.add_argument("--decode.word_bonus", type=float, default=0.0)
         parser.link_arguments("data.vocab", "model.init_args.vocab", apply_on="instantiate")
+
+    def _set_eval_decoder(self) -> None:
+        cfg = self.config[self.subcommand].decode
+        if hasattr(self.model, "make_decoder"):
+            if cfg.lm and not Path(cfg.lm).is_file():
+                raise DataError(f"language model not found: {cfg.lm}")
+            self.model.eval_decoder = self.model.make_decoder(beam_size=cfg.beam_size, lm_path=cfg.lm,
+                                                              lm_weight=cfg.lm_weight, word_bonus=cfg.word_bonus)
+
+    def before_test(self) -> None:
+        self._set_eval_decoder()
+
+    def before_validate(self) -> None:
+        self._set_eval_decoder()
 
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
@@ -195,6 +214,7 @@ def _lazy_tool(module: str, fn: str):
 TOOLS.update({
     "transcribe": _lazy_tool("pipelines.transcribe", "main"),
     "summarize": _lazy_tool("pipelines.summarize", "main"),
+    "build-lm": _lazy_tool("pipelines.transcribe", "build_lm_main"),
 })
 
 

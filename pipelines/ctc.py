@@ -85,6 +85,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
         self._examples: list[tuple[str, str, str]] = []
+        # Set by `rnnlab validate/test --decode.beam_size N --decode.lm FILE`; None = greedy.
+        self.eval_decoder: CTCBeamDecoder | None = None
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``(B, T, V)`` and frame lengths ``(B,)`` for waveforms ``(B, S)``."""
@@ -113,7 +115,11 @@ class CTCSpeechRecognizer(RnnlabModule):
         if alignable.any():
             self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=int(alignable.sum()), sync_dist=stage != "train")
         if stage in ("val", "test"):
-            hyps = self.decode_greedy(log_probs, out_lengths)
+            if self.eval_decoder is not None and not self.trainer.training:
+                ids = self.eval_decoder.decode(log_probs.float().cpu(), out_lengths.cpu())
+                hyps = [self.tokenizer.decode(x) for x in ids]
+            else:
+                hyps = self.decode_greedy(log_probs, out_lengths)
             refs = batch["texts"]
             self.metrics[stage]["wer"].update(hyps, refs)
             self.metrics[stage]["cer"].update(hyps, refs)

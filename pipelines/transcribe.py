@@ -72,3 +72,40 @@ def main(argv: list[str]) -> int:
         print(f"[rnnlab] {len(ok)} files, {audio_s:.1f}s of audio in {elapsed:.2f}s (RTF {elapsed / audio_s:.3f})"
               + (f", {failed} skipped" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def build_lm_main(argv: list[str]) -> int:
+    """``rnnlab build-lm TEXT... --out lm.arpa``: a word n-gram LM (Kneser-Ney) from transcripts."""
+    ap = argparse.ArgumentParser(prog="rnnlab build-lm", description="Build a word n-gram LM (ARPA) from text.")
+    ap.add_argument("inputs", nargs="+", help="text files (one sentence a line) or metadata/manifest .jsonl files")
+    ap.add_argument("--field", default="text", help="transcript field of .jsonl inputs")
+    ap.add_argument("--order", type=int, default=3)
+    ap.add_argument("--normalizer", default="asr_chars", choices=["asr_chars", "lower", "none"])
+    ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
+    args = ap.parse_args(argv)
+    from data.text import normalize_text
+    from modules.ctc_decoding import train_ngram
+
+    sentences = []
+    for item in args.inputs:
+        p = Path(item)
+        if not p.is_file():
+            raise SystemExit(f"rnnlab build-lm: error: no such file: {p}")
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if p.suffix == ".jsonl":
+                try:
+                    line = json.loads(line)[args.field]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise SystemExit(f"rnnlab build-lm: error: {p}:{n}: no '{args.field}' field") from None
+            text = normalize_text(str(line), args.normalizer)
+            if text:
+                sentences.append(text)
+    if not sentences:
+        raise SystemExit("rnnlab build-lm: error: no sentences found")
+    lm = train_ngram(sentences, order=args.order)
+    lm.to_arpa(args.out)
+    print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words) -> {args.out}",
+          file=sys.stderr)
+    return 0

@@ -62,3 +62,19 @@ def test_test_command_writes_wer_cer_json(ctc_run, tmp_path):
     assert "test/cer" in proc.stdout
     metrics = read_json(out)["metrics"]
     assert metrics["test/cer"] >= 0 and metrics["test/wer"] >= 0
+
+
+def test_build_lm_and_beam_lm_decoding_in_validate(ctc_run, speech_corpus_dir, tmp_path):
+    from modules.ctc_decoding import NGramLM
+
+    arpa = tmp_path / "lm.arpa"
+    rnnlab("build-lm", str(speech_corpus_dir / "train" / "metadata.jsonl"), "--order", "2", "--out", str(arpa))
+    lm = NGramLM.from_arpa(arpa)
+    assert lm.order == 2 and len(lm.vocab) > 10
+    out = tmp_path / "val.json"
+    rnnlab("validate", "--ckpt", str(ctc_run / "checkpoints" / "best.ckpt"), f"--run.metrics_file={out}",
+           "--decode.beam_size=4", f"--decode.lm={arpa}")
+    assert read_json(out)["metrics"]["val/cer"] >= 0
+    proc = rnnlab("validate", "--ckpt", str(ctc_run / "checkpoints" / "best.ckpt"),
+                  f"--decode.lm={tmp_path / 'missing.arpa'}", check=False)
+    assert proc.returncode == 2 and "language model not found" in proc.stderr.strip().splitlines()[-1]
