@@ -87,7 +87,7 @@ class RnnlabCLI(LightningCLI):
         kwargs["default_root_dir"] = str(run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(run_dir, project=cfg.run.project, mode=cfg.run.wandb,
-                                            log_model=cfg.run.log_model)
+                                            log_model=cfg.run.log_model, stage=self.subcommand)
         callbacks = list(trainer_cfg.get("callbacks") or [])
         if trainer_cfg.get("enable_checkpointing", True) is not False and not any(
                 isinstance(c, ModelCheckpoint) for c in callbacks):

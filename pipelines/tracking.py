@@ -71,8 +71,9 @@ def make_run_dir(root: str | os.PathLike, prefix: str, name: str | None) -> Path
 
 
 def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_name: str | None = None,
-                 log_model: bool = False) -> list:
-    """A CSV logger (``run_dir/metrics.csv``) and, unless disabled, a WandbLogger writing under ``run_dir``.
+                 log_model: bool = False, stage: str = "fit") -> list:
+    """A CSV logger (``run_dir/metrics.csv``; ``run_dir/<stage>/`` for validate/test) and, unless disabled,
+    a WandbLogger writing under ``run_dir``.
 
     The W&B run id is kept in ``run_dir/wandb_id`` so that resuming from a checkpoint of this run continues
     the same W&B run instead of creating a new one.
@@ -103,7 +104,8 @@ def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_n
                                    settings=_wandb_settings()))
     else:
         rank_zero_info(f"[rnnlab] W&B disabled ({reason})")
-    loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+    # fit logs to run_dir/metrics.csv; validate/test of a trained run to run_dir/<stage>/ (never over training's).
+    loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="" if stage == "fit" else stage))
     return loggers
 
 

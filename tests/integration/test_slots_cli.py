@@ -53,6 +53,8 @@ def test_test_command_prints_and_writes_json(trained_run, tmp_path):
     proc = rnnlab("test", "--ckpt", str(ckpt), f"--run.metrics_file={out}",
                   f"--data.init_args.test_file={trained_run['data'] / 'test.jsonl'}")
     assert "test/slot_f1" in proc.stdout
+    # Evaluating a trained run never overwrites its training log.
+    assert "train/grad_norm" in (trained_run["run"] / "metrics.csv").read_text().splitlines()[0]
     metrics = read_json(out)["metrics"]
     assert metrics["test/slot_f1"] > 80.0 and 0 <= metrics["test/intent_acc"] <= 100
 
