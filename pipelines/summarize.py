@@ -32,7 +32,9 @@ def summarize(runs: list[Path], metrics: list[str] | None = None) -> str:
         best = _best_row(run, monitor, mode)
         kind = "slots" if "slot" in monitor else "ctc"
         names = metrics or DEFAULT_METRICS.get(kind, [monitor])
-        arch = f"{'Bi' if model.get('bidirectional') else ''}{model.get('cell', '?')}-{model.get('hidden_size', '?')}" \
+        cell = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman", "jordan": "Jordan", "rnn": "RNN"}.get(
+            model.get("cell"), str(model.get("cell", "?")))
+        arch = f"{'Bi' if model.get('bidirectional') else ''}{cell}-{model.get('hidden_size', '?')}" \
                f" x{model.get('num_layers', 1)}"
         row = [run.name, arch, str(best.get("epoch", "?"))] + [
             f"{float(best[m]):.2f}" if best.get(m) else "-" for m in names]
