@@ -218,8 +218,25 @@ TOOLS.update({
 })
 
 
+USAGE = """usage: rnnlab COMMAND [options]
+
+training and evaluation (LightningCLI; configs in pipelines/configs, e.g. -c defaults -c ctc):
+  fit | validate | test | predict   rnnlab fit -c defaults -c slots [--trainer.* / --model.* / --data.* ...]
+  test --ckpt CKPT                  evaluate a run's checkpoint with the config saved beside it
+checkpoint tools:
+  transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json)
+  predict --ckpt CKPT [FILE|-]         slot filling of sentences, one per line
+  build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
+  summarize RUN_DIR...                 Markdown table of runs
+'rnnlab fit --help' lists every option of a subcommand.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv and argv[0] in TOOLS and (argv[0] != "predict" or any(a.split("=")[0] == "--ckpt" for a in argv)):
         return TOOLS[argv[0]](argv[1:]) or 0
