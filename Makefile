@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table train-ctc transcribe clean
+.PHONY: help install test test-all lint train-slots slots-table train-ctc transcribe bench clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -62,6 +62,9 @@ train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=arctic|fsdd
 
 transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckpt FILES="a.wav dir/" [ARGS="--beam 8"]
 	$(RNNLAB) transcribe --ckpt $(CKPT) $(FILES) $(ARGS)
+
+bench: $(STAMP) ## Encoder speed side by side (reverse vs packed vs padded nn.LSTM); prints a table, writes JSON
+	$(RNNLAB) bench --out $(RUN_DIR)/bench/encoder.json $(ARGS)
 
 clean: ## Remove run directories and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

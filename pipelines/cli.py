@@ -215,6 +215,7 @@ TOOLS.update({
     "transcribe": _lazy_tool("pipelines.transcribe", "main"),
     "summarize": _lazy_tool("pipelines.summarize", "main"),
     "build-lm": _lazy_tool("pipelines.transcribe", "build_lm_main"),
+    "bench": _lazy_tool("pipelines.bench", "main"),
 })
 
 
@@ -228,6 +229,7 @@ checkpoint tools:
   predict --ckpt CKPT [FILE|-]         slot filling of sentences, one per line
   build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
   summarize RUN_DIR...                 Markdown table of runs
+  bench                                encoder speed: exact length handling vs padded nn.LSTM
 'rnnlab fit --help' lists every option of a subcommand.
 """
 
