@@ -45,6 +45,8 @@ def load_split(
     Raises:
         DataSourceError: with a one-line message naming the missing path, split or hub id.
     """
+    if data_dir is None and dataset is not None and not Path(dataset).expanduser().exists():
+        _offline_if_hub_unreachable()
     import datasets
 
     if data_dir is None and dataset is not None and Path(dataset).expanduser().exists():
@@ -75,6 +77,28 @@ def load_split(
     return _load(datasets, dataset, name=config_name, split=split, streaming=streaming, where=dataset, hub=True)
 
 
+_AUTO_OFFLINE: str | None = None
+
+
+def _offline_if_hub_unreachable(timeout: float = 3.0) -> None:
+    """Without network, switch the hub client to offline mode before it is imported (cached copies still load),
+    so a missing dataset fails at once instead of after the client's retries."""
+    import socket
+    import sys
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or "huggingface_hub" in sys.modules:
+        return
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0].split(":")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return
+    except OSError:
+        global _AUTO_OFFLINE
+        _AUTO_OFFLINE = host
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+
 def _load(datasets, path, *, where, hub: bool = False, delimiter=None, **kwargs):
     if delimiter is not None:
         kwargs["delimiter"] = delimiter
@@ -86,11 +110,13 @@ def _load(datasets, path, *, where, hub: bool = False, delimiter=None, **kwargs)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if hub:
             offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
-            how = ("offline mode is on" if offline else "the hub could not be reached or the dataset is unknown")
+            how = (f"{_AUTO_OFFLINE} is unreachable, so offline" if _AUTO_OFFLINE else
+                   "offline mode is on" if offline else "the hub could not be reached or the dataset is unknown")
+            split = str(kwargs.get("split")).split("[")[0]
             raise DataSourceError(
                 f"cannot load {where!r} split {kwargs.get('split')!r} from the Hugging Face hub ({how}: "
                 f"{type(e).__name__}: {first[:200]}); point to a local copy instead, e.g. DATA_DIR=path/to/copy "
-                f"(or --data.data_dir=path) with {kwargs.get('split')}.jsonl files or audiofolder splits"
+                f"(or --data.init_args.data_dir=path) holding {split}.jsonl/.csv/.parquet or an audiofolder {split}/"
             ) from None
         raise DataSourceError(f"cannot read {where}: {type(e).__name__}: {first[:300]}") from None
 
