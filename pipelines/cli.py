@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = _resolve_config_names(argv)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # lightning 2.6 internal deprecation
     try:
         cli = RnnlabCLI(args=argv)
         trainer = getattr(cli, "trainer", None)
