@@ -104,8 +104,15 @@ def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_n
                                    settings=_wandb_settings()))
     else:
         rank_zero_info(f"[rnnlab] W&B disabled ({reason})")
-    # fit logs to run_dir/metrics.csv; validate/test of a trained run to run_dir/<stage>/ (never over training's).
-    loggers.append(CSVLogger(save_dir=str(run_dir), name="", version="" if stage == "fit" else stage))
+    # fit logs to run_dir/metrics.csv; a resumed fit to run_dir/resume-<k>/ and validate/test of a trained run to
+    # run_dir/<stage>/: Lightning's CSV writer deletes an existing metrics.csv, the first run's log must survive.
+    version = "" if stage == "fit" else stage
+    if stage == "fit" and (run_dir / "metrics.csv").exists():
+        k = 1
+        while (run_dir / f"resume-{k}").exists():
+            k += 1
+        version = f"resume-{k}"
+    loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=version))
     return loggers
 
 

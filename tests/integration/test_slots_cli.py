@@ -102,3 +102,19 @@ def test_offline_hub_without_local_copy_says_how_to_fix():
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "tuetschek/atis" in last and "DATA_DIR" in last and "Traceback" not in proc.stderr
+
+
+def test_resume_continues_the_same_run_and_wandb_id(trained_run):
+    run = trained_run["run"]
+    run_id = (run / "wandb_id").read_text().strip()
+    before = {p.name for p in (run / "wandb").glob("offline-run-*")}
+    assert all(name.endswith(run_id) for name in before)
+    rnnlab("fit", "-c", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+           "--trainer.max_epochs=13", "--run.wandb=offline", env={"WANDB_MODE": ""})
+    after = {p.name for p in (run / "wandb").glob("offline-run-*")}
+    assert after - before and all(name.endswith(run_id) for name in after)  # same W&B run id, no new run
+    first = [line.split(",")[0] for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert "0" in first and "11" in first  # the first run's log is kept
+    resumed = [line.split(",")[0] for line in (run / "resume-1" / "metrics.csv").read_text().splitlines()[1:]]
+    assert "12" in resumed and "0" not in resumed  # training went on from epoch 12 in the same run directory
+    assert not (run.parent / "slots").exists()
