@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # lightning 2.6 internal deprecation
+    # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     try:
         cli = RnnlabCLI(args=argv)
         trainer = getattr(cli, "trainer", None)
