@@ -345,8 +345,6 @@ class SpeechDataModule(L.LightningDataModule):
             lengths=ds.lengths, batch_size=hp.batch_size, max_tokens=max_tokens,
             shuffle=train and hp.bucketing, seed=hp.seed, num_replicas=world, rank=rank,
             bucket_size_multiplier=100 if hp.bucketing else 1)
-        if train and not hp.bucketing:
-            sampler.bucket_size_multiplier = 1
         self._samplers = getattr(self, "_samplers", {})
         self._samplers[name] = sampler
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_speech, num_workers=hp.num_workers,

@@ -191,7 +191,6 @@ class CTCSpeechRecognizer(RnnlabModule):
                              batch_size: int = 8) -> list[str]:
         """Transcribes mono waveforms already at ``sample_rate``."""
         self.eval()
-        out: list[str] = []
         order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
         results: dict[int, str] = {}
         for start in range(0, len(order), batch_size):
@@ -206,8 +205,7 @@ class CTCSpeechRecognizer(RnnlabModule):
             else:
                 texts = [self.tokenizer.decode(ids) for ids in decoder.decode(log_probs.cpu(), out_lengths.cpu())]
             results.update(zip(idx, texts, strict=True))
-        out = [results[i] for i in range(len(waveforms))]
-        return out
+        return [results[i] for i in range(len(waveforms))]
 
     def transcribe_files(self, paths: list[str], **kw) -> list[str]:
         from data.audio import AudioRef
