@@ -34,6 +34,8 @@ class LogMelFrontend(nn.Module):
             capped at ``time_mask_max_frac`` of the utterance.
         stack_frames: Concatenate this many consecutive frames and keep every ``stack_frames``-th (x1-x4),
             shortening the sequence the recurrent stack runs over.
+        speed_perturb: Speed factors drawn uniformly per utterance while training (e.g. ``(0.9, 1.0, 1.1)``:
+            resampling changes tempo and pitch together, as in Kaldi/sox ``speed``); ``None`` disables.
 
     Shape:
         - waveforms: ``(B, S)`` float, zero-padded; lengths ``(B,)`` samples.
@@ -55,10 +57,14 @@ class LogMelFrontend(nn.Module):
         time_mask_width: int = 40,
         time_mask_max_frac: float = 0.1,
         stack_frames: int = 1,
+        speed_perturb: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         if not 1 <= stack_frames <= 8:
             raise ValueError(f"stack_frames must be between 1 and 8, got {stack_frames}")
+        if speed_perturb is not None and (not speed_perturb or any(not 0.5 <= f <= 2.0 for f in speed_perturb)):
+            raise ValueError(f"speed_perturb factors must lie in [0.5, 2.0], got {speed_perturb!r}")
+        self.speed_perturb = tuple(float(f) for f in speed_perturb) if speed_perturb else None
         if normalize not in ("utterance", "none"):
             raise ValueError(f"normalize must be one of utterance|none, got {normalize!r}")
         self.sample_rate = sample_rate
@@ -91,6 +97,8 @@ class LogMelFrontend(nn.Module):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Features in float32 even under autocast: log of small powers is fragile in half precision.
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            if self.training and self.speed_perturb:
+                waveforms, lengths = self._speed_perturb(waveforms.float(), lengths)
             feats = self.melspec(waveforms.float()).clamp_min(1e-10).log()  # (B, F, T)
             feats = feats.transpose(1, 2)  # (B, T, F)
             frame_lengths = frames_for(lengths, self.hop_length).clamp(max=feats.size(1))
@@ -106,6 +114,34 @@ class LogMelFrontend(nn.Module):
             if self.stack_frames > 1:
                 feats, frame_lengths = self._stack(feats, frame_lengths)
         return feats, frame_lengths
+
+    def _speed_perturb(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resamples each utterance by a factor drawn from :attr:`speed_perturb` (one resample call per factor)."""
+        factors = torch.tensor(self.speed_perturb)
+        choice = torch.randint(len(factors), (waveforms.size(0),))
+        if bool((factors[choice] == 1.0).all()):
+            return waveforms, lengths
+        pieces: list[tuple[int, torch.Tensor]] = []
+        new_lengths = lengths.clone()
+        for k, f in enumerate(self.speed_perturb):
+            rows = (choice == k).nonzero().flatten().tolist()
+            if not rows:
+                continue
+            if f == 1.0:
+                pieces += [(r, waveforms[r, : lengths[r]]) for r in rows]
+                continue
+            # Playing at speed f: the signal, read as if sampled at f * rate, is resampled to the model's rate.
+            orig = int(round(self.sample_rate * f))
+            longest = int(lengths[rows].max())
+            out = torchaudio.functional.resample(waveforms[rows, :longest], orig, self.sample_rate)
+            for j, r in enumerate(rows):
+                n = max(1, min(out.size(1), int(round(int(lengths[r]) * self.sample_rate / orig))))
+                new_lengths[r] = n
+                pieces.append((r, out[j, :n]))
+        result = waveforms.new_zeros(waveforms.size(0), int(new_lengths.max()))
+        for r, wav in pieces:
+            result[r, : wav.numel()] = wav
+        return result, new_lengths
 
     def _spec_augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Independent masks per utterance; masked values set to 0 (the mean after normalisation)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import grad_norm
+from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
 CKPT_KEY = "rnnlab"
 
@@ -24,6 +24,10 @@ class RnnlabModule(L.LightningModule):
     Args:
         optimizer: Optimiser factory (``class_path``/``init_args`` in YAML), called with the parameters.
         lr_scheduler: Optional scheduler factory; ``ReduceLROnPlateau`` watches ``monitor``.
+        init_from: Checkpoint whose weights start a fresh ``fit`` (fine-tuning, e.g. from a model trained on a
+            larger corpus): every parameter with the same name and shape is copied, the rest (say, an output
+            layer over another vocabulary) keeps its initialisation and is listed. Resuming with ``--ckpt_path``
+            restores the run's own weights instead.
     """
 
     monitor: str = "val/loss"
@@ -35,10 +39,19 @@ class RnnlabModule(L.LightningModule):
         *,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.init_from = init_from
+
+    def setup(self, stage: str) -> None:
+        # Runs before Lightning restores a checkpoint given with --ckpt_path, so a resumed run keeps its weights.
+        if stage == "fit" and self.init_from:
+            copied, kept = load_matching_weights(self, self.init_from)
+            rank_zero_only(print)(f"[rnnlab] initialised {copied} tensors from {self.init_from}"
+                       + (f"; kept fresh: {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else ""))
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.parameters())
@@ -61,6 +74,30 @@ class RnnlabModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CKPT_KEY] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "format": 1}
+
+
+def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tuple[int, list[str]]:
+    """Copies every tensor of ``ckpt_path``'s state dict whose name and shape match ``module``'s.
+
+    Returns the number copied and the names of ``module``'s tensors left as they were. Loads with
+    ``weights_only=True`` (no pickled code runs).
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"init_from: {path} is not a readable checkpoint ({type(e).__name__})") from None
+    state = state.get("state_dict", state)
+    own = module.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not matched:
+        raise ValueError(f"init_from: {path} shares no parameter (same name and shape) with {type(module).__name__}")
+    with torch.no_grad():
+        for k, v in matched.items():
+            own[k].copy_(v)
+    return len(matched), [k for k in own if k not in matched]
 
 
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> RnnlabModule:

@@ -36,7 +36,9 @@ class CTCSpeechRecognizer(RnnlabModule):
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
         length_handling: Exact length handling of the fused encoder (``reverse`` is fastest, ``packed`` uses
             PackedSequence); both give the same numbers.
+        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
         val_examples: Reference/hypothesis pairs printed and logged each validation epoch.
+        init_from: Checkpoint to start from (fine-tuning); see :class:`~pipelines.base.RnnlabModule`.
     """
 
     monitor = "val/cer"
@@ -63,11 +65,13 @@ class CTCSpeechRecognizer(RnnlabModule):
         bidirectional: bool = True,
         dropout: float = 0.15,
         length_handling: Literal["reverse", "packed"] = "reverse",
+        speed_perturb: list[float] | None = None,
         val_examples: int = 4,
+        init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("CTCSpeechRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
         if not 1 <= num_layers <= 8:
@@ -76,7 +80,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.tokenizer = tokenizer_from_dict(vocab)
         frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
                                   spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
-                                  time_masks=time_masks, time_mask_width=time_mask_width, stack_frames=stack_frames)
+                                  time_masks=time_masks, time_mask_width=time_mask_width, stack_frames=stack_frames,
+                                  speed_perturb=speed_perturb)
         encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
                                    cell=cell, bidirectional=bidirectional, dropout=dropout,
                                    length_handling=length_handling)

@@ -111,3 +111,32 @@ def test_ctc_loss_is_float32_under_bf16_input():
     low, _ = ctc_loss_checked(lp.bfloat16(), ol, targets, tl)
     assert low.dtype == torch.float32
     assert low.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+def test_speed_perturbation_changes_lengths_by_the_factor_and_only_in_training():
+    torch.manual_seed(0)
+    fe = LogMelFrontend(n_mels=20, spec_augment=False, speed_perturb=(1.25,))
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * math.pi * 400 * t)
+    wav = torch.stack([tone, torch.cat([tone[:8000], torch.zeros(8000)])])
+    lengths = torch.tensor([16000, 8000])
+    out, new_len = fe._speed_perturb(wav, lengths)
+    assert new_len.tolist() == [12800, 6400]
+    assert out.shape == (2, 12800) and (out[1, 6400:] == 0).all()
+    # Playing 1.25x faster raises a 400 Hz tone to 500 Hz.
+    spectrum = torch.fft.rfft(out[0]).abs()
+    assert int(spectrum.argmax()) * 16000 / 12800 == pytest.approx(500, abs=2)
+    feats, frames = fe(wav, lengths)
+    assert frames.tolist() == [12800 // 160 + 1, 6400 // 160 + 1]
+    fe.eval()
+    assert fe(wav, lengths)[1].tolist() == [101, 51]
+
+
+def test_speed_perturbation_mixes_factors_within_a_batch():
+    torch.manual_seed(1)
+    fe = LogMelFrontend(n_mels=20, speed_perturb=(0.9, 1.0, 1.1))
+    wav, lengths = torch.randn(32, 16000), torch.full((32,), 16000)
+    _, new_len = fe._speed_perturb(wav, lengths)
+    assert set(new_len.tolist()) == {17778, 16000, 14545}
+    with pytest.raises(ValueError, match="speed_perturb"):
+        LogMelFrontend(speed_perturb=(3.0,))
