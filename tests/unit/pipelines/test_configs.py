@@ -15,13 +15,24 @@ COMBOS = [
     ["slots", "slots-snips"],
     ["tiny/slots.yaml"],
     ["ctc"],
-    ["ctc", "ctc-arctic"],
-    ["ctc", "ctc-librispeech-100"],
-    ["ctc", "ctc-librispeech-100", "ctc-librispeech-960"],
+    ["ctc", "speech-arctic", "ctc-arctic"],
+    ["ctc", "speech-librispeech-100", "ctc-librispeech-100"],
+    ["ctc", "speech-librispeech-960", "ctc-librispeech-100", "ctc-librispeech-960"],
+    ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
     ["tiny/ctc.yaml"],
+    ["seq2seq"],
+    ["seq2seq", "speech-arctic"],
+    ["seq2seq", "speech-fsdd-digits"],
+    ["seq2seq", "speech-librispeech-100"],
+    ["tiny/seq2seq.yaml"],
+    ["g2p"],
+    ["tiny/g2p.yaml"],
+    ["autoencoder"],
+    ["autoencoder", "autoencoder-denoising"],
+    ["tiny/autoencoder.yaml"],
+    ["digits"],
+    ["tiny/digits.yaml"],
 ]
-if (CONFIG_DIR / "ctc-fsdd-digits.yaml").is_file():
-    COMBOS.append(["ctc", "ctc-fsdd-digits"])
 
 
 def _print_config(*args: str) -> dict:

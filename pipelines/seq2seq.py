@@ -1,0 +1,541 @@
+"""Attention sequence-to-sequence: Listen-Attend-Spell speech recognition (with optional joint CTC) and G2P.
+
+Input and output lengths are unrelated and no alignment is given: the speller's attention reads the part of
+the encoder memory it needs. Two pipelines share the training, decoding and attention-map code here:
+
+- :class:`LASRecognizer`: waveform -> log-mel -> pyramidal BiLSTM listener -> attention speller (characters),
+  trained with ``ctc_weight * CTC + (1 - ctc_weight) * attention`` when ``ctc_weight > 0`` (a CTC head on the
+  listener), and decoded greedily or with beam search that can add CTC prefix scores.
+- :class:`G2PModel`: letters -> BiLSTM encoder -> attention speller (phonemes), scored by phoneme error rate
+  and word error rate against every pronunciation of a word.
+
+Run them with ``make train-seq2seq`` / ``make train-g2p`` (``rnnlab fit -c defaults -c seq2seq`` / ``-c g2p``).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import nn
+from torchaudio.functional import edit_distance
+from torchmetrics import Metric
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from data.audio import load_audio
+from data.g2p import G2PVocab
+from data.text import normalize_text, tokenizer_from_dict
+from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend
+from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
+from pipelines.base import RnnlabModule
+
+
+class PhonemeErrorRates(Metric):
+    """Phoneme and word error rates of G2P predictions against one or more reference pronunciations.
+
+    Each prediction is scored against its closest reference (fewest edits); the word counts as correct when
+    that distance is 0. States are sums, so the result is exact across DDP ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("edits", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("phonemes", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("wrong", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("words", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: list[str], references: list[list[str]]) -> None:
+        if len(preds) != len(references):
+            raise ValueError(f"got {len(preds)} predictions but {len(references)} reference lists")
+        for pred, refs in zip(preds, references, strict=True):
+            if not refs:
+                raise ValueError(f"no reference pronunciation for prediction {pred!r}")
+            hyp = pred.split()
+            dist, ref = min((edit_distance(r.split(), hyp), r.split()) for r in refs)
+            self.edits += dist
+            self.phonemes += len(ref)
+            self.wrong += int(dist > 0)
+            self.words += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {"per": self.edits.float() / self.phonemes.clamp_min(1), "wer": self.wrong.float() / self.words.clamp_min(1)}
+
+
+class Seq2SeqModule(RnnlabModule):
+    """Shared training, decoding and attention maps of the attention encoder-decoder pipelines.
+
+    Subclasses build ``self.speller`` (and optionally ``self.ctc_head``) and implement :meth:`encode`,
+    :meth:`detokenize` and :meth:`_update_metrics`.
+    """
+
+    def _init_decoding(self, *, label_smoothing: float, sampling_prob: float, sampling_start_epoch: int,
+                       ctc_weight: float, beam_size: int, decode_ctc_weight: float | None, length_penalty: float,
+                       eos_threshold: float, max_output_ratio: float, max_output_extra: int,
+                       attention_plots: int) -> None:
+        if not 0.0 <= ctc_weight < 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
+        if not 0.0 <= sampling_prob <= 1.0:
+            raise ValueError(f"sampling_prob must be in [0, 1], got {sampling_prob}")
+        self._examples: list[tuple[str, str, str]] = []
+        self._attention_maps: list[tuple] = []
+        # Set by `rnnlab validate/test --decode.beam_size N`; None = the model's own settings.
+        self.eval_decoder: dict | None = None
+
+    @property
+    def ctc_weight(self) -> float:
+        """lambda of the joint loss (0 for models without a CTC branch, such as G2P: a word can have more
+        phonemes than letters)."""
+        return float(self.hparams.get("ctc_weight", 0.0))
+
+    # -- to implement -------------------------------------------------------------------------------------------
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def detokenize(self, ids: list[int]) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def _update_metrics(self, stage: str, hyps: list[str], batch: dict) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _references(self, batch: dict) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _input_labels(self, batch: dict, k: int) -> list[str] | None:
+        """Tick labels for the input axis of attention plots (None: frame numbers)."""
+        return None
+
+    def _output_labels(self, ids: list[int]) -> list[str]:
+        return [self.detokenize([i]) or "_" for i in ids] + ["</s>"]
+
+    # -- decoding -----------------------------------------------------------------------------------------------
+    def _decode_kwargs(self) -> dict:
+        hp = self.hparams
+        return {"max_ratio": hp.max_output_ratio, "max_extra": hp.max_output_extra}
+
+    def make_decoder(self, *, beam_size: int = 1, lm_path: str | None = None, ctc_weight: float | None = None,
+                     **_: Any) -> dict | None:
+        """Decoding settings for validate/test (None: greedy, as during training)."""
+        if lm_path:
+            raise ValueError("attention models decode without a word LM (--decode.lm is for CTC models)")
+        if beam_size <= 1 and ctc_weight is None:
+            return None
+        return {"beam_size": max(beam_size, 1), "ctc_weight": ctc_weight}
+
+    def decode(self, memory: torch.Tensor, lengths: torch.Tensor, *, beam_size: int | None = None,
+               ctc_weight: float | None = None, ctc: tuple[torch.Tensor, torch.Tensor] | None = None,
+               ) -> tuple[list[list[int]], list[torch.Tensor] | None]:
+        """Token ids per input (input order) and, for greedy decoding, attention weights per input."""
+        hp = self.hparams
+        beam = hp.beam_size if beam_size is None else beam_size
+        weight = hp.decode_ctc_weight if ctc_weight is None else ctc_weight
+        if weight is None:
+            weight = self.ctc_weight
+        if ctc is None or getattr(self, "ctc_head", None) is None:
+            weight = 0.0
+        if beam <= 1 and weight == 0:
+            return greedy_decode(self.speller, memory, lengths, **self._decode_kwargs())
+        ids = beam_search_batch(
+            self.speller, memory, lengths, beam_size=beam, length_penalty=hp.length_penalty,
+            eos_threshold=hp.eos_threshold, ctc_log_probs=ctc[0] if weight > 0 else None,
+            ctc_lengths=ctc[1] if weight > 0 else None, ctc_weight=weight, blank=getattr(self, "blank", 0),
+            **self._decode_kwargs())
+        return ids, None
+
+    def _ctc(self, memory: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        head = getattr(self, "ctc_head", None)
+        return (head(memory), lengths) if head is not None else None
+
+    # -- steps --------------------------------------------------------------------------------------------------
+    def _sampling_prob(self) -> float:
+        hp = self.hparams
+        return hp.sampling_prob if self.training and self.current_epoch >= hp.sampling_start_epoch else 0.0
+
+    def _shared_step(self, batch: dict | None, stage: str, batch_idx: int = 0):
+        if batch is None:
+            return sum(p.sum() for p in self.parameters()) * 0.0 if stage == "train" else None
+        hp = self.hparams
+        memory, lengths = self.encode(batch)
+        targets, target_lengths = batch["targets"], batch["target_lengths"]
+        logits, _ = self.speller(memory, lengths, targets, target_lengths, sampling_prob=self._sampling_prob())
+        att = attention_loss(logits, targets, target_lengths, self.speller.eos, hp.label_smoothing)
+        bs = len(batch["ids"])
+        loss = att
+        ctc = self._ctc(memory, lengths)
+        if ctc is not None and self.ctc_weight > 0:
+            tg = [t[:n] for t, n in zip(targets, target_lengths, strict=True)]
+            ctc_loss, ok = ctc_loss_checked(ctc[0], ctc[1], targets, target_lengths, blank=self.blank,
+                                            min_frames=min_ctc_frames(tg))
+            self.log(f"{stage}/unalignable", float((~ok).sum()), reduce_fx="sum", on_step=False, on_epoch=True,
+                     batch_size=bs, sync_dist=True)
+            if ok.any():
+                loss = self.ctc_weight * ctc_loss + (1 - self.ctc_weight) * att
+                self.log(f"{stage}/ctc_loss", ctc_loss, batch_size=bs, sync_dist=stage != "train")
+        self.log(f"{stage}/att_loss", att, batch_size=bs, sync_dist=stage != "train")
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        if stage in ("val", "test"):
+            if self.trainer.state.fn == "fit":
+                settings = {"beam_size": 1, "ctc_weight": 0.0}  # validation while training: fast greedy, with maps
+            else:
+                settings = self.eval_decoder or {}
+            ids, weights = self.decode(memory, lengths, ctc=ctc, **settings)
+            hyps = [self.detokenize(x) for x in ids]
+            self._update_metrics(stage, hyps, batch)
+            refs = self._references(batch)
+            for k, (i, h, r) in enumerate(zip(batch["ids"], hyps, refs, strict=True)):
+                if len(self._examples) < hp.val_examples and zlib.crc32(str(i).encode()) % 8 == 0:
+                    self._examples.append((str(i), r, h))
+                if weights is not None and batch_idx == 0 and k < hp.attention_plots:
+                    self._attention_maps.append((str(i), h, weights[k], self._input_labels(batch, k),
+                                                 self._output_labels(ids[k])))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val", batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test", batch_idx)
+
+    def _epoch_end(self, stage: str) -> None:
+        for name, value in self._compute_metrics(stage).items():
+            self.log(f"{stage}/{name}", value * 100, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self._show_examples(stage)
+            self._plot_attention(stage)
+        self._examples, self._attention_maps = [], []
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    @rank_zero_only
+    def _show_examples(self, stage: str) -> None:
+        if not self._examples:
+            return
+        lines = [f"  {i}\n    ref: {r}\n    hyp: {h}" for i, r, h in self._examples]
+        self.print(f"[rnnlab] {stage} examples (epoch {self.current_epoch}):\n" + "\n".join(lines))
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
+                                    data=[list(x) for x in self._examples], step=self.global_step)
+                except Exception as e:  # noqa: BLE001 - tracking must never end training
+                    self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
+
+    @rank_zero_only
+    def _plot_attention(self, stage: str) -> None:
+        """Saves the attention maps of a few fixed validation inputs as one PNG (and logs it to W&B)."""
+        if not self._attention_maps or self.trainer is None:
+            return
+        out = Path(self.trainer.default_root_dir) / "attention" / f"{stage}_epoch{self.current_epoch:03d}.png"
+        try:
+            path = plot_attention_maps(self._attention_maps, out, title=f"{stage}, epoch {self.current_epoch}",
+                                       input_label=self.attention_input_label)
+        except Exception as e:  # noqa: BLE001 - a plot must never end training
+            self.print(f"[rnnlab] warning: could not plot attention: {e}")
+            return
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.log_image(key=f"{stage}/attention", images=[str(path)], step=self.global_step)
+                except Exception as e:  # noqa: BLE001
+                    self.print(f"[rnnlab] warning: could not log attention maps to W&B: {e}")
+
+    attention_input_label = "encoder frame"
+
+
+def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input_label: str = "encoder frame") -> Path:
+    """One panel per example: attention weights, output step (rows) x input position (columns).
+
+    ``maps`` holds ``(name, hypothesis, weights (steps, T), input tick labels or None, output tick labels)``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(maps)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
+    for ax, (name, hyp, w, x_labels, y_labels) in zip(axes[0], maps, strict=True):
+        im = ax.imshow(w.numpy(), aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
+                       vmin=0, vmax=1)
+        ax.set_title(f"{name}\n{hyp[:48]}", fontsize=8)
+        ax.set_xlabel(input_label)
+        ax.set_ylabel("output step")
+        if x_labels is not None and len(x_labels) == w.shape[1] <= 40:
+            ax.set_xticks(range(len(x_labels)), x_labels, fontsize=7)
+        if y_labels is not None and len(y_labels) == w.shape[0] <= 40:
+            ax.set_yticks(range(len(y_labels)), y_labels, fontsize=6)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+_DECODING_DOC = """
+        beam_size: Beam used by validate/test/transcribe (validation during training is always greedy attention
+            decoding: fast, and it gives the attention maps).
+        decode_ctc_weight: CTC weight in joint beam search (None = ``ctc_weight``; needs a CTC head); with a
+            weight above 0, decoding is a beam search even for ``beam_size`` 1.
+        length_penalty: Finished hypotheses are ranked by score / length ** length_penalty.
+        eos_threshold: ``<eos>`` enters the beam only if p(eos) >= threshold * max p(other) (0 = always).
+        max_output_ratio / max_output_extra: Output length limit ``ceil(ratio * encoder_length) + extra``.
+        label_smoothing: Attention cross-entropy label smoothing.
+        sampling_prob / sampling_start_epoch: Scheduled sampling: from that epoch on, each previous token is the
+            model's own prediction with this probability.
+        attention_plots: Validation inputs whose attention maps are saved (PNG under the run dir) each epoch.
+        val_examples: Reference/hypothesis pairs printed each validation epoch."""
+
+
+class LASRecognizer(Seq2SeqModule):
+    """Listen, Attend and Spell: speech to characters with attention, optionally joint with CTC.
+
+    Args:
+        vocab: Tokenizer dict from the speech DataModule (saved in the checkpoint).
+        sample_rate / n_mels / stack_frames / spec_augment / speed_perturb: Frontend (as in the CTC model).
+        cell / listener_hidden / listener_layers / pyramid_layers / dropout: Listener: a stacked BiLSTM whose
+            last ``pyramid_layers`` layer boundaries halve time (x8 for 3).
+        attention / attention_size / embed_size / speller_hidden / speller_layers / input_feeding: Speller.
+        ctc_weight: lambda of ``lambda * CTC + (1 - lambda) * attention``; 0 builds no CTC head.
+    """ + _DECODING_DOC
+
+    monitor = "val/cer"
+    monitor_mode = "min"
+    run_prefix = "seq2seq"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        stack_frames: int = 1,
+        spec_augment: bool = True,
+        speed_perturb: list[float] | None = None,
+        cell: Literal["lstm", "gru"] = "lstm",
+        listener_hidden: int = 256,
+        listener_layers: int = 4,
+        pyramid_layers: int = 3,
+        dropout: float = 0.15,
+        attention: Literal["additive", "dot", "general", "location"] = "location",
+        attention_size: int = 128,
+        embed_size: int = 64,
+        speller_hidden: int = 256,
+        speller_layers: int = 1,
+        input_feeding: bool = True,
+        ctc_weight: float = 0.3,
+        label_smoothing: float = 0.1,
+        sampling_prob: float = 0.0,
+        sampling_start_epoch: int = 0,
+        beam_size: int = 1,
+        decode_ctc_weight: float | None = None,
+        length_penalty: float = 1.0,
+        eos_threshold: float = 0.0,
+        max_output_ratio: float = 3.0,
+        max_output_extra: int = 10,
+        attention_plots: int = 3,
+        val_examples: int = 4,
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
+        if vocab is None:
+            raise ValueError("LASRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.tokenizer = tokenizer_from_dict(vocab)
+        self.blank = self.tokenizer.blank
+        self.frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, spec_augment=spec_augment,
+                                       stack_frames=stack_frames, speed_perturb=speed_perturb)
+        self.listener = RecurrentEncoder(input_size=self.frontend.output_size, hidden_size=listener_hidden,
+                                         num_layers=listener_layers, cell=cell, bidirectional=True, dropout=dropout,
+                                         pyramid_layers=pyramid_layers)
+        self.speller = Speller(vocab_size=len(self.tokenizer), memory_size=self.listener.output_size,
+                               embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
+                               attention=attention, attention_size=attention_size, input_feeding=input_feeding,
+                               dropout=dropout, suppress=(self.blank,))
+        self.ctc_head = (CTCHead(input_size=self.listener.output_size, vocab_size=len(self.tokenizer),
+                                 dropout=dropout) if ctc_weight > 0 else None)
+        self.metrics = nn.ModuleDict({
+            stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
+        self._init_decoding(label_smoothing=label_smoothing, sampling_prob=sampling_prob,
+                            sampling_start_epoch=sampling_start_epoch, ctc_weight=ctc_weight, beam_size=beam_size,
+                            decode_ctc_weight=decode_ctc_weight, length_penalty=length_penalty,
+                            eos_threshold=eos_threshold, max_output_ratio=max_output_ratio,
+                            max_output_extra=max_output_extra, attention_plots=attention_plots)
+
+    @property
+    def time_reduction(self) -> int:
+        return self.frontend.stack_frames * 2 ** self.hparams.pyramid_layers
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        feats, lengths = self.frontend(batch["waveforms"], batch["lengths"])
+        return self.listener(feats, lengths)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def _references(self, batch: dict) -> list[str]:
+        return batch["texts"]
+
+    def _update_metrics(self, stage: str, hyps: list[str], batch: dict) -> None:
+        self.metrics[stage]["wer"].update(hyps, batch["texts"])
+        self.metrics[stage]["cer"].update(hyps, batch["texts"])
+
+    def _compute_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        out = {name: m.compute() for name, m in self.metrics[stage].items()}
+        for m in self.metrics[stage].values():
+            m.reset()
+        return out
+
+    @torch.no_grad()
+    def transcribe_waveforms(self, waveforms: list[torch.Tensor], decoder: dict | None = None,
+                             batch_size: int = 8) -> list[str]:
+        """Transcribes mono waveforms already at ``sample_rate`` (greedy, or ``decoder`` settings)."""
+        self.eval()
+        order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
+        results: dict[int, str] = {}
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            lengths = torch.tensor([waveforms[i].numel() for i in idx], dtype=torch.long)
+            batch = torch.zeros(len(idx), int(lengths.max()))
+            for b, i in enumerate(idx):
+                batch[b, : lengths[b]] = waveforms[i]
+            memory, mem_lengths = self.encode({"waveforms": batch.to(self.device), "lengths": lengths.to(self.device)})
+            ids, _ = self.decode(memory, mem_lengths, ctc=self._ctc(memory, mem_lengths), **(decoder or {}))
+            results.update(zip(idx, [self.detokenize(x) for x in ids], strict=True))
+        return [results[i] for i in range(len(waveforms))]
+
+    def transcribe_files(self, paths: list[str], **kw) -> list[str]:
+        from data.audio import AudioRef
+
+        wavs = [load_audio(AudioRef(path=str(p)), self.hparams.sample_rate) for p in paths]
+        return self.transcribe_waveforms(wavs, **kw)
+
+
+class G2PModel(Seq2SeqModule):
+    """Grapheme-to-phoneme conversion: letters -> BiLSTM encoder -> attention LSTM speller -> phonemes.
+
+    Args:
+        vocab: Grapheme/phoneme vocabularies from the G2P DataModule (saved in the checkpoint).
+        embed_size: Grapheme and phoneme embedding width.
+        cell / encoder_hidden / encoder_layers / dropout: Encoder (bidirectional).
+        attention / attention_size / speller_hidden / speller_layers / input_feeding: Speller.
+    """ + _DECODING_DOC
+
+    monitor = "val/wer"
+    monitor_mode = "min"
+    run_prefix = "g2p"
+    attention_input_label = "letter"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        embed_size: int = 64,
+        cell: Literal["lstm", "gru"] = "lstm",
+        encoder_hidden: int = 256,
+        encoder_layers: int = 2,
+        dropout: float = 0.2,
+        attention: Literal["additive", "dot", "general", "location"] = "additive",
+        attention_size: int = 128,
+        speller_hidden: int = 256,
+        speller_layers: int = 1,
+        input_feeding: bool = True,
+        label_smoothing: float = 0.1,
+        sampling_prob: float = 0.0,
+        sampling_start_epoch: int = 0,
+        beam_size: int = 1,
+        decode_ctc_weight: float | None = None,
+        length_penalty: float = 1.0,
+        eos_threshold: float = 0.0,
+        max_output_ratio: float = 2.0,
+        max_output_extra: int = 5,
+        attention_plots: int = 4,
+        val_examples: int = 6,
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
+        if vocab is None:
+            raise ValueError("G2PModel needs vocab (the CLI links it from the G2P DataModule)")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.vocab = G2PVocab.from_dict(vocab)
+        self.embedding = nn.Embedding(len(self.vocab.graphemes), embed_size, padding_idx=0)
+        self.encoder = RecurrentEncoder(input_size=embed_size, hidden_size=encoder_hidden, num_layers=encoder_layers,
+                                        cell=cell, bidirectional=True, dropout=dropout)
+        self.speller = Speller(vocab_size=len(self.vocab.phonemes), memory_size=self.encoder.output_size,
+                               embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
+                               attention=attention, attention_size=attention_size, input_feeding=input_feeding,
+                               dropout=dropout)
+        self.metrics = nn.ModuleDict({stage: PhonemeErrorRates() for stage in ("val", "test")})
+        self._init_decoding(label_smoothing=label_smoothing, sampling_prob=sampling_prob,
+                            sampling_start_epoch=sampling_start_epoch, ctc_weight=0.0, beam_size=beam_size,
+                            decode_ctc_weight=decode_ctc_weight, length_penalty=length_penalty,
+                            eos_threshold=eos_threshold, max_output_ratio=max_output_ratio,
+                            max_output_extra=max_output_extra, attention_plots=attention_plots)
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(self.embedding(batch["inputs"]), batch["input_lengths"])
+
+    def detokenize(self, ids: list[int]) -> str:
+        return " ".join(self.vocab.phonemes.decode(ids))
+
+    def _references(self, batch: dict) -> list[str]:
+        return [" | ".join(r) for r in batch["references"]]
+
+    def _input_labels(self, batch: dict, k: int) -> list[str] | None:
+        return list(batch["ids"][k])
+
+    def _update_metrics(self, stage: str, hyps: list[str], batch: dict) -> None:
+        self.metrics[stage].update(hyps, batch["references"])
+
+    def _compute_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        out = self.metrics[stage].compute()
+        self.metrics[stage].reset()
+        return out
+
+    def check_word(self, word: str) -> str:
+        """The lower-cased word; ``ValueError`` naming it if it is empty, several words or has unknown letters."""
+        w = normalize_text(word, "lower")
+        if not w:
+            raise ValueError(f"empty word (input {word!r})")
+        if " " in w:
+            raise ValueError(f"{word!r}: one word per line expected")
+        self.vocab.encode_word(w)
+        return w
+
+    @torch.no_grad()
+    def pronounce(self, words: list[str], *, beam_size: int | None = None, batch_size: int = 256) -> list[str]:
+        """Phoneme strings for ``words`` (lower-cased); raises ``ValueError`` naming a word with unknown letters."""
+        self.eval()
+        clean = [self.check_word(w) for w in words]
+        out: list[str] = []
+        for start in range(0, len(clean), batch_size):
+            chunk = clean[start:start + batch_size]
+            lengths = torch.tensor([len(w) for w in chunk])
+            inputs = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+            for i, w in enumerate(chunk):
+                inputs[i, : len(w)] = torch.tensor(self.vocab.encode_word(w))
+            memory, mem_lengths = self.encode({"inputs": inputs.to(self.device), "input_lengths": lengths})
+            ids, _ = self.decode(memory, mem_lengths, beam_size=beam_size)
+            out += [self.detokenize(x) for x in ids]
+        return out
