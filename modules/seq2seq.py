@@ -149,7 +149,8 @@ def attention_loss(logits: Tensor, targets: Tensor, target_lengths: Tensor, eos:
         allowed = torch.isfinite(logp)
         smooth = -(logp.masked_fill(~allowed, 0.0)).sum(-1) / allowed.sum(-1).clamp_min(1)
         nll = (1 - label_smoothing) * nll + label_smoothing * smooth
-    return (nll * valid).sum() / valid.sum().clamp_min(1)
+    # where, not a product: a padded position's placeholder target can be a suppressed class (-inf * 0 = NaN).
+    return torch.where(valid, nll, torch.zeros_like(nll)).sum() / valid.sum().clamp_min(1)
 
 
 def max_output_lengths(memory_lengths: Tensor, ratio: float, extra: int) -> Tensor:

@@ -112,6 +112,12 @@ def test_las_cli_fit_test_and_transcribe(speech_corpus_dir, tmp_path):
            f"--run.root={runs}", "--run.name=las")
     run = runs / "las"
     assert len(list((run / "attention").glob("val_epoch*.png"))) == 2
+    import csv
+    import math
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    losses = [float(r[k]) for r in rows for k in ("train/att_loss", "train/ctc_loss", "val/loss") if r.get(k)]
+    assert losses and all(math.isfinite(x) for x in losses)
     ckpt = str(run / "checkpoints" / "best.ckpt")
     out = tmp_path / "m.json"
     rnnlab("test", "--ckpt", ckpt, f"--run.metrics_file={out}", "--decode.beam_size=2", "--decode.ctc_weight=0.5")

@@ -65,9 +65,14 @@ def test_teacher_forced_loss_matches_a_hand_computed_case():
     smooth1 = -(math.log(0.25) * 2 + math.log(0.5)) / 3
     expected = (0.9 * math.log(3) + 0.1 * smooth0 + 0.9 * math.log(2) + 0.1 * smooth1) / 2
     assert float(attention_loss(logits, targets, lengths, eos=2, label_smoothing=0.1)) == pytest.approx(expected)
-    # A suppressed class (logit -inf) gets no smoothing mass and the loss stays finite.
+    # A suppressed class (logit -inf) gets no smoothing mass and the loss stays finite, also when padding's
+    # placeholder target is that class (a batch with a shorter second row).
     logits[..., 0] = float("-inf")
     assert math.isfinite(float(attention_loss(logits, targets, lengths, eos=2, label_smoothing=0.1)))
+    batch_logits = torch.cat([logits, torch.zeros(1, 2, 3)]).clone()
+    batch_logits[..., 0] = float("-inf")
+    loss = attention_loss(batch_logits, torch.tensor([[1], [1]]), torch.tensor([1, 0]), eos=2)
+    assert math.isfinite(float(loss))
 
 
 def _speller(seed=0, **kw):
@@ -191,3 +196,22 @@ def test_ctc_prefix_scores_match_brute_force_and_ctc_loss():
         j = [1, 2, 3].index(c)
         state = (r_n[:, j], r_b[:, j], float(psi[j]))
         prefix.append(c)
+
+
+@pytest.mark.parametrize("stack,pyramid", [(1, 3), (2, 1), (3, 2)])
+def test_listener_time_reduction_lengths(stack, pyramid):
+    from data.text import CharTokenizer
+    from pipelines.seq2seq import LASRecognizer
+
+    model = LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, stack_frames=stack, listener_hidden=8,
+                          listener_layers=pyramid + 1, pyramid_layers=pyramid, speller_hidden=8, attention_size=4,
+                          embed_size=4, ctc_weight=0.3).eval()
+    lengths = torch.tensor([16000, 7777, 1600])
+    memory, out_len = model.encode({"waveforms": torch.randn(3, 16000), "lengths": lengths})
+    frames = lengths // 160 + 1
+    expected = -(-frames // stack)  # ceil after frame stacking
+    for _ in range(pyramid):
+        expected = -(-expected // 2)  # each pyramid layer halves time, rounding up
+    assert out_len.tolist() == expected.tolist()
+    assert memory.shape[1] == int(expected.max()) and model.time_reduction == stack * 2 ** pyramid
+    assert (memory[2, int(expected[2]):] == 0).all()
