@@ -72,8 +72,37 @@ class RnnlabModule(L.LightningModule):
         if total is not None:
             self.log("train/grad_norm", total, on_step=True, on_epoch=False, prog_bar=False)
 
+    @rank_zero_only
+    def show_examples(self, stage: str, examples: list[tuple[str, str, str]]) -> None:
+        """Prints ``(id, reference, hypothesis)`` rows and logs them to W&B as a table (never fails training)."""
+        if not examples:
+            return
+        from lightning.pytorch.loggers import WandbLogger
+
+        lines = [f"  {i}\n    ref: {r}\n    hyp: {h}" for i, r, h in examples]
+        self.print(f"[rnnlab] {stage} examples (epoch {self.current_epoch}):\n" + "\n".join(lines))
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                try:
+                    logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
+                                    data=[list(x) for x in examples], step=self.global_step)
+                except Exception as e:  # noqa: BLE001 - tracking must never end training
+                    self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CKPT_KEY] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "format": 1}
+
+
+def batched_waveforms(waveforms: list[torch.Tensor], batch_size: int, device: torch.device | str = "cpu"):
+    """Yields ``(indices, padded (B, S), lengths (B,))`` over ``waveforms`` sorted by length (less padding)."""
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        lengths = torch.tensor([waveforms[i].numel() for i in idx], dtype=torch.long)
+        batch = torch.zeros(len(idx), int(lengths.max()))
+        for b, i in enumerate(idx):
+            batch[b, : lengths[b]] = waveforms[i]
+        yield idx, batch.to(device), lengths.to(device)
 
 
 def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tuple[int, list[str]]:

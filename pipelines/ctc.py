@@ -11,8 +11,6 @@ from typing import Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
@@ -22,7 +20,7 @@ from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames
 from modules.ctc_decoding import CTCBeamDecoder, NGramLM, greedy_decode
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
-from pipelines.base import RnnlabModule
+from pipelines.base import RnnlabModule, batched_waveforms
 
 
 class CTCSpeechRecognizer(RnnlabModule):
@@ -157,22 +155,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         for m in self.metrics[stage].values():
             m.reset()
         if not self.trainer.sanity_checking:
-            self._show_examples(stage)
+            self.show_examples(stage, self._examples)
         self._examples = []
-
-    @rank_zero_only
-    def _show_examples(self, stage: str) -> None:
-        if not self._examples:
-            return
-        lines = [f"  {i}\n    ref: {r}\n    hyp: {h}" for i, r, h in self._examples]
-        self.print(f"[rnnlab] {stage} examples (epoch {self.current_epoch}):\n" + "\n".join(lines))
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                try:
-                    logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
-                                    data=[list(x) for x in self._examples], step=self.global_step)
-                except Exception as e:  # noqa: BLE001 - tracking must never end training
-                    self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
@@ -196,15 +180,9 @@ class CTCSpeechRecognizer(RnnlabModule):
                              batch_size: int = 8) -> list[str]:
         """Transcribes mono waveforms already at ``sample_rate``."""
         self.eval()
-        order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
         results: dict[int, str] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            lengths = torch.tensor([waveforms[i].numel() for i in idx], dtype=torch.long)
-            batch = torch.zeros(len(idx), int(lengths.max()))
-            for b, i in enumerate(idx):
-                batch[b, : lengths[b]] = waveforms[i]
-            log_probs, out_lengths = self(batch.to(self.device), lengths.to(self.device))
+        for idx, batch, lengths in batched_waveforms(waveforms, batch_size, self.device):
+            log_probs, out_lengths = self(batch, lengths)
             if decoder is None:
                 texts = self.decode_greedy(log_probs, out_lengths)
             else:

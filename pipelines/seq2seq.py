@@ -34,7 +34,7 @@ from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
-from pipelines.base import RnnlabModule
+from pipelines.base import RnnlabModule, batched_waveforms
 
 
 class PhonemeErrorRates(Metric):
@@ -211,7 +211,7 @@ class Seq2SeqModule(RnnlabModule):
         for name, value in self._compute_metrics(stage).items():
             self.log(f"{stage}/{name}", value * 100, prog_bar=True)
         if not self.trainer.sanity_checking:
-            self._show_examples(stage)
+            self.show_examples(stage, self._examples)
             self._plot_attention(stage)
         self._examples, self._attention_maps = [], []
 
@@ -220,20 +220,6 @@ class Seq2SeqModule(RnnlabModule):
 
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
-
-    @rank_zero_only
-    def _show_examples(self, stage: str) -> None:
-        if not self._examples:
-            return
-        lines = [f"  {i}\n    ref: {r}\n    hyp: {h}" for i, r, h in self._examples]
-        self.print(f"[rnnlab] {stage} examples (epoch {self.current_epoch}):\n" + "\n".join(lines))
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                try:
-                    logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
-                                    data=[list(x) for x in self._examples], step=self.global_step)
-                except Exception as e:  # noqa: BLE001 - tracking must never end training
-                    self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
 
     @rank_zero_only
     def _plot_attention(self, stage: str) -> None:
@@ -410,15 +396,9 @@ class LASRecognizer(Seq2SeqModule):
                              batch_size: int = 8) -> list[str]:
         """Transcribes mono waveforms already at ``sample_rate`` (greedy, or ``decoder`` settings)."""
         self.eval()
-        order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
         results: dict[int, str] = {}
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            lengths = torch.tensor([waveforms[i].numel() for i in idx], dtype=torch.long)
-            batch = torch.zeros(len(idx), int(lengths.max()))
-            for b, i in enumerate(idx):
-                batch[b, : lengths[b]] = waveforms[i]
-            memory, mem_lengths = self.encode({"waveforms": batch.to(self.device), "lengths": lengths.to(self.device)})
+        for idx, batch, lengths in batched_waveforms(waveforms, batch_size, self.device):
+            memory, mem_lengths = self.encode({"waveforms": batch, "lengths": lengths})
             ids, _ = self.decode(memory, mem_lengths, ctc=self._ctc(memory, mem_lengths), **(decoder or {}))
             results.update(zip(idx, [self.detokenize(x) for x in ids], strict=True))
         return [results[i] for i in range(len(waveforms))]

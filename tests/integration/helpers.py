@@ -25,3 +25,21 @@ def rnnlab(*args: str, timeout: float = 300, env: dict | None = None, check: boo
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def arctic_subset(tmp_path: Path, n: int) -> Path:
+    """An audiofolder of the ``n`` shortest real ARCTIC training sentences (skips the test if the copy is absent).
+
+    Returns the directory holding the ``train`` split (rows point at the shared files by absolute path).
+    """
+    from tests.conftest import shared_dataset
+
+    root = shared_dataset("arctic_kathleen")
+    rows = [json.loads(line) for line in (root / "train" / "metadata.jsonl").read_text().splitlines()]
+    rows = sorted(rows, key=lambda r: r["duration"])[:n]
+    subset = tmp_path / f"arctic{n}" / "train"
+    subset.mkdir(parents=True)
+    with open(subset / "metadata.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "file_name": str(root / "train" / r["file_name"])}) + "\n")
+    return subset.parent

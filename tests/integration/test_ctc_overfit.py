@@ -1,6 +1,5 @@
 """Learning check: a tiny CTC model overfits ~10 real ARCTIC utterances (CER < 0.1) in well under a minute."""
 
-import json
 import time
 
 import lightning as L
@@ -9,20 +8,13 @@ import torch
 
 from data.speech import SpeechDataModule
 from pipelines.ctc import CTCSpeechRecognizer
-from tests.conftest import shared_dataset
+from tests.integration.helpers import arctic_subset
 
 
 def test_tiny_ctc_overfits_ten_arctic_utterances(tmp_path):
-    root = shared_dataset("arctic_kathleen")
-    rows = [json.loads(line) for line in (root / "train" / "metadata.jsonl").read_text().splitlines()]
-    rows = sorted(rows, key=lambda r: r["duration"])[:10]  # the ten shortest real sentences
-    subset = tmp_path / "arctic10" / "train"
-    subset.mkdir(parents=True)
-    with open(subset / "metadata.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps({**r, "file_name": str(root / "train" / r["file_name"])}) + "\n")
+    data_dir = arctic_subset(tmp_path, 10)
     torch.manual_seed(0)
-    dm = SpeechDataModule(dataset=None, data_dir=str(subset.parent), train_split="train", val_split="train",
+    dm = SpeechDataModule(dataset=None, data_dir=str(data_dir), train_split="train", val_split="train",
                           batch_size=10, bucketing=False)
     model = CTCSpeechRecognizer(vocab=dm.vocab, n_mels=40, stack_frames=3, hidden_size=96, num_layers=2,
                                 dropout=0.0, spec_augment=False, val_examples=0,

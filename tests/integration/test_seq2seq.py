@@ -11,8 +11,7 @@ from data.g2p import G2PVocab, cmudict_path, read_pronunciations
 from data.speech import SpeechDataModule
 from modules.seq2seq import attention_loss
 from pipelines.seq2seq import G2PModel, LASRecognizer
-from tests.conftest import shared_dataset
-from tests.integration.helpers import read_json, rnnlab
+from tests.integration.helpers import arctic_subset, read_json, rnnlab
 
 WORDS = ["cat", "dog", "house", "phone", "night", "water", "table", "music"]
 
@@ -46,16 +45,9 @@ def test_tiny_g2p_overfits_a_few_pairs():
 
 
 def test_tiny_las_overfits_real_arctic_utterances(tmp_path):
-    root = shared_dataset("arctic_kathleen")
-    rows = [json.loads(line) for line in (root / "train" / "metadata.jsonl").read_text().splitlines()]
-    rows = sorted(rows, key=lambda r: r["duration"])[:6]
-    subset = tmp_path / "arctic6" / "train"
-    subset.mkdir(parents=True)
-    with open(subset / "metadata.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps({**r, "file_name": str(root / "train" / r["file_name"])}) + "\n")
+    data_dir = arctic_subset(tmp_path, 6)
     torch.manual_seed(0)
-    dm = SpeechDataModule(dataset=None, data_dir=str(subset.parent), train_split="train", val_split="train",
+    dm = SpeechDataModule(dataset=None, data_dir=str(data_dir), train_split="train", val_split="train",
                           batch_size=6, bucketing=False)
     model = LASRecognizer(vocab=dm.vocab, n_mels=40, stack_frames=3, listener_hidden=96, listener_layers=2,
                           pyramid_layers=1, speller_hidden=96, embed_size=32, attention_size=48, dropout=0.0,
