@@ -17,12 +17,14 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from data.errors import DataError
 from pipelines.base import RnnlabModule
 from pipelines.callbacks import LoggedSaveConfig, MetricsJSON, RunSummary
+from pipelines.checkpointing import AtomicCheckpointIO
 from pipelines.tracking import make_loggers, make_run_dir
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -47,6 +49,8 @@ class RnnlabCLI(LightningCLI):
                             help="W&B mode; auto = online with an API key and a reachable server, else offline.")
         parser.add_argument("--run.project", type=str, default="rnnlab", help="W&B project.")
         parser.add_argument("--run.log_model", type=bool, default=False, help="Upload checkpoints as W&B artifacts.")
+        parser.add_argument("--run.last_every_n_steps", type=int | None, default=None,
+                            help="Also refresh checkpoints/last.ckpt every N training steps (not only at epoch end).")
         parser.add_argument("--run.metrics_file", type=str | None, default=None,
                             help="Where test/validate write their metrics JSON (default: in the run dir).")
         parser.add_argument("--decode.beam_size", type=int, default=1,
@@ -103,7 +107,16 @@ class RnnlabCLI(LightningCLI):
             mode = getattr(self.model, "monitor_mode", "min")
             callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor,
                                              mode=mode, save_last=True, auto_insert_metric_name=False))
+            if cfg.run.get("last_every_n_steps"):
+                callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last-step",
+                                                 save_last=True, save_top_k=0,
+                                                 every_n_train_steps=cfg.run.last_every_n_steps))
         callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary()]
+        # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.
+        plugins = trainer_cfg.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         if kwargs.get("logger") or trainer_cfg.get("logger"):
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         kwargs["callbacks"] = callbacks
