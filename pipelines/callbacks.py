@@ -108,3 +108,29 @@ class LoggedSaveConfig(SaveConfigCallback):
                 logger.log_hyperparams({"config": config})
             except Exception as e:  # noqa: BLE001
                 print(f"[rnnlab] warning: {type(logger).__name__} could not log the config: {e}")
+
+
+class SaveOnPreemption(Callback):
+    """On SIGTERM (preemption, ``scancel``, a job scheduler's time limit): checkpoint, then stop cleanly.
+
+    Lightning notices the signal and stops after the current training step (every DDP rank together); this
+    callback then writes ``checkpoints/last.ckpt`` (atomically), so relaunching the same command with
+    ``--ckpt_path last`` resumes from that step. SLURM's requeue signal is handled by Lightning's own
+    ``SLURMEnvironment(auto_requeue=True)``, which writes an ``hpc_ckpt`` that ``--ckpt_path hpc`` resumes.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.saved: Path | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path)  # collective under DDP; rank 0 writes
+        self.saved = path
+        if trainer.is_global_zero:
+            print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}; resume with the same command "
+                  f"and --ckpt_path last", flush=True)

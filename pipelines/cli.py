@@ -20,10 +20,11 @@ from typing import Literal
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data.errors import DataError
 from pipelines.base import RnnlabModule
-from pipelines.callbacks import LoggedSaveConfig, MetricsJSON, RunSummary
+from pipelines.callbacks import LoggedSaveConfig, MetricsJSON, RunSummary, SaveOnPreemption
 from pipelines.checkpointing import AtomicCheckpointIO
 from pipelines.tracking import make_loggers, make_run_dir
 
@@ -107,6 +108,7 @@ class RnnlabCLI(LightningCLI):
             mode = getattr(self.model, "monitor_mode", "min")
             callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor,
                                              mode=mode, save_last=True, auto_insert_metric_name=False))
+            callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
             if cfg.run.get("last_every_n_steps"):
                 callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last-step",
                                                  save_last=True, save_top_k=0,
@@ -320,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
         print(f"rnnlab: error: {e}", file=sys.stderr)
         return 2
+    except SIGTERMException:
+        # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job
+        # scheduler that the run did not finish.
+        print("[rnnlab] stopped by SIGTERM", file=sys.stderr, flush=True)
+        return 143
     return 0
 
 
