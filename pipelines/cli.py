@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -321,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
         print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 2
+    except MisconfigurationException as e:
+        # Trainer settings this machine cannot honour (e.g. accelerator=gpu without a GPU): one line, no traceback.
+        hint = " (no usable GPU here: use --trainer.accelerator=cpu or auto)" if "gpu" in str(e).lower() else ""
+        print(f"rnnlab: error: {e}{hint}", file=sys.stderr)
         return 2
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job

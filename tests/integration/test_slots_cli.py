@@ -97,6 +97,16 @@ def test_missing_data_dir_is_one_line_error(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_gpu_asked_without_gpu_is_one_line_error(slot_data_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={slot_data_dir}", "--trainer.accelerator=gpu", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--trainer.accelerator=cpu" in proc.stderr.strip().splitlines()[-1]
+
+
 def test_offline_hub_without_local_copy_says_how_to_fix():
     proc = rnnlab("fit", "-c", "defaults", "-c", "slots", "--run.wandb=disabled", check=False)
     assert proc.returncode == 2
