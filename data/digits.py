@@ -85,7 +85,7 @@ def load_fsdd(data_dir: str | Path, split: str) -> list[DigitRecording]:
 
 
 @lru_cache(maxsize=8192)
-def _decode_trimmed(path: str, trim_db: float, margin_s: float) -> tuple[np.ndarray, int]:
+def decode_trimmed(path: str, trim_db: float, margin_s: float) -> tuple[np.ndarray, int]:
     """Mono float32 samples with leading/trailing silence trimmed (energy-based, 10 ms frames), read-only."""
     data, sr = sf.read(path, dtype="float32", always_2d=True)
     if data.shape[0] == 0:
@@ -167,7 +167,7 @@ class ConnectedDigitsDataset(Dataset):
         self.base_rate = 0
         for rec in recordings:
             try:
-                wav, sr = _decode_trimmed(rec.path, float(trim_db), float(trim_margin))
+                wav, sr = decode_trimmed(rec.path, float(trim_db), float(trim_margin))
             except Exception as e:  # noqa: BLE001 - one unreadable file is skipped, named and counted
                 why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
                 msg = f"{rec.path}: unreadable audio ({why})"

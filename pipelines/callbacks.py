@@ -97,7 +97,15 @@ class RunSummary(Callback):
 
 
 class LoggedSaveConfig(SaveConfigCallback):
-    """Saves ``config.yaml`` in the run directory and logs the full resolved config to every logger."""
+    """Saves ``config.yaml`` in the run directory and logs the full resolved config to every logger.
+
+    Only ``fit`` writes it: ``test``/``validate --ckpt`` read the run's config and must leave it as training
+    wrote it (a re-dump after those stages once recorded AdamW as Adam).
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage) -> None:
         import yaml

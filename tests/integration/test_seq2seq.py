@@ -84,7 +84,9 @@ def test_g2p_cli_fit_writes_attention_maps_and_metrics(g2p_run):
 def test_g2p_cli_test_and_predict(g2p_run, tmp_path):
     ckpt = str(g2p_run / "checkpoints" / "best.ckpt")
     out = tmp_path / "m.json"
+    config_before = (g2p_run / "config.yaml").read_bytes()
     rnnlab("test", "--ckpt", ckpt, f"--run.metrics_file={out}", "--decode.beam_size=3")
+    assert (g2p_run / "config.yaml").read_bytes() == config_before  # evaluation leaves the run's config alone
     metrics = read_json(out)
     assert {"test/per", "test/wer"} <= set(metrics["metrics"])
     proc = rnnlab("predict", "--ckpt", ckpt, "-", stdin="cat\nDog\n\nw1th\nhouse\n", check=False)

@@ -1,0 +1,182 @@
+"""Audio Word2Vec training: a sequence autoencoder (optionally denoising) over spoken words, no labels used.
+
+Run it with ``make train-autoencoder`` (FSDD digits) or ``rnnlab fit -c defaults -c autoencoder
+[-c autoencoder-denoising]``. Labels, when the data has them, serve only to score retrieval each validation
+epoch (``val/map``) and to colour the embedding plot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_only
+
+from modules.autoencoder import SequenceAutoencoder, masked_mse
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend
+from pipelines.base import RnnlabModule, batched_waveforms
+from pipelines.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
+from pipelines.retrieval import cosine_similarity_matrix, retrieval_scores
+
+
+class AudioAutoencoder(RnnlabModule):
+    """Sequence autoencoder: log-mel frames -> (bi)RNN -> pooled embedding -> RNN decoder -> frames.
+
+    Args:
+        vocab: Label set from the DataModule (``{"labels": [...]}``), used only to name plot colours.
+        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend (log-mel, normalised per utterance).
+        cell / hidden_size / num_layers / bidirectional / dropout: Encoder.
+        embedding_size / pooling: The fixed-size vector and how encoder outputs are pooled into it.
+        decoder_hidden_size / decoder_layers / reverse_target: Decoder (see :class:`SequenceAutoencoder`).
+        noise_std / frame_drop / time_masks / time_mask_width / freq_masks / freq_mask_width: Denoising: the
+            training input is corrupted this way (all zero: a plain autoencoder); the target stays clean.
+        retrieval_ks: Cut-offs of the precision@k logged each validation epoch.
+        plot_examples: Spectrograms (input vs reconstruction) drawn each validation epoch; 0 disables plots.
+        init_from: Checkpoint to start from; see :class:`~pipelines.base.RnnlabModule`.
+    """
+
+    monitor = "val/map"
+    monitor_mode = "max"
+    run_prefix = "autoencoder"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        sample_rate: int = 8000,
+        n_mels: int = 40,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        stack_frames: int = 1,
+        cell: Literal["lstm", "gru"] = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        embedding_size: int = 128,
+        pooling: Literal["last", "mean", "max", "attention"] = "last",
+        decoder_hidden_size: int = 128,
+        decoder_layers: int = 1,
+        reverse_target: bool = True,
+        noise_std: float = 0.0,
+        frame_drop: float = 0.0,
+        time_masks: int = 0,
+        time_mask_width: int = 5,
+        freq_masks: int = 0,
+        freq_mask_width: int = 5,
+        retrieval_ks: tuple[int, ...] = (1, 10),
+        plot_examples: int = 3,
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
+        if noise_std < 0 or not 0 <= frame_drop < 1:
+            raise ValueError(f"need noise_std >= 0 and 0 <= frame_drop < 1, got {noise_std}, {frame_drop}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.labels = list((vocab or {}).get("labels", []))
+        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
+                                  spec_augment=False, stack_frames=stack_frames)
+        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
+                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
+        self.model = SequenceAutoencoder(frontend=frontend, encoder=encoder, embedding_size=embedding_size,
+                                         pooling=pooling, decoder_hidden_size=decoder_hidden_size,
+                                         decoder_layers=decoder_layers, reverse_target=reverse_target)
+        corruption = {"noise_std": noise_std, "frame_drop": frame_drop, "time_masks": time_masks,
+                      "time_mask_width": time_mask_width, "freq_masks": freq_masks, "freq_mask_width": freq_mask_width}
+        self.corruption = corruption if (noise_std > 0 or frame_drop > 0 or time_masks or freq_masks) else None
+        self._val: dict[str, list] = {}
+
+    @property
+    def denoising(self) -> bool:
+        return self.corruption is not None
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
+        return self.model.embed(waveforms, lengths)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        out = self.model(batch["waveforms"], batch["lengths"], self.corruption if stage == "train" else None)
+        loss = masked_mse(out["reconstruction"], out["features"], out["frames"])
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=stage != "train")
+        if stage != "train":
+            self._val.setdefault("emb", []).append(out["embedding"].detach().float().cpu())
+            self._val.setdefault("labels", []).extend(batch["labels"].tolist())
+            if len(self._val.setdefault("examples", [])) < self.hparams.plot_examples:
+                n = min(self.hparams.plot_examples - len(self._val["examples"]), len(batch["ids"]))
+                k = self.hparams.stack_frames
+                for b in range(n):
+                    t = int(out["frames"][b])
+                    # Stacked frames (T, k*F) are drawn as the k*T plain frames they hold.
+                    feats, recon = (x[b, :t].detach().float().cpu().reshape(t * k, -1)
+                                    for x in (out["features"], out["reconstruction"]))
+                    self._val["examples"].append((batch["ids"][b], feats, recon))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        data, self._val = self._val, {}
+        if not data.get("emb"):
+            return
+        emb = torch.cat(data["emb"])
+        labels = data["labels"]
+        if len(set(labels)) > 1 and len(labels) > 1:
+            # Each rank scores the segments it saw; under DDP the logged value is the mean over ranks.
+            scores = retrieval_scores(cosine_similarity_matrix(emb), labels, ks=self.hparams.retrieval_ks)
+            self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
+            for k in self.hparams.retrieval_ks:
+                self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
+        if not self.trainer.sanity_checking and self.hparams.plot_examples > 0:
+            self._plots(stage, emb, labels, data.get("examples", []))
+
+    @rank_zero_only
+    def _plots(self, stage: str, emb: torch.Tensor, labels: list[int], examples: list) -> None:
+        # Pictures are a courtesy: a plotting or W&B failure is reported, never raised.
+        try:
+            out_dir = Path(self.trainer.default_root_dir) / "plots"
+            tag = f"{stage}-epoch{self.current_epoch:03d}"
+            names = [self.labels[i] if 0 <= i < len(self.labels) else str(i) for i in labels]
+            paths = {
+                f"{stage}/reconstruction": save_reconstruction_plot(examples, out_dir / f"{tag}-reconstruction.png"),
+                f"{stage}/embeddings_pca": save_embedding_plot(pca_2d(emb), names, out_dir / f"{tag}-pca.png",
+                                                               title=f"{stage} embeddings (PCA), epoch "
+                                                                     f"{self.current_epoch}"),
+            }
+        except Exception as e:  # noqa: BLE001
+            self.print(f"[rnnlab] warning: could not draw {stage} plots: {e}")
+            return
+        log_images(self.loggers, paths, step=self.global_step, warn=self.print)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
+        """Embeddings ``(N, E)`` of mono waveforms already at ``sample_rate`` (batched by length)."""
+        self.eval()
+        return batched_by_length(lambda w, n: self(w, n), waveforms, batch_size, self.device)
+
+
+def batched_by_length(fn, waveforms: list[torch.Tensor], batch_size: int, device) -> torch.Tensor:
+    """Applies ``fn(padded (B, S), lengths (B,)) -> (B, D)`` over length-sorted batches; rows in input order."""
+    if not waveforms:
+        raise ValueError("no waveforms to process")
+    rows: dict[int, torch.Tensor] = {}
+    for idx, batch, lengths in batched_waveforms(waveforms, batch_size, device):
+        rows.update(zip(idx, fn(batch, lengths).float().cpu(), strict=True))
+    return torch.stack([rows[i] for i in range(len(waveforms))])

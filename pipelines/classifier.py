@@ -1,0 +1,126 @@
+"""Many-to-one classification of utterances (spoken digit recognition on FSDD): BiLSTM + pooling -> softmax.
+
+Run it with ``make train-digits`` (= ``rnnlab fit -c defaults -c digits``), then
+``rnnlab test --ckpt <run>/checkpoints/best.ckpt`` for the FSDD test accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend
+from modules.heads import SequenceClassifier
+from pipelines.autoencoder import batched_by_length
+from pipelines.base import RnnlabModule
+
+
+class UtteranceClassifier(RnnlabModule):
+    """One label per utterance: log-mel -> stacked (bi)LSTM/GRU -> pooling -> dropout -> linear -> softmax.
+
+    Args:
+        vocab: Label set from the DataModule (``{"labels": [...]}``, saved in the checkpoint).
+        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend.
+        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment while training.
+        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        cell / hidden_size / num_layers / bidirectional / dropout: Encoder (dropout also before the output layer).
+        pooling: ``last`` / ``mean`` / ``max`` / ``attention`` over the encoder's outputs.
+        label_smoothing: Cross-entropy label smoothing.
+        init_from: Checkpoint to start from; see :class:`~pipelines.base.RnnlabModule`.
+    """
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+    run_prefix = "classifier"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        sample_rate: int = 8000,
+        n_mels: int = 40,
+        win_ms: float = 25.0,
+        hop_ms: float = 10.0,
+        stack_frames: int = 1,
+        spec_augment: bool = True,
+        freq_masks: int = 2,
+        freq_mask_width: int = 6,
+        time_masks: int = 2,
+        time_mask_width: int = 8,
+        speed_perturb: list[float] | None = None,
+        cell: Literal["lstm", "gru"] = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        bidirectional: bool = True,
+        dropout: float = 0.2,
+        pooling: Literal["last", "mean", "max", "attention"] = "mean",
+        label_smoothing: float = 0.0,
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
+        labels = list((vocab or {}).get("labels", []))
+        if len(labels) < 2:
+            raise ValueError(f"UtteranceClassifier needs vocab={{'labels': [...]}} with at least 2 labels (the CLI "
+                             f"links it from the DataModule), got {vocab!r}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.labels = labels
+        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
+                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+                                  time_masks=time_masks, time_mask_width=time_mask_width,
+                                  time_mask_max_frac=0.2, stack_frames=stack_frames, speed_perturb=speed_perturb)
+        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
+                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
+        self.model = SequenceClassifier(frontend=frontend, encoder=encoder, num_classes=len(labels), pooling=pooling,
+                                        dropout=dropout)
+        self.metrics = nn.ModuleDict({
+            stage: MulticlassAccuracy(num_classes=len(labels), average="micro", ignore_index=-1)
+            for stage in ("val", "test")})
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C)`` for waveforms ``(B, S)``."""
+        return self.model(waveforms, lengths)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits = self(batch["waveforms"], batch["lengths"])
+        labels = batch["labels"]
+        # -1 marks a label the training vocabulary lacks: it cannot be predicted, so it counts as neither loss
+        # nor accuracy (and is reported by the DataModule's skip counts instead).
+        loss = F.cross_entropy(logits, labels, ignore_index=-1, label_smoothing=self.hparams.label_smoothing)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=stage != "train")
+        if stage != "train":
+            self.metrics[stage].update(logits.argmax(-1), labels)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def _epoch_end(self, stage: str) -> None:
+        self.log(f"{stage}/acc", self.metrics[stage].compute() * 100, prog_bar=True)
+        self.metrics[stage].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    @torch.no_grad()
+    def classify_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> list[str]:
+        """Predicted labels of mono waveforms already at ``sample_rate``."""
+        self.eval()
+        logits = batched_by_length(lambda w, n: self(w, n), waveforms, batch_size, self.device)
+        return [self.labels[i] for i in logits.argmax(-1).tolist()]
