@@ -169,15 +169,17 @@ def greedy_decode(speller: Speller, memory: Tensor, memory_lengths: Tensor, *, m
     limits = max_output_lengths(memory_lengths, max_ratio, max_extra).tolist()
     prev = torch.full((b,), speller.eos, dtype=torch.long, device=memory.device)
     done = [False] * b
+    steps = [0] * b  # attention rows recorded per input (its tokens, plus <eos> if it ended by itself)
     tokens: list[list[int]] = [[] for _ in range(b)]
-    weights: list[list[Tensor]] = [[] for _ in range(b)]
+    all_weights: list[Tensor] = []
     for t in range(max(limits)):
         logits, state = speller.step(prev, state, memory, keys, mask)
+        all_weights.append(state.weights)
         prev = logits.argmax(-1)
         for i, tok in enumerate(prev.tolist()):
             if done[i]:
                 continue
-            weights[i].append(state.weights[i, : int(memory_lengths[i])].float().cpu())
+            steps[i] += 1
             if tok == speller.eos or t + 1 >= limits[i]:
                 done[i] = True
                 if tok != speller.eos:
@@ -186,7 +188,8 @@ def greedy_decode(speller: Speller, memory: Tensor, memory_lengths: Tensor, *, m
                 tokens[i].append(tok)
         if all(done):
             break
-    return tokens, [torch.stack(w) if w else torch.zeros(0, int(n)) for w, n in zip(weights, memory_lengths, strict=True)]
+    weights = torch.stack(all_weights, 1).float().cpu()  # (B, steps, T): one copy, not one per input and step
+    return tokens, [weights[i, : steps[i], : int(n)] for i, n in enumerate(memory_lengths.tolist())]
 
 
 class CTCPrefixScorer:

@@ -77,10 +77,7 @@ class Seq2SeqModule(RnnlabModule):
     :meth:`detokenize` and :meth:`_update_metrics`.
     """
 
-    def _init_decoding(self, *, label_smoothing: float, sampling_prob: float, sampling_start_epoch: int,
-                       ctc_weight: float, beam_size: int, decode_ctc_weight: float | None, length_penalty: float,
-                       eos_threshold: float, max_output_ratio: float, max_output_extra: int,
-                       attention_plots: int) -> None:
+    def _init_decoding(self, *, ctc_weight: float, sampling_prob: float) -> None:
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
         if not 0.0 <= sampling_prob <= 1.0:
@@ -361,11 +358,7 @@ class LASRecognizer(Seq2SeqModule):
                                  dropout=dropout) if ctc_weight > 0 else None)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
-        self._init_decoding(label_smoothing=label_smoothing, sampling_prob=sampling_prob,
-                            sampling_start_epoch=sampling_start_epoch, ctc_weight=ctc_weight, beam_size=beam_size,
-                            decode_ctc_weight=decode_ctc_weight, length_penalty=length_penalty,
-                            eos_threshold=eos_threshold, max_output_ratio=max_output_ratio,
-                            max_output_extra=max_output_extra, attention_plots=attention_plots)
+        self._init_decoding(ctc_weight=ctc_weight, sampling_prob=sampling_prob)
 
     @property
     def time_reduction(self) -> int:
@@ -467,11 +460,7 @@ class G2PModel(Seq2SeqModule):
                                attention=attention, attention_size=attention_size, input_feeding=input_feeding,
                                dropout=dropout)
         self.metrics = nn.ModuleDict({stage: PhonemeErrorRates() for stage in ("val", "test")})
-        self._init_decoding(label_smoothing=label_smoothing, sampling_prob=sampling_prob,
-                            sampling_start_epoch=sampling_start_epoch, ctc_weight=0.0, beam_size=beam_size,
-                            decode_ctc_weight=decode_ctc_weight, length_penalty=length_penalty,
-                            eos_threshold=eos_threshold, max_output_ratio=max_output_ratio,
-                            max_output_extra=max_output_extra, attention_plots=attention_plots)
+        self._init_decoding(ctc_weight=0.0, sampling_prob=sampling_prob)
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(self.embedding(batch["inputs"]), batch["input_lengths"])
