@@ -249,7 +249,17 @@ class G2PDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        # Shuffled by a seeded per-epoch order (also in one process), so a resumed run sees the same batches.
+        from data.resumable import ResumableDataLoader, epoch_batches, trainer_progress
+
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return ResumableDataLoader(
+            self.datasets["train"],
+            batch_sampler=epoch_batches(self.datasets["train"], self.hparams.batch_size, shuffle=True, seed=self.hparams.seed,
+                                        num_replicas=world, rank=rank),
+            progress=trainer_progress(self), collate_fn=collate_g2p, num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

@@ -347,6 +347,12 @@ class SpeechDataModule(L.LightningDataModule):
             bucket_size_multiplier=100 if hp.bucketing else 1)
         self._samplers = getattr(self, "_samplers", {})
         self._samplers[name] = sampler
+        if train:
+            from data.resumable import ResumableDataLoader, trainer_progress
+
+            return ResumableDataLoader(ds, batch_sampler=sampler, progress=trainer_progress(self), seed=hp.seed,
+                                       collate_fn=collate_speech, num_workers=hp.num_workers,
+                                       persistent_workers=hp.num_workers > 0)
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_speech, num_workers=hp.num_workers,
                           persistent_workers=hp.num_workers > 0)
 

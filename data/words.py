@@ -356,6 +356,12 @@ class WordDataModule(L.LightningDataModule):
             lengths=self.datasets[name].lengths, batch_size=hp.batch_size, shuffle=train, seed=hp.seed,
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0, bucket_size_multiplier=20)
+        if train:
+            from data.resumable import ResumableDataLoader, trainer_progress
+
+            return ResumableDataLoader(self.datasets[name], batch_sampler=sampler, progress=trainer_progress(self),
+                                       seed=hp.seed, collate_fn=collate_words, num_workers=hp.num_workers,
+                                       persistent_workers=hp.num_workers > 0)
         return DataLoader(self.datasets[name], batch_sampler=sampler, collate_fn=collate_words,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
 

@@ -142,3 +142,64 @@ class SaveOnPreemption(Callback):
         if trainer.is_global_zero:
             print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}; resume with the same command "
                   f"and --ckpt_path last", flush=True)
+
+
+def _rng_state() -> dict:
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss))}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
+
+
+class ExactResume(Callback):
+    """Saves the random-number generators' states in every training checkpoint and restores them on resume.
+
+    Dropout, SpecAugment and speed perturbation draw from the global torch RNG; with the data order restored by
+    `data.resumable.ResumableDataLoader` and the optimizer and scheduler restored by Lightning, a run resumed from
+    a mid-epoch checkpoint continues exactly as the uninterrupted run (tested with SIGKILL). The states are
+    restored just before the first resumed training batch, so nothing drawn while the run is being set up
+    (iterators, sanity checks) shifts them. Stored as tensors and tuples, loadable with ``weights_only=True``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"rng": _rng_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            if trainer.world_size == 1:
+                _set_rng_state(state)
+            else:
+                # Every rank saved its own stream; the checkpoint holds rank 0's. Offset it per rank so ranks
+                # do not share dropout masks.
+                _set_rng_state(state)
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + trainer.global_rank)

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data.errors import DataError
 from pipelines.base import RnnlabModule
-from pipelines.callbacks import LoggedSaveConfig, MetricsJSON, RunSummary, SaveOnPreemption
+from pipelines.callbacks import ExactResume, LoggedSaveConfig, MetricsJSON, RunSummary, SaveOnPreemption
 from pipelines.checkpointing import AtomicCheckpointIO
 from pipelines.tracking import make_loggers, make_run_dir
 
@@ -114,7 +114,7 @@ class RnnlabCLI(LightningCLI):
                 callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last-step",
                                                  save_last=True, save_top_k=0,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
-        callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary()]
+        callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume()]
         # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
