@@ -203,3 +203,57 @@ class ExactResume(Callback):
                 # do not share dropout masks.
                 _set_rng_state(state)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,)).item()) + trainer.global_rank)
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training stopped after too many consecutive steps with a non-finite loss or gradient."""
+
+
+class NonFiniteGuard(Callback):
+    """Skips optimizer steps whose gradients are not finite (NaN/inf loss or gradient), and counts them.
+
+    The check runs after backward and before clipping and the optimizer step; a bad step's gradients are
+    dropped (set to None), so the optimizer leaves every parameter and its moments untouched. Under DDP the
+    gradients are already all-reduced, so every rank sees the same verdict and skips together. After
+    ``max_consecutive`` bad steps in a row, training stops with `NonFiniteTrainingError` naming the last batch's
+    ids; the weights (and every checkpoint written so far) are the last good ones.
+    """
+
+    def __init__(self, max_consecutive: int = 25) -> None:
+        self.max_consecutive = max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+        self._batch_ids: list | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_ids = batch.get("ids") if isinstance(batch, dict) else None
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+        if finite:
+            self.consecutive = 0
+            return
+        for p in pl_module.parameters():
+            p.grad = None
+        self.skipped += 1
+        self.consecutive += 1
+        ids = self._batch_ids
+        where = f" (batch ids: {', '.join(map(str, ids[:8]))}{' ...' if len(ids) > 8 else ''})" if ids else ""
+        if trainer.is_global_zero:
+            print(f"[rnnlab] warning: step {trainer.global_step}: non-finite loss or gradient, step skipped"
+                  f"{where}", flush=True)
+        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, reduce_fx="max")
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteTrainingError(
+                f"{self.consecutive} consecutive training steps had a non-finite loss or gradient; stopped at step "
+                f"{trainer.global_step}{where}. The last checkpoint holds the last good weights: lower the "
+                f"learning rate, check the data, or raise --run.max_bad_steps")
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.skipped = int(state_dict.get("skipped", 0))

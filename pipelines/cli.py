@@ -25,7 +25,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data.errors import DataError
 from pipelines.base import RnnlabModule
-from pipelines.callbacks import ExactResume, LoggedSaveConfig, MetricsJSON, RunSummary, SaveOnPreemption
+from pipelines.callbacks import (
+    ExactResume,
+    LoggedSaveConfig,
+    MetricsJSON,
+    NonFiniteGuard,
+    NonFiniteTrainingError,
+    RunSummary,
+    SaveOnPreemption,
+)
 from pipelines.checkpointing import AtomicCheckpointIO
 from pipelines.tracking import make_loggers, make_run_dir
 
@@ -53,6 +61,9 @@ class RnnlabCLI(LightningCLI):
         parser.add_argument("--run.log_model", type=bool, default=False, help="Upload checkpoints as W&B artifacts.")
         parser.add_argument("--run.last_every_n_steps", type=int | None, default=None,
                             help="Also refresh checkpoints/last.ckpt every N training steps (not only at epoch end).")
+        parser.add_argument("--run.max_bad_steps", type=int, default=25,
+                            help="Stop after this many consecutive steps with a non-finite loss or gradient "
+                                 "(each such step is skipped and counted).")
         parser.add_argument("--run.metrics_file", type=str | None, default=None,
                             help="Where test/validate write their metrics JSON (default: in the run dir).")
         parser.add_argument("--decode.beam_size", type=int, default=1,
@@ -114,7 +125,8 @@ class RnnlabCLI(LightningCLI):
                 callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last-step",
                                                  save_last=True, save_top_k=0,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
-        callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume()]
+        callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume(),
+                      NonFiniteGuard(cfg.run.get("max_bad_steps") or 25)]
         # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
@@ -328,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = " (no usable GPU here: use --trainer.accelerator=cpu or auto)" if "gpu" in str(e).lower() else ""
         print(f"rnnlab: error: {e}{hint}", file=sys.stderr)
         return 2
+    except NonFiniteTrainingError as e:
+        print(f"rnnlab: error: {e}", file=sys.stderr)
+        return 3
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job
         # scheduler that the run did not finish.
