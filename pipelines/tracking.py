@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import netrc
 import os
 import secrets
@@ -78,7 +79,7 @@ def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_n
     The W&B run id is kept in ``run_dir/wandb_id`` so that resuming from a checkpoint of this run continues
     the same W&B run instead of creating a new one.
     """
-    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+    from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities import rank_zero_info
 
     loggers = []
@@ -99,7 +100,7 @@ def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_n
             except OSError:
                 pass
         rank_zero_info(f"[rnnlab] W&B {resolved} ({reason}); run id {run_id}, files in {run_dir / 'wandb'}")
-        loggers.append(WandbLogger(project=project, name=run_name or run_dir.name, save_dir=str(run_dir), id=run_id,
+        loggers.append(resilient_wandb_logger()(project=project, name=run_name or run_dir.name, save_dir=str(run_dir), id=run_id,
                                    resume="allow", offline=resolved == "offline", log_model=log_model,
                                    settings=_wandb_settings()))
     else:
@@ -120,4 +121,89 @@ def _wandb_settings():
     import wandb
 
     # Bounded waits: a slow or unreachable server must never hold up training.
-    return wandb.Settings(init_timeout=30, silent=True)
+    return wandb.Settings(init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 30)), silent=True)
+
+
+@functools.cache
+def resilient_wandb_logger() -> type:
+    """The `ResilientWandbLogger` class (built on first use, so importing this module does not import Lightning)."""
+    from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers.logger import DummyExperiment, rank_zero_experiment
+    from lightning.pytorch.utilities import rank_zero_only
+
+    def guarded(name: str):
+        method = getattr(WandbLogger, name)
+
+        def call(self, *args, **kwargs):
+            if self.failed:
+                return None
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - tracking must never end a training run
+                self._warn(f"W&B {name} failed ({type(e).__name__}: {e}); training continues", key=name)
+                return None
+
+        call.__name__ = name
+        call.__doc__ = method.__doc__
+        return call
+
+    class ResilientWandbLogger(WandbLogger):
+        """A WandbLogger that never ends or stalls training.
+
+        If the online run cannot start (server unreachable, invalid API key, any error within the bounded
+        ``init_timeout``), it falls back to an offline run in the same directory (``wandb sync`` uploads it later);
+        if even that fails (e.g. the disk is full), W&B is switched off for this run while the CSV log goes on.
+        Errors raised later by logging calls (the writer's disk quota, a dead service) become one warning per
+        kind of call instead of an exception.
+        """
+
+        failed = False
+        _warned: set
+
+        def _warn(self, message: str, key: str) -> None:
+            warned = self.__dict__.setdefault("_warned", set())
+            if key not in warned:
+                warned.add(key)
+                rank_zero_only(print)(f"[rnnlab] warning: {message}", flush=True)
+
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self.failed:
+                return DummyExperiment()
+            try:
+                return WandbLogger.experiment.fget.__wrapped__(self)
+            except Exception as e:  # noqa: BLE001
+                first = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                self._finish_quietly()
+            if not self._offline:
+                self._offline = True
+                self._wandb_init["mode"] = "offline"
+                try:
+                    exp = WandbLogger.experiment.fget.__wrapped__(self)
+                    self._warn(f"W&B online run could not start ({first}); logging offline instead, upload later "
+                               f"with: wandb sync {self.save_dir}/wandb/offline-run-*", key="init")
+                    return exp
+                except Exception as e:  # noqa: BLE001
+                    first = f"{first}; offline: {type(e).__name__}: {e}"
+                    self._finish_quietly()
+            self.failed = True
+            self._warn(f"W&B is off for this run ({first}); the CSV log continues", key="init")
+            return DummyExperiment()
+
+        def _finish_quietly(self) -> None:
+            self._experiment = None
+            try:
+                import wandb
+
+                if wandb.run is not None:
+                    wandb.finish(exit_code=1, quiet=True)
+                wandb.teardown()  # the service may still hold the failed run's id
+            except Exception:  # noqa: BLE001
+                pass
+
+    for name in ("log_hyperparams", "log_metrics", "log_table", "log_text", "log_image", "log_audio", "finalize",
+                 "after_save_checkpoint"):
+        setattr(ResilientWandbLogger, name, guarded(name))
+    return ResilientWandbLogger
+

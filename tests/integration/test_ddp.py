@@ -24,3 +24,24 @@ def test_two_process_ddp_fit_and_globally_reduced_metrics(slot_data_dir, tmp_pat
     single = read_json(out_file)["metrics"]
     assert single["val/slot_f1"] == pytest.approx(ddp_metrics["val/slot_f1"], abs=1e-4)
     assert single["val/intent_acc"] == pytest.approx(ddp_metrics["val/intent_acc"], abs=1e-4)
+
+
+@pytest.mark.parametrize("failing_rank", [1, 0])
+def test_exception_on_one_rank_ends_every_rank_in_bounded_time(slot_data_dir, tmp_path, failing_rank):
+    import subprocess
+    import time
+
+    start = time.monotonic()
+    try:
+        proc = rnnlab("fit", "-c", "defaults", "-c", "tiny/slots.yaml", f"--data.init_args.data_dir={slot_data_dir}",
+                      "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+                      "--trainer.max_epochs=50", f"--run.root={tmp_path}", "--run.name=ddp",
+                      "--trainer.callbacks+=tests.fixtures.callbacks.FailOnRank",
+                      f"--trainer.callbacks.rank={failing_rank}", timeout=150, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a rank kept waiting for its failed peer (no exit within 150 s)")
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0
+    assert f"injected failure on rank {failing_rank}" in proc.stdout + proc.stderr
+    assert "finished fit" not in proc.stdout
+    assert elapsed < 150
