@@ -13,6 +13,9 @@ import torchaudio.functional as AF
 
 from data.errors import DataError
 
+# Float audio is nominally in [-1, 1]; far beyond is a scaling error, and powers would overflow float32.
+MAX_AMPLITUDE = 1e3
+
 
 class AudioError(DataError):
     """An audio file or cell cannot be used; the message names it and says why."""
@@ -74,6 +77,9 @@ def load_audio(ref: AudioRef, sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{ref.name}: zero-length audio")
     if not np.isfinite(data).all():
         raise AudioError(f"{ref.name}: audio contains NaN or infinite samples")
+    peak = float(np.abs(data).max())
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(f"{ref.name}: peak amplitude {peak:.3g} is not audio in [-1, 1] (a scaling error?)")
     wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sr != sample_rate:
         wav = resample(wav, sr, sample_rate)

@@ -99,6 +99,9 @@ class LogMelFrontend(nn.Module):
         with torch.autocast(device_type=waveforms.device.type, enabled=False):
             if self.training and self.speed_perturb:
                 waveforms, lengths = self._speed_perturb(waveforms.float(), lengths)
+            short = self.melspec.n_fft // 2 + 1 - waveforms.size(-1)
+            if short > 0:  # the centred STFT's reflection padding needs more samples than half a window
+                waveforms = torch.nn.functional.pad(waveforms, (0, short))
             feats = self.melspec(waveforms.float()).clamp_min(1e-10).log()  # (B, F, T)
             feats = feats.transpose(1, 2)  # (B, T, F)
             frame_lengths = frames_for(lengths, self.hop_length).clamp(max=feats.size(1))
