@@ -63,6 +63,23 @@ class RunSummary(Callback):
         import time
 
         self._t0 = time.perf_counter()
+        dm = getattr(trainer, "datamodule", None)
+        per_device = getattr(getattr(dm, "hparams", None), "batch_size", None) if dm is not None else None
+        if per_device and trainer.is_global_zero:
+            world = trainer.world_size
+            accumulate = trainer.accumulate_grad_batches
+            line = (f"[rnnlab] batch size: {per_device} per device x {trainer.num_devices} device(s) x "
+                    f"{trainer.num_nodes} node(s)" + (f" x {accumulate} accumulated" if accumulate > 1 else "")
+                    + f" = {per_device * world * accumulate} global")
+            if getattr(dm.hparams, "max_batch_seconds", None):
+                line += f" (at most; also capped at {dm.hparams.max_batch_seconds} s of audio per device batch)"
+            print(line, flush=True)
+            for logger in trainer.loggers:
+                try:
+                    logger.log_hyperparams({"batch_size_per_device": per_device, "world_size": world,
+                                            "global_batch_size": per_device * world * accumulate})
+                except Exception as e:  # noqa: BLE001 - tracking must never end a training run
+                    print(f"[rnnlab] warning: could not log the batch size: {e}")
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module) -> None:

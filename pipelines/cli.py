@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = _resolve_config_names(argv)
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # lightning 2.6 internal deprecation
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    # Epoch metrics are torchmetrics objects, already reduced over every rank before they are logged.
+    warnings.filterwarnings("ignore", message=".*It is recommended to use `self.log.*sync_dist=True.*")  # lightning 2.6 internal deprecation
     # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     try:

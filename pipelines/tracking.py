@@ -90,7 +90,8 @@ def make_loggers(run_dir: Path, *, project: str, mode: WandbMode = "auto", run_n
         if id_file.exists():
             run_id = id_file.read_text().strip()
         else:
-            run_id = os.environ.get("RNNLAB_WANDB_ID")
+            # A W&B sweep agent (or a user) may fix the run id through WANDB_RUN_ID.
+            run_id = os.environ.get("RNNLAB_WANDB_ID") or os.environ.get("WANDB_RUN_ID")
             if not run_id:
                 alphabet = string.ascii_lowercase + string.digits
                 run_id = "".join(secrets.choice(alphabet) for _ in range(8))

@@ -45,3 +45,26 @@ def test_exception_on_one_rank_ends_every_rank_in_bounded_time(slot_data_dir, tm
     assert f"injected failure on rank {failing_rank}" in proc.stdout + proc.stderr
     assert "finished fit" not in proc.stdout
     assert elapsed < 150
+
+
+def test_torchrun_launch_makes_one_run_and_logs_the_global_batch(slot_data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import REPO
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RNNLAB_RUN_NAME", None)
+    env.pop("RNNLAB_WANDB_ID", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-backend=c10d",
+           "--rdzv-endpoint=localhost:0", "--rdzv-id=job42", "-m", "pipelines.cli", "fit", "-c", "defaults", "-c",
+           "tiny/slots.yaml", f"--data.init_args.data_dir={slot_data_dir}", "--trainer.devices=2",
+           "--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.max_epochs=1", f"--run.root={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "rank 0/2 finished fit" in out and "rank 1/2 finished fit" in out
+    assert "batch size: 8 per device x 2 device(s) x 1 node(s) = 16 global" in out
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["slots-jobjob42"]  # both ranks wrote one run, named by the job
+    assert (tmp_path / "runs" / "slots-jobjob42" / "checkpoints" / "last.ckpt").exists()
