@@ -64,6 +64,23 @@ def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str
                         min_duration: float, max_duration: float, validate: bool,
                         skips: SkipCounter) -> list[Utterance]:
     columns = list(getattr(rows, "column_names", None) or [])
+    id_column, duration_column = _check_columns(columns, where=where, audio_column=audio_column,
+                                                text_column=text_column, id_column=id_column,
+                                                duration_column=duration_column)
+    out = []
+    for i, row in enumerate(rows):
+        utt = _row_to_utterance(i, row, audio_column=audio_column, text_column=text_column, id_column=id_column,
+                                duration_column=duration_column, base_dir=base_dir, normalizer=normalizer,
+                                tokenizer=tokenizer, min_duration=min_duration, max_duration=max_duration,
+                                validate=validate, skips=skips)
+        if utt is not None:
+            out.append(utt)
+    return out
+
+
+def _check_columns(columns: list[str], *, where: str, audio_column: str, text_column: str, id_column: str | None,
+                   duration_column: str | None) -> tuple[str | None, str | None]:
+    """Raises on a missing audio/text column; returns the id and duration columns that exist (or None)."""
     for col, field in ((audio_column, "audio_column"), (text_column, "text_column")):
         if columns and col not in columns:
             raise DataError(f"{where}: missing column {col!r} (columns are {columns}); set data.{field}")
@@ -71,39 +88,44 @@ def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str
         duration_column = None
     if columns and id_column not in columns:
         id_column = None
-    out = []
-    for i, row in enumerate(rows):
-        rid = str(row[id_column]) if id_column else f"{i}"
-        raw = row.get(text_column)
-        if not isinstance(raw, str):
-            skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
-            continue
-        text = normalize_text(raw, normalizer)
-        if not text:
-            skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
-            continue
-        bad = tokenizer.unknown_chars(text)
-        if bad:
-            skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
-            continue
-        try:
-            ref = audio_ref(row[audio_column], base_dir=base_dir)
-            if not validate and duration_column and row.get(duration_column):
-                duration = float(row[duration_column])
-            else:
-                duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
-        except AudioError as e:
-            skips.skip("unreadable", f"row {i} ({rid}): {e}")
-            continue
-        if duration <= 0:
-            skips.skip("empty_audio", f"row {i} ({rid}) {ref.name}: zero-length audio")
-            continue
-        if duration < min_duration or duration > max_duration:
-            skips.skip("duration", f"row {i} ({rid}) {ref.name}: {duration:.2f}s outside "
-                                   f"[{min_duration}, {max_duration}]s")
-            continue
-        out.append(Utterance(rid, ref, text, duration))
-    return out
+    return id_column, duration_column
+
+
+def _row_to_utterance(i: int, row, *, audio_column: str, text_column: str, id_column: str | None,
+                      duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
+                      min_duration: float, max_duration: float, validate: bool,
+                      skips: SkipCounter) -> Utterance | None:
+    """One row checked (transcript, audio header, duration); None, counted and named in a warning, if unusable."""
+    rid = str(row[id_column]) if id_column and row.get(id_column) is not None else f"{i}"
+    raw = row.get(text_column)
+    if not isinstance(raw, str):
+        skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
+        return None
+    text = normalize_text(raw, normalizer)
+    if not text:
+        skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
+        return None
+    bad = tokenizer.unknown_chars(text)
+    if bad:
+        skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
+        return None
+    try:
+        ref = audio_ref(row.get(audio_column), base_dir=base_dir)
+        if not validate and duration_column and row.get(duration_column):
+            duration = float(row[duration_column])
+        else:
+            duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
+    except AudioError as e:
+        skips.skip("unreadable", f"row {i} ({rid}): {e}")
+        return None
+    if duration <= 0:
+        skips.skip("empty_audio", f"row {i} ({rid}) {ref.name}: zero-length audio")
+        return None
+    if duration < min_duration or duration > max_duration:
+        skips.skip("duration", f"row {i} ({rid}) {ref.name}: {duration:.2f}s outside "
+                               f"[{min_duration}, {max_duration}]s")
+        return None
+    return Utterance(rid, ref, text, duration)
 
 
 class SpeechDataset(Dataset):
@@ -189,6 +211,10 @@ class SpeechDataModule(L.LightningDataModule):
         digits_per_utterance: ``fsdd-digits``: inclusive range of digits per string.
         digits_size: ``fsdd-digits``: strings in train (per epoch)/validation/test.
         num_workers: DataLoader workers.
+        streaming: Read the corpus as a stream (``datasets`` streaming; nothing downloaded up front, bounded
+            memory; see `data.streaming`): rows are checked and decoded as they arrive. Character tokenizer only.
+        shuffle_buffer: Streaming: rows in the shuffle buffer (reseeded each epoch).
+        steps_per_epoch: Streaming: batches per epoch on every rank (required under DDP, so ranks stay in step).
     """
 
     def __init__(
@@ -220,6 +246,9 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 0,
         digits_per_utterance: tuple[int, int] = (2, 7),
         digits_size: tuple[int, int, int] = (3000, 300, 300),
+        streaming: bool = False,
+        shuffle_buffer: int = 2000,
+        steps_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -312,11 +341,59 @@ class SpeechDataModule(L.LightningDataModule):
         if hp.dataset == FSDD_DIGITS:
             self._setup_digits([name for name, _ in splits])
             return
+        if hp.streaming:
+            self._setup_streaming(splits)
+            return
         for name, split in splits:
             if name not in self.datasets:
                 self.datasets[name] = SpeechDataset(self._read(split), self.tokenizer, sample_rate=hp.sample_rate,
                                                     skips=self.skips.setdefault(split, SkipCounter(self._where(split))),
                                                     cache_audio=hp.cache_audio)
+
+    def _setup_streaming(self, splits: list[tuple[str, str]]) -> None:
+        from data.streaming import StreamingSpeechDataset, decode_item, streaming_rows
+
+        hp = self.hparams
+        if hp.tokenizer != "char":
+            raise DataError("data.streaming needs data.tokenizer=char (a subword vocabulary is trained on a full "
+                            "pass over the training transcripts)")
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if world > 1 and hp.steps_per_epoch is None and any(name == "train" for name, _ in splits):
+            raise DataError("data.streaming under DDP needs data.steps_per_epoch (every rank must run the same "
+                            "number of training batches, or one waits forever)")
+        dataset, data_dir = self._source()
+        base_dir = None
+        if data_dir is not None:
+            p = Path(data_dir)
+            base_dir = str(p.parent if p.is_file() else p)
+        for name, split in splits:
+            if name in self.datasets:
+                continue
+            where = self._where(split)
+            rows = _no_decode(load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir,
+                                         streaming=True), hp.audio_column, where)
+            columns = list(getattr(rows, "column_names", None) or [])
+            id_column, duration_column = _check_columns(columns, where=where, audio_column=hp.audio_column,
+                                                        text_column=hp.text_column, id_column=hp.id_column,
+                                                        duration_column=hp.duration_column)
+            skips = self.skips.setdefault(split, SkipCounter(where))
+
+            def check(i, row, *, id_column=id_column, duration_column=duration_column, skips=skips):
+                return _row_to_utterance(i, row, audio_column=hp.audio_column, text_column=hp.text_column,
+                                         id_column=id_column, duration_column=duration_column, base_dir=base_dir,
+                                         normalizer=hp.normalizer, tokenizer=self.tokenizer,
+                                         min_duration=hp.min_duration, max_duration=hp.max_duration,
+                                         validate=hp.validate, skips=skips)
+
+            train = name == "train"
+            self.datasets[name] = StreamingSpeechDataset(
+                streaming_rows(lambda rows=rows: rows, rank=rank, world_size=world,
+                               shuffle_buffer=hp.shuffle_buffer if train else None, seed=hp.seed),
+                decode_item(check, self.tokenizer, sample_rate=hp.sample_rate, skips=skips), collate_speech,
+                batch_size=hp.batch_size, bucket_batches=20 if hp.bucketing else 1,
+                steps_per_epoch=hp.steps_per_epoch if train else None, shuffle=train, seed=hp.seed,
+                epoch_fn=(lambda: self.trainer.current_epoch) if trainer is not None else None)
 
     def _setup_digits(self, names: list[str]) -> None:
         """``fsdd-digits``: connected-digit datasets (compositions, hence ``lengths``, known up front)."""
@@ -335,6 +412,9 @@ class SpeechDataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         ds = self.datasets[name]
         hp = self.hparams
+        if hp.streaming:
+            # Batches come ready-made from the stream; workers restart each epoch (they read the epoch then).
+            return DataLoader(ds, batch_size=None, num_workers=hp.num_workers)
         trainer = getattr(self, "trainer", None)
         world = trainer.world_size if trainer is not None else 1
         rank = trainer.global_rank if trainer is not None else 0

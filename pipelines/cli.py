@@ -118,13 +118,18 @@ class RnnlabCLI(LightningCLI):
                 isinstance(c, ModelCheckpoint) for c in callbacks):
             monitor = getattr(self.model, "monitor", "val/loss")
             mode = getattr(self.model, "monitor_mode", "min")
-            callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor,
-                                             mode=mode, save_last=True, auto_insert_metric_name=False))
-            callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
+            ckpt_dir = str(run_dir / "checkpoints")
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
+                                             auto_insert_metric_name=False))
+            # last.ckpt after every epoch (and every N steps if asked). Not `save_last` of the best checkpoint:
+            # Lightning refreshes that one only in epochs that improve the monitored metric.
+            callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                             enable_version_counter=False))
             if cfg.run.get("last_every_n_steps"):
-                callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="last-step",
-                                                 save_last=True, save_top_k=0,
+                callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                                                 enable_version_counter=False,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
+            callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
         callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume(),
                       NonFiniteGuard(cfg.run.get("max_bad_steps") or 25)]
         # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.

@@ -65,10 +65,24 @@ def test_cli_uses_atomic_writer_and_optional_step_checkpoints(tmp_path, slot_dat
                           "--trainer.max_steps=4"])
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     steps = [cb._every_n_train_steps for cb in cli.trainer.callbacks if isinstance(cb, ModelCheckpoint)]
-    assert sorted(steps) == [0, 2]
+    assert sorted(steps) == [0, 0, 2]  # best, last after every epoch, last every 2 steps
     last = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 4
     assert not [p for p in (tmp_path / "r" / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_last_checkpoint_follows_every_epoch_even_without_improvement(tmp_path, slot_data_dir):
+    # Lightning's `save_last` refreshes last.ckpt only in epochs that improve the monitored metric; resuming
+    # from it would repeat the epochs since. With a metric that never improves, last.ckpt must still move on.
+    RnnlabCLI(args=["fit", "--config", "pipelines/configs/defaults.yaml", "--config",
+                    "pipelines/configs/tiny/slots.yaml", f"--data.init_args.data_dir={slot_data_dir}",
+                    f"--run.root={tmp_path}", "--run.name=r", "--trainer.max_epochs=3",
+                    "--model.init_args.optimizer.init_args.lr=0.0"])  # weights never change: no improvement
+    ckpts = tmp_path / "r" / "checkpoints"
+    best = torch.load(ckpts / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
