@@ -293,6 +293,8 @@ TOOLS.update({
     "embed": _lazy_tool("pipelines.embed", "embed_main"),
     "evaluate-retrieval": _lazy_tool("pipelines.embed", "evaluate_main"),
     "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),
+    "export": _lazy_tool("pipelines.export", "main"),
+    "analyze": _lazy_tool("pipelines.analyze", "main"),
 })
 
 
@@ -302,11 +304,13 @@ training and evaluation (LightningCLI; configs in pipelines/configs, e.g. -c def
   fit | validate | test | predict   rnnlab fit -c defaults -c slots [--trainer.* / --model.* / --data.* ...]
   test --ckpt CKPT                  evaluate a run's checkpoint with the config saved beside it
 checkpoint tools:
-  transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json)
+  transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])
+  export --ckpt CKPT --out DIR         CTC model as waveform -> log-probs: TorchScript + ONNX (--formats, --opset)
   predict --ckpt CKPT [INPUT...]       slot filling (sentences), G2P (words) or speech (audio files); - = stdin
   build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
   summarize RUN_DIR...                 Markdown table of runs
-  bench                                encoder speed: exact length handling vs padded nn.LSTM
+  bench                                training/inference speed, FLOP rate, data rate, padding, memory
+  analyze gradient-flow|long-range|loss-surface|gates ...   RNN analyses: PNG plots + summary.md
   embed --ckpt CKPT FILE|DIR... --out F.parquet   audio autoencoder embeddings (path, vector)
   evaluate-retrieval [--ckpt CKPT...] --data DIR  query-by-example MAP / P@k, MFCC and DTW baselines beside
   linear-probe --ckpt CKPT --data DIR             linear classifier on frozen embeddings: test accuracy

@@ -29,6 +29,8 @@ class CTCSpeechRecognizer(RnnlabModule):
     Args:
         vocab: Tokenizer dict from the DataModule (saved in the checkpoint).
         sample_rate / n_mels / win_ms / hop_ms: Frontend (log-mel) settings.
+        normalize: ``utterance`` (mean and variance of each utterance's log-mels) or ``none``; a unidirectional
+            model with ``none`` streams exactly (``transcribe --stream``), also while the audio still arrives.
         spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment (training only).
         stack_frames: Frame stacking + subsampling factor (1-4) before the recurrent stack.
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
@@ -51,6 +53,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         n_mels: int = 80,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
+        normalize: Literal["utterance", "none"] = "utterance",
         spec_augment: bool = True,
         freq_masks: int = 2,
         freq_mask_width: int = 15,
@@ -77,7 +80,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.tokenizer = tokenizer_from_dict(vocab)
         frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
-                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+                                  normalize=normalize, spec_augment=spec_augment, freq_masks=freq_masks,
+                                  freq_mask_width=freq_mask_width,
                                   time_masks=time_masks, time_mask_width=time_mask_width, stack_frames=stack_frames,
                                   speed_perturb=speed_perturb)
         encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,

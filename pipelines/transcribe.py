@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", action="store_true", help="one JSON object per file")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--stream", action="store_true",
+                    help="unidirectional CTC models: feed each file in chunks, showing the text as it grows on "
+                         "stderr; the final line equals offline decoding of the file alone")
+    ap.add_argument("--chunk-ms", type=float, default=200.0, help="chunk length for --stream (default 200 ms)")
     args = ap.parse_args(argv)
+    if args.chunk_ms <= 0:
+        raise SystemExit(f"rnnlab transcribe: error: --chunk-ms must be positive, got {args.chunk_ms:g}")
 
     from data.audio import AudioError, AudioRef, load_audio
     from pipelines.base import load_module
@@ -56,6 +63,10 @@ def main(argv: list[str]) -> int:
                                      word_bonus=args.word_bonus)
     except ValueError as e:
         raise SystemExit(f"rnnlab transcribe: error: {e}") from None
+    if args.stream:
+        streamer = make_streamer(model, args.ckpt)
+        return stream_files(model, streamer, find_audio(args.inputs), decoder=decoder, chunk_ms=args.chunk_ms,
+                            as_json=args.json)
     files = find_audio(args.inputs)
     wavs, ok, failed = [], [], 0
     for f in files:
@@ -74,6 +85,75 @@ def main(argv: list[str]) -> int:
     if audio_s > 0:
         print(f"[rnnlab] {len(ok)} files, {audio_s:.1f}s of audio in {elapsed:.2f}s (RTF {elapsed / audio_s:.3f})"
               + (f", {failed} skipped" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def make_streamer(model, ckpt: str):
+    """A :class:`pipelines.streaming.StreamingTranscriber` for ``model``, or a one-line error."""
+    from pipelines.ctc import CTCSpeechRecognizer
+    from pipelines.streaming import StreamingTranscriber
+
+    if not isinstance(model, CTCSpeechRecognizer):
+        raise SystemExit(f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a "
+                         f"{type(model).__name__} checkpoint")
+    try:
+        return StreamingTranscriber(model)
+    except ValueError as e:
+        raise SystemExit(f"rnnlab transcribe: error: --stream: {e}") from None
+
+
+def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: float = 200.0,
+                 as_json: bool = False) -> int:
+    """Streams each file through ``streamer`` in ``chunk_ms`` chunks.
+
+    The growing hypothesis goes to stderr (rewritten in place on a terminal, one ``[partial]`` line per change
+    otherwise); stdout gets the same final line per file as offline transcription. With a beam ``decoder`` the
+    final line is the beam search over the final log-probabilities.
+    """
+    import torch
+
+    from data.audio import AudioError, AudioRef, load_audio
+    from pipelines.streaming import stream_file_chunks
+
+    rate = model.hparams.sample_rate
+    chunk = max(1, round(chunk_ms * rate / 1000))
+    tty = sys.stderr.isatty()
+    clear = "\r\033[K" if tty else ""  # erases the partial line on a terminal
+    failed, done, audio_s, elapsed = 0, 0, 0.0, 0.0
+    for f in files:
+        try:
+            wav = load_audio(AudioRef(path=str(f)), rate)
+        except AudioError as e:
+            failed += 1
+            print(f"rnnlab transcribe: warning: skipped {e}", file=sys.stderr)
+            continue
+        streamer.reset()
+        t0 = time.perf_counter()
+        try:
+            for piece in stream_file_chunks(wav, chunk):
+                if streamer.accept(piece):
+                    if tty:  # the end of the hypothesis, on one terminal line
+                        line = f"{f.name}: {streamer.text}"[-(shutil.get_terminal_size().columns - 1):]
+                        print(f"{clear}{line}", end="", file=sys.stderr, flush=True)
+                    else:
+                        print(f"[partial] {f}\t{streamer.text}", file=sys.stderr, flush=True)
+            text = streamer.finish()
+        except ValueError as e:
+            failed += 1
+            print(f"{clear}rnnlab transcribe: warning: skipped {f}: {e}", file=sys.stderr)
+            continue
+        if decoder is not None:
+            lp = streamer.log_probs
+            ids = decoder.decode(lp[None].float().cpu(), torch.tensor([lp.size(0)]))[0]
+            text = model.tokenizer.decode(ids)
+        elapsed += time.perf_counter() - t0
+        audio_s += wav.numel() / rate
+        done += 1
+        print(clear, end="", file=sys.stderr, flush=True)
+        print(json.dumps({"path": str(f), "text": text}) if as_json else f"{f}\t{text}", flush=True)
+    if audio_s > 0:
+        print(f"[rnnlab] streamed {done} files in {chunk_ms:g} ms chunks, {audio_s:.1f}s of audio in {elapsed:.2f}s "
+              f"(RTF {elapsed / audio_s:.3f})" + (f", {failed} skipped" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 

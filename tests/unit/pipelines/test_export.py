@@ -1,0 +1,213 @@
+"""`rnnlab export`: TorchScript and ONNX exports of tiny CTC models match PyTorch; bad checkpoints give one line."""
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from data.text import CharTokenizer, Vocabulary
+from pipelines.base import load_module
+from pipelines.ctc import CTCSpeechRecognizer
+from pipelines.export import main, max_valid_diff, onnx_session, run_onnx
+from pipelines.slot_filling import SlotFillingModule
+
+RATE = 16000
+TOL = 1e-4
+
+
+def save_checkpoint(model, path):
+    """Saves ``model`` as Lightning does at the end of a fit (with rnnlab's checkpoint entry)."""
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def speechlike(seconds: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    n = int(seconds * RATE)
+    t = torch.arange(n) / RATE
+    voiced = sum(torch.sin(2 * math.pi * f * t + seed) / (i + 1) for i, f in enumerate((150.0, 900.0, 2500.0)))
+    envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 3.1 * t + seed)
+    return 0.2 * voiced * envelope + 0.02 * torch.randn(n, generator=gen)
+
+
+def batch(*wavs):
+    lengths = torch.tensor([w.numel() for w in wavs])
+    out = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        out[i, : w.numel()] = w
+    return out, lengths
+
+
+CASES = [batch(speechlike(0.3, 1)), batch(speechlike(1.0, 2)), batch(speechlike(2.7, 3)),
+         batch(speechlike(1.0, 4), speechlike(0.37, 5))]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny 2x BiLSTM CTC checkpoint with dropout and SpecAugment on (training only) and its export."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), n_mels=40, stack_frames=2, hidden_size=32,
+                                num_layers=2, dropout=0.3, spec_augment=True, speed_perturb=[0.9, 1.0, 1.1])
+    ckpt = save_checkpoint(model, root / "ctc.ckpt")
+    assert main(["--ckpt", ckpt, "--out", str(root / "out")]) == 0
+    return load_module(ckpt), root / "out"
+
+
+def reference(model, waveforms, lengths):
+    with torch.no_grad():
+        return model(waveforms, lengths)
+
+
+def test_export_writes_models_tokenizer_and_description(exported):
+    model, out = exported
+    assert {p.name for p in out.iterdir()} == {"model.ts", "model.onnx", "tokenizer.json", "export.json", "README.md"}
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["sample_rate"] == RATE and meta["vocab_size"] == len(model.tokenizer)
+    assert [i["name"] for i in meta["inputs"]] == ["waveforms", "lengths"]
+    assert [o["name"] for o in meta["outputs"]] == ["log_probs", "output_lengths"]
+    assert meta["onnx"]["exporter"] == "torch.onnx.export(dynamo=False)" and meta["onnx"]["opset"] == 17
+    assert all(d <= TOL for d in meta["max_abs_diff_vs_pytorch"].values())
+    tok = json.loads((out / "tokenizer.json").read_text())
+    assert tok["tokens"] == list(model.tokenizer.tokens) and tok["blank"] == 0 and tok["kind"] == "char"
+    assert "16000 Hz" in (out / "README.md").read_text()
+    assert meta["samples_per_frame"] == 320 and meta["frame_rate"] == RATE / 320 and meta["min_samples"] == 257
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_export_matches_pytorch_on_dynamic_lengths_and_padded_batch(exported, backend):
+    model, out = exported
+    if backend == "onnxruntime":
+        session = onnx_session(out / "model.onnx")
+
+        def run(w, n):
+            return run_onnx(session, w, n)
+    else:
+        run = torch.jit.load(str(out / "model.ts"))
+    for waveforms, lengths in CASES:
+        ref_lp, ref_len = reference(model, waveforms, lengths)
+        with torch.no_grad():
+            lp, out_len = run(waveforms, lengths)
+        assert out_len.dtype == torch.int64 and lp.dtype == torch.float32
+        assert torch.equal(out_len, ref_len)
+        assert lp.shape == ref_lp.shape
+        assert max_valid_diff(ref_lp, ref_len, lp, out_len) <= TOL  # padded rows: valid frames only
+    # Rows do not leak into each other: the unpadded row of the batch gives what it gives alone.
+    wide, wide_len = CASES[-1]
+    with torch.no_grad():
+        lp_batch, n_batch = run(wide, wide_len)
+        lp_alone, n_alone = run(wide[:1], wide_len[:1])
+    assert max_valid_diff(lp_alone, n_alone, lp_batch[:1], n_batch[:1]) <= TOL
+
+
+def test_greedy_decoding_with_tokenizer_json_alone(exported):
+    model, out = exported
+    tok = json.loads((out / "tokenizer.json").read_text())
+    session = onnx_session(out / "model.onnx")
+    waveforms, lengths = CASES[-1]
+    lp, n = session.run(None, {"waveforms": waveforms.numpy(), "lengths": lengths.numpy()})
+    texts = []
+    for row, frames in zip(lp, n, strict=True):
+        ids = row[:frames].argmax(-1)
+        kept = [int(i) for j, i in enumerate(ids) if i != tok["blank"] and (j == 0 or i != ids[j - 1])]
+        texts.append("".join(tok["tokens"][i] for i in kept))
+    assert texts == model.decode_greedy(*reference(model, waveforms, lengths))
+
+
+def test_unidirectional_gru_stack3_onnx_only(tmp_path):
+    torch.manual_seed(1)
+    model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), n_mels=24, stack_frames=3, hidden_size=16,
+                                num_layers=1, cell="gru", bidirectional=False, dropout=0.0, spec_augment=False)
+    ckpt = save_checkpoint(model, tmp_path / "gru.ckpt")
+    assert main(["--ckpt", ckpt, "--out", str(tmp_path / "out"), "--formats", "onnx", "--opset", "18"]) == 0
+    assert not (tmp_path / "out" / "model.ts").exists()
+    session = onnx_session(tmp_path / "out" / "model.onnx")
+    for waveforms, lengths in CASES:
+        ref_lp, ref_len = reference(model.eval(), waveforms, lengths)
+        lp, out_len = run_onnx(session, waveforms, lengths)
+        assert torch.equal(out_len, ref_len) and max_valid_diff(ref_lp, ref_len, lp, out_len) <= TOL
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["onnx"]["opset"] == 18
+
+
+def _one_line_error(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnnlab export: error: ")
+    return err[0]
+
+
+def test_non_ctc_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    slots = SlotFillingModule(
+        vocab={"words": Vocabulary(["<pad>", "<unk>", "a"], unk="<unk>").to_dict(), "tags": ["O"], "intents": ["x"]},
+        embedding_dim=4, hidden_size=8)
+    ckpt = save_checkpoint(slots, tmp_path / "slots.ckpt")
+    line = _one_line_error(capsys, ["--ckpt", ckpt, "--out", str(tmp_path / "out")])
+    assert "SlotFillingModule" in line and "CTC" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    line = _one_line_error(capsys, ["--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "out")])
+    assert "checkpoint not found" in line
+
+
+def test_dynamo_exporter_succeeds_or_fails_in_one_line(exported, tmp_path, capsys):
+    """torch 2.11 cannot export the LSTM with a dynamic time axis through dynamo: a clear error, no files."""
+    model, out = exported
+    ckpt = json.loads((out / "export.json").read_text())["checkpoint"]
+    argv = ["--ckpt", ckpt, "--out", str(tmp_path / "dyn"), "--formats", "onnx", "--onnx-exporter", "dynamo"]
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        assert e.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("dynamo" in err[0] or "onnxscript" in err[0])
+        assert not any((tmp_path / "dyn").iterdir())
+        return
+    assert rc == 0
+    session = onnx_session(tmp_path / "dyn" / "model.onnx")
+    for waveforms, lengths in CASES:
+        ref_lp, ref_len = reference(model, waveforms, lengths)
+        assert max_valid_diff(ref_lp, ref_len, *run_onnx(session, waveforms, lengths)) <= TOL
+
+
+
+def test_bench_export_reports_rtf_and_agreement(exported, tmp_path):
+    import soundfile as sf
+
+    from pipelines.export import bench_export
+
+    model, out = exported
+    files = []
+    for i, seconds in enumerate((0.4, 0.9)):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(files[-1], speechlike(seconds, 10 + i).numpy(), RATE, subtype="FLOAT")
+    ckpt = json.loads((out / "export.json").read_text())["checkpoint"]
+    threads = torch.get_num_threads()
+    res = bench_export(ckpt, files, repeats=1)
+    assert torch.get_num_threads() == threads  # restored
+    assert res["files"] == 2 and abs(res["audio_s"] - 1.3) < 1e-9 and res["threads"] == 1
+    assert set(res["rtf"]) == {"pytorch", "torchscript", "onnxruntime"} and all(v > 0 for v in res["rtf"].values())
+    assert all(d <= TOL for d in res["max_abs_diff_vs_pytorch"].values())
+    assert res["same_text_as_pytorch"] == {"torchscript": True, "onnxruntime": True}
+
+
+def test_tokenizer_spec_decodes_sentencepiece_without_rnnlab():
+    from data.subwords import SentencePieceTokenizer
+    from pipelines.export import tokenizer_spec
+
+    texts = ["the cat sat on the mat", "a dog ran", "the dog sat", "cats and dogs ran on"] * 5
+    sp = SentencePieceTokenizer.train(texts, vocab_size=40, required_chars="abcdefghijklmnopqrstuvwxyz")
+    spec = json.loads(json.dumps(tokenizer_spec(sp)))
+    assert spec["kind"] == "sentencepiece" and spec["tokens"] == sp.tokens and spec["word_start"] == "\u2581"
+    ids = sp.encode("the dog ran on the mat")
+    text = " ".join("".join(spec["tokens"][i] for i in ids).replace(spec["word_start"], " ").split())
+    assert text == sp.decode(ids) == "the dog ran on the mat"
+    assert SentencePieceTokenizer.from_dict(spec["rnnlab_tokenizer"]).tokens == sp.tokens
