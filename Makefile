@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table train-ctc train-seq2seq train-g2p transcribe bench clean
+.PHONY: help install test test-all lint train-slots slots-table compare-rnns train-ctc train-seq2seq train-g2p transcribe bench clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -54,6 +54,22 @@ slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS co
 	    --run.root=$(RUN_DIR)/slots-table --run.name=$$d-$${m%%:*}-bi$${m##*:} $(ARGS) || exit 1; \
 	done; done
 	$(RNNLAB) summarize $(RUN_DIR)/slots-table/*
+
+COMPARE_MODELS := elman:false jordan:false elman:true lstm:false lstm:true gru:false gru:true
+COMPARE_SEEDS ?= 1 2 3
+COMPARE_DATA ?= atis snips
+COMPARE_EPOCHS ?= 10
+
+compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 seeds on ATIS and SNIPS: mean +- std table
+	for d in $(COMPARE_DATA); do for m in $(COMPARE_MODELS); do for s in $(COMPARE_SEEDS); do \
+	  name=$$d-$${m%%:*}-bi$${m##*:}-seed$$s; \
+	  [ -f $(RUN_DIR)/compare-rnns/$$name/summary.json ] && continue; \
+	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
+	    --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} --seed_everything=$$s \
+	    --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false --run.wandb=offline \
+	    --run.root=$(RUN_DIR)/compare-rnns --run.name=$$name $(ARGS) || exit 1; \
+	done; done; done
+	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-rnns/*
 
 # Speech presets: DATA=x composes speech-x.yaml (the data) with <pipeline>-x.yaml (model settings for it) if present.
 CONFIGS := pipelines/configs

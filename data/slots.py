@@ -286,15 +286,18 @@ class SlotFillingDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        # Shuffled by a seeded per-epoch order (also in one process), so a resumed run sees the same batches.
+        # Shuffled by a seeded per-epoch order (also in one process), so a resumed run sees the same batches;
+        # the seed is the run's (seed_everything), so runs with different seeds also see different orders.
+        import os
+
         from data.resumable import ResumableDataLoader, epoch_batches, trainer_progress
 
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         return ResumableDataLoader(
             self.datasets["train"],
-            batch_sampler=epoch_batches(self.datasets["train"], self.hparams.batch_size, shuffle=True, seed=0,
-                                        num_replicas=world, rank=rank),
+            batch_sampler=epoch_batches(self.datasets["train"], self.hparams.batch_size, shuffle=True,
+                                        seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), num_replicas=world, rank=rank),
             progress=trainer_progress(self), collate_fn=collate_slots, num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0)
 

@@ -73,8 +73,13 @@ class RnnlabModule(L.LightningModule):
             self.log("train/grad_norm", total, on_step=True, on_epoch=False, prog_bar=False)
 
     @rank_zero_only
-    def show_examples(self, stage: str, examples: list[tuple[str, str, str]]) -> None:
-        """Prints ``(id, reference, hypothesis)`` rows and logs them to W&B as a table (never fails training)."""
+    def show_examples(self, stage: str, examples: list[tuple[str, str, str]],
+                      audio: list[torch.Tensor] | None = None, sample_rate: int | None = None) -> None:
+        """Prints ``(id, reference, hypothesis)`` rows and logs them to W&B as a table (never fails training).
+
+        With ``audio`` (one waveform per example) the clips are also logged as playable W&B audio, captioned with
+        the id, reference and hypothesis.
+        """
         if not examples:
             return
         from lightning.pytorch.loggers import WandbLogger
@@ -86,6 +91,10 @@ class RnnlabModule(L.LightningModule):
                 try:
                     logger.log_text(key=f"{stage}/examples", columns=["id", "reference", "hypothesis"],
                                     data=[list(x) for x in examples], step=self.global_step)
+                    if audio is not None and len(audio) == len(examples):
+                        logger.log_audio(key=f"{stage}/audio", audios=[w.float().cpu().numpy() for w in audio],
+                                         step=self.global_step, sample_rate=[sample_rate] * len(audio),
+                                         caption=[f"{i} | ref: {r} | hyp: {h}" for i, r, h in examples])
                 except Exception as e:  # noqa: BLE001 - tracking must never end training
                     self.print(f"[rnnlab] warning: could not log examples to W&B: {e}")
 

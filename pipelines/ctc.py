@@ -92,6 +92,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
         self._examples: list[tuple[str, str, str]] = []
+        self._example_audio: list[torch.Tensor] = []
         # Set by `rnnlab validate/test --decode.beam_size N --decode.lm FILE`; None = greedy.
         self.eval_decoder: CTCBeamDecoder | None = None
 
@@ -131,9 +132,10 @@ class CTCSpeechRecognizer(RnnlabModule):
             self.metrics[stage]["wer"].update(hyps, refs)
             self.metrics[stage]["cer"].update(hyps, refs)
             # A fixed, spread-out sample (by a hash of the id), not just the first (shortest) batch.
-            for i, h, r in zip(batch["ids"], hyps, refs, strict=True):
+            for b, (i, h, r) in enumerate(zip(batch["ids"], hyps, refs, strict=True)):
                 if len(self._examples) < self.hparams.val_examples and zlib.crc32(str(i).encode()) % 8 == 0:
                     self._examples.append((i, r, h))
+                    self._example_audio.append(batch["waveforms"][b, : int(batch["lengths"][b])].detach().cpu())
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -159,8 +161,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         for m in self.metrics[stage].values():
             m.reset()
         if not self.trainer.sanity_checking:
-            self.show_examples(stage, self._examples)
-        self._examples = []
+            self.show_examples(stage, self._examples, audio=self._example_audio, sample_rate=self.hparams.sample_rate)
+        self._examples, self._example_audio = [], []
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")

@@ -83,6 +83,7 @@ class Seq2SeqModule(RnnlabModule):
         if not 0.0 <= sampling_prob <= 1.0:
             raise ValueError(f"sampling_prob must be in [0, 1], got {sampling_prob}")
         self._examples: list[tuple[str, str, str]] = []
+        self._example_audio: list[torch.Tensor] = []
         self._attention_maps: list[tuple] = []
         # Set by `rnnlab validate/test --decode.beam_size N`; None = the model's own settings.
         self.eval_decoder: dict | None = None
@@ -190,6 +191,8 @@ class Seq2SeqModule(RnnlabModule):
             for k, (i, h, r) in enumerate(zip(batch["ids"], hyps, refs, strict=True)):
                 if len(self._examples) < hp.val_examples and zlib.crc32(str(i).encode()) % 8 == 0:
                     self._examples.append((str(i), r, h))
+                    if "waveforms" in batch:
+                        self._example_audio.append(batch["waveforms"][k, : int(batch["lengths"][k])].detach().cpu())
                 if weights is not None and batch_idx == 0 and k < hp.attention_plots:
                     self._attention_maps.append((str(i), h, weights[k], self._input_labels(batch, k),
                                                  self._output_labels(ids[k])))
@@ -208,9 +211,10 @@ class Seq2SeqModule(RnnlabModule):
         for name, value in self._compute_metrics(stage).items():
             self.log(f"{stage}/{name}", value * 100, prog_bar=True)
         if not self.trainer.sanity_checking:
-            self.show_examples(stage, self._examples)
+            self.show_examples(stage, self._examples, audio=self._example_audio or None,
+                               sample_rate=getattr(self.hparams, "sample_rate", None))
             self._plot_attention(stage)
-        self._examples, self._attention_maps = [], []
+        self._examples, self._attention_maps, self._example_audio = [], [], []
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
