@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table compare-rnns train-ctc train-seq2seq train-g2p transcribe bench clean
+.PHONY: help install test test-all lint train-slots slots-table compare-rnns analyze train-ctc train-seq2seq train-g2p transcribe bench clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -70,6 +70,12 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 	    --run.root=$(RUN_DIR)/compare-rnns --run.name=$$name $(ARGS) || exit 1; \
 	done; done; done
 	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-rnns/*
+
+analyze: $(STAMP) ## The lecture's RNN claims on synthetic data: gradient flow, long-range memory, loss surface, clipping
+	$(RNNLAB) analyze gradient-flow --cell rnn lstm gru --out reports/gradient-flow
+	$(RNNLAB) analyze gradient-flow --cell rnn lstm gru --forget-bias 3 --out reports/gradient-flow-forget-bias-3
+	$(RNNLAB) analyze long-range --out reports/long-range
+	$(RNNLAB) analyze loss-surface --clipping --out reports/loss-surface
 
 # Speech presets: DATA=x composes speech-x.yaml (the data) with <pipeline>-x.yaml (model settings for it) if present.
 CONFIGS := pipelines/configs
