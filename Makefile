@@ -20,7 +20,7 @@ TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
 SLOTS_CFG := -c defaults -c slots $(if $(DATA),-c slots-$(DATA)) $(if $(DATA_DIR),-c slots-local --data.init_args.data_dir=$(DATA_DIR))
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
