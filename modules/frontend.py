@@ -49,7 +49,7 @@ class LogMelFrontend(nn.Module):
         n_mels: int = 80,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
-        normalize: Literal["utterance", "none"] = "utterance",
+        normalize: Literal["utterance", "global", "none"] = "utterance",
         spec_augment: bool = True,
         freq_masks: int = 2,
         freq_mask_width: int = 15,
@@ -65,8 +65,8 @@ class LogMelFrontend(nn.Module):
         if speed_perturb is not None and (not speed_perturb or any(not 0.5 <= f <= 2.0 for f in speed_perturb)):
             raise ValueError(f"speed_perturb factors must lie in [0.5, 2.0], got {speed_perturb!r}")
         self.speed_perturb = tuple(float(f) for f in speed_perturb) if speed_perturb else None
-        if normalize not in ("utterance", "none"):
-            raise ValueError(f"normalize must be one of utterance|none, got {normalize!r}")
+        if normalize not in ("utterance", "global", "none"):
+            raise ValueError(f"normalize must be one of utterance|global|none, got {normalize!r}")
         self.sample_rate = sample_rate
         self.n_mels = n_mels
         self.win_length = int(round(sample_rate * win_ms / 1000))
@@ -77,6 +77,12 @@ class LogMelFrontend(nn.Module):
         self.freq_masks, self.freq_mask_width = freq_masks, freq_mask_width
         self.time_masks, self.time_mask_width, self.time_mask_max_frac = time_masks, time_mask_width, time_mask_max_frac
         self.stack_frames = stack_frames
+        if normalize == "global":
+            # Mean and variance of every log-mel bin over all training frames seen (cumulative, then a slow moving
+            # average); saved with the model. Each frame is normalised on its own, so streaming stays exact.
+            self.register_buffer("feat_mean", torch.zeros(n_mels))
+            self.register_buffer("feat_var", torch.ones(n_mels))
+            self.register_buffer("feat_frames", torch.zeros((), dtype=torch.float64))
         self.melspec = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=n_fft, win_length=self.win_length, hop_length=self.hop_length,
             n_mels=n_mels, center=True, power=2.0)
@@ -111,12 +117,30 @@ class LogMelFrontend(nn.Module):
                 mean = (feats * mask).sum(1, keepdim=True) / n
                 var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
                 feats = (feats - mean) / (var + 1e-5).sqrt()
+            elif self.normalize == "global":
+                if self.training:
+                    self._update_global_stats(feats, mask)
+                feats = (feats - self.feat_mean) / (self.feat_var + 1e-5).sqrt()
             if self.training and self.spec_augment:
                 feats = self._spec_augment(feats, frame_lengths)
             feats = feats * mask
             if self.stack_frames > 1:
                 feats, frame_lengths = self._stack(feats, frame_lengths)
         return feats, frame_lengths
+
+    @torch.no_grad()
+    def _update_global_stats(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
+        n = mask.sum()
+        if n == 0:
+            return
+        mean = (feats * mask).sum((0, 1)) / n
+        var = (((feats - mean) * mask) ** 2).sum((0, 1)) / n
+        # Cumulative average over the frames seen so far, never weighting a batch below 1e-3.
+        w = float(max(n.item() / (self.feat_frames.item() + n.item()), 1e-3))
+        delta = mean - self.feat_mean
+        self.feat_var.mul_(1 - w).add_(w * var + w * (1 - w) * delta**2)
+        self.feat_mean.add_(w * delta)
+        self.feat_frames += n.item()
 
     def _speed_perturb(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Resamples each utterance by a factor drawn from :attr:`speed_perturb` (one resample call per factor)."""

@@ -29,8 +29,9 @@ class CTCSpeechRecognizer(RnnlabModule):
     Args:
         vocab: Tokenizer dict from the DataModule (saved in the checkpoint).
         sample_rate / n_mels / win_ms / hop_ms: Frontend (log-mel) settings.
-        normalize: ``utterance`` (mean and variance of each utterance's log-mels) or ``none``; a unidirectional
-            model with ``none`` streams exactly (``transcribe --stream``), also while the audio still arrives.
+        normalize: ``utterance`` (mean and variance of each utterance's log-mels), ``global`` (of all training
+            frames, saved with the model) or ``none``. A unidirectional model with ``global`` or ``none`` streams
+            exactly (``transcribe --stream``), also while the audio still arrives.
         spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment (training only).
         stack_frames: Frame stacking + subsampling factor (1-4) before the recurrent stack.
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
@@ -53,7 +54,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         n_mels: int = 80,
         win_ms: float = 25.0,
         hop_ms: float = 10.0,
-        normalize: Literal["utterance", "none"] = "utterance",
+        normalize: Literal["utterance", "global", "none"] = "utterance",
         spec_augment: bool = True,
         freq_masks: int = 2,
         freq_mask_width: int = 15,

@@ -63,7 +63,7 @@ class ExportableCTC(nn.Module):
         encoder = copy.deepcopy(acoustic_model.encoder).eval()
         if encoder.implementation != "fused" or encoder.pyramid_layers:
             raise ValueError("export supports fused encoders without pyramid layers")
-        if frontend.normalize not in ("utterance", "none"):
+        if frontend.normalize not in ("utterance", "global", "none"):
             raise ValueError(f"export does not know the frontend normalisation {frontend.normalize!r}")
         encoder.length_handling = "reverse"  # same numbers as "packed", in plain tensor ops
         self.encoder = encoder
@@ -73,6 +73,9 @@ class ExportableCTC(nn.Module):
         self.hop_length = int(frontend.hop_length)
         self.stack_frames = int(frontend.stack_frames)
         self.normalize = frontend.normalize
+        if self.normalize == "global":
+            self.register_buffer("feat_mean", frontend.feat_mean.detach().clone().float(), persistent=False)
+            self.register_buffer("feat_std", (frontend.feat_var.detach().float() + 1e-5).sqrt(), persistent=False)
         self.sample_rate = int(frontend.sample_rate)
         window = spec.window.detach().double()
         # torch.stft centres a window shorter than n_fft inside n_fft zeros.
@@ -102,6 +105,8 @@ class ExportableCTC(nn.Module):
             mean = (feats * mask).sum(1, keepdim=True) / n
             var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
             feats = (feats - mean) / (var + 1e-5).sqrt()
+        elif self.normalize == "global":
+            feats = (feats - self.feat_mean) / self.feat_std
         feats = feats * mask
         k = self.stack_frames
         if k > 1:

@@ -53,7 +53,7 @@ class StreamingTranscriber:
         spec = fe.melspec.spectrogram
         if (spec.pad, spec.normalized, spec.center, spec.pad_mode, spec.power) != (0, False, True, "reflect", 2.0):
             raise ValueError("streaming supports the log-mel frontend's default STFT settings only")
-        if fe.normalize not in ("utterance", "none"):
+        if fe.normalize not in ("utterance", "global", "none"):
             raise ValueError(f"streaming does not know the frontend normalisation {fe.normalize!r}")
         self.model = model.eval()
         self.frontend, self.encoder, self.head = fe, enc, acoustic.head
@@ -69,7 +69,7 @@ class StreamingTranscriber:
     @property
     def exact_partials(self) -> bool:
         """Whether text and log-probabilities produced before :meth:`finish` are already the offline ones."""
-        return self.frontend.normalize == "none"
+        return self.frontend.normalize in ("none", "global")
 
     @property
     def min_samples(self) -> int:
@@ -173,6 +173,9 @@ class StreamingTranscriber:
         if self.frontend.normalize == "utterance":
             self._logmel.append(logmel)
             feats = self._running_normalise(logmel)
+        elif self.frontend.normalize == "global":
+            fe = self.frontend
+            feats = (logmel - fe.feat_mean) / (fe.feat_var + 1e-5).sqrt()
         else:
             feats = logmel
         return self._encode(self._stack_frames(feats, final=final))

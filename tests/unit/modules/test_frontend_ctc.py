@@ -7,7 +7,7 @@ import torch
 
 from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames
 from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
+from modules.frontend import LogMelFrontend, frames_for
 
 
 def test_frontend_shapes_and_lengths():
@@ -140,3 +140,33 @@ def test_speed_perturbation_mixes_factors_within_a_batch():
     assert set(new_len.tolist()) == {17778, 16000, 14545}
     with pytest.raises(ValueError, match="speed_perturb"):
         LogMelFrontend(speed_perturb=(3.0,))
+
+
+def test_global_normalisation_learns_training_statistics_of_valid_frames_only():
+    torch.manual_seed(0)
+    fe = LogMelFrontend(n_mels=20, spec_augment=False, normalize="global")
+    wav = torch.randn(3, 16000) * torch.tensor([[0.5], [0.1], [0.02]])
+    lengths = torch.tensor([16000, 8000, 4000])
+    wav[1, 8000:] = 0.0
+    wav[2, 4000:] = 0.0
+    fe.eval()
+    before = fe(wav, lengths)[0].clone()
+    assert fe.feat_frames.item() == 0  # evaluation never updates the statistics
+    fe.train()
+    for _ in range(3):
+        fe(wav, lengths)
+    fe.eval()
+    # The statistics equal those of the valid log-mel frames (padding excluded), pooled over the batch.
+    with torch.no_grad():
+        logmel = fe.melspec(wav).clamp_min(1e-10).log().transpose(1, 2)
+    frames = torch.cat([logmel[b, : int(n)] for b, n in enumerate(frames_for(lengths, fe.hop_length))])
+    assert fe.feat_frames.item() == 3 * frames.size(0)
+    torch.testing.assert_close(fe.feat_mean, frames.mean(0), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fe.feat_var, frames.var(0, unbiased=False), rtol=1e-3, atol=1e-3)
+    out, n = fe(wav, lengths)
+    valid = torch.cat([out[b, : int(k)] for b, k in enumerate(n)])
+    assert valid.mean().abs() < 0.05 and (valid.var(0).mean() - 1).abs() < 0.05
+    assert not torch.equal(out, before)
+    # Each frame is normalised on its own: a prefix of the audio gives the same first frames.
+    head, _ = fe(wav[:1, :8000], torch.tensor([8000]))
+    torch.testing.assert_close(head[0, :40], out[0, :40], rtol=1e-5, atol=1e-5)

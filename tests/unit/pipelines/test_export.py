@@ -119,10 +119,14 @@ def test_greedy_decoding_with_tokenizer_json_alone(exported):
     assert texts == model.decode_greedy(*reference(model, waveforms, lengths))
 
 
-def test_unidirectional_gru_stack3_onnx_only(tmp_path):
+def test_unidirectional_gru_stack3_global_normalisation_onnx_only(tmp_path):
     torch.manual_seed(1)
     model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), n_mels=24, stack_frames=3, hidden_size=16,
-                                num_layers=1, cell="gru", bidirectional=False, dropout=0.0, spec_augment=False)
+                                num_layers=1, cell="gru", bidirectional=False, dropout=0.0, spec_augment=False,
+                                normalize="global")
+    fe = model.model.frontend  # global statistics as training leaves them, saved in the checkpoint
+    fe.feat_mean.copy_(torch.linspace(-8.0, -2.0, 24))
+    fe.feat_var.copy_(torch.linspace(2.0, 6.0, 24))
     ckpt = save_checkpoint(model, tmp_path / "gru.ckpt")
     assert main(["--ckpt", ckpt, "--out", str(tmp_path / "out"), "--formats", "onnx", "--opset", "18"]) == 0
     assert not (tmp_path / "out" / "model.ts").exists()
