@@ -20,6 +20,14 @@ def lengths_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def normalize_utterances(feats: torch.Tensor, mask: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+    """Each utterance's features ``(B, T, F)`` minus its mean over its valid frames, over its standard deviation."""
+    n = frame_lengths.clamp_min(1)[:, None, None].to(feats)
+    mean = (feats * mask).sum(1, keepdim=True) / n
+    var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
+    return (feats - mean) / (var + 1e-5).sqrt()
+
+
 class LogMelFrontend(nn.Module):
     """Waveforms to normalised log-mel frames, with SpecAugment in training and optional frame stacking.
 
@@ -113,10 +121,7 @@ class LogMelFrontend(nn.Module):
             frame_lengths = frames_for(lengths, self.hop_length).clamp(max=feats.size(1))
             mask = lengths_mask(frame_lengths, feats.size(1))[..., None]  # (B, T, 1)
             if self.normalize == "utterance":
-                n = frame_lengths.clamp_min(1)[:, None, None].to(feats)
-                mean = (feats * mask).sum(1, keepdim=True) / n
-                var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
-                feats = (feats - mean) / (var + 1e-5).sqrt()
+                feats = normalize_utterances(feats, mask, frame_lengths)
             elif self.normalize == "global":
                 if self.training:
                     self._update_global_stats(feats, mask)
@@ -130,17 +135,18 @@ class LogMelFrontend(nn.Module):
 
     @torch.no_grad()
     def _update_global_stats(self, feats: torch.Tensor, mask: torch.Tensor) -> None:
-        n = mask.sum()
-        if n == 0:
-            return
-        mean = (feats * mask).sum((0, 1)) / n
-        var = (((feats - mean) * mask) ** 2).sum((0, 1)) / n
-        # Cumulative average over the frames seen so far, never weighting a batch below 1e-3.
-        w = float(max(n.item() / (self.feat_frames.item() + n.item()), 1e-3))
+        # Tensor arithmetic only (no host sync per step on an accelerator).
+        n = mask.sum().to(self.feat_frames.dtype)
+        safe = n.clamp_min(1)
+        mean = (feats * mask).sum((0, 1)) / safe.to(feats.dtype)
+        var = (((feats - mean) * mask) ** 2).sum((0, 1)) / safe.to(feats.dtype)
+        # Cumulative average over the frames seen so far, never weighting a batch below 1e-3 (a batch without
+        # valid frames weighs 0).
+        w = torch.where(n > 0, (n / (self.feat_frames + safe)).clamp_min(1e-3), torch.zeros_like(n)).to(feats.dtype)
         delta = mean - self.feat_mean
         self.feat_var.mul_(1 - w).add_(w * var + w * (1 - w) * delta**2)
         self.feat_mean.add_(w * delta)
-        self.feat_frames += n.item()
+        self.feat_frames += n
 
     def _speed_perturb(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Resamples each utterance by a factor drawn from :attr:`speed_perturb` (one resample call per factor)."""

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.frontend import normalize_utterances
+
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
 INPUT_NAMES = ["waveforms", "lengths"]
@@ -101,10 +103,7 @@ class ExportableCTC(nn.Module):
         frame_lengths = torch.clamp(torch.div(lengths, self.hop_length, rounding_mode="floor") + 1, max=steps)
         mask = (torch.arange(steps, device=feats.device)[None, :] < frame_lengths[:, None]).unsqueeze(-1)
         if self.normalize == "utterance":
-            n = frame_lengths.clamp_min(1)[:, None, None].to(feats)
-            mean = (feats * mask).sum(1, keepdim=True) / n
-            var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
-            feats = (feats - mean) / (var + 1e-5).sqrt()
+            feats = normalize_utterances(feats, mask, frame_lengths)
         elif self.normalize == "global":
             feats = (feats - self.feat_mean) / self.feat_std
         feats = feats * mask

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from modules.ctc_decoding import greedy_decode
+from modules.frontend import normalize_utterances
 
 
 class StreamingTranscriber:
@@ -233,10 +234,8 @@ class StreamingTranscriber:
     def _final_pass(self, logmel: Tensor) -> None:
         """Offline normalisation with the utterance statistics, then the whole stack once (exact final result)."""
         feats = logmel[None]  # (1, T, F): every frame valid
-        n = float(feats.size(1))
-        mean = feats.sum(1, keepdim=True) / n
-        var = ((feats - mean) ** 2).sum(1, keepdim=True) / n
-        feats = (feats - mean) / (var + 1e-5).sqrt()
+        feats = normalize_utterances(feats, torch.ones_like(feats[..., :1]),
+                                     torch.tensor([feats.size(1)], device=feats.device))
         k = self.stack
         if feats.size(1) % k:
             feats = torch.nn.functional.pad(feats, (0, 0, 0, k - feats.size(1) % k))
