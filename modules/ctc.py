@@ -64,6 +64,16 @@ def min_ctc_frames(targets: list[list[int]] | list[torch.Tensor]) -> torch.Tenso
     return torch.tensor(out, dtype=torch.long)
 
 
+def min_ctc_frames_padded(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """:func:`min_ctc_frames` of a padded ``(B, L)`` batch, computed on its device (no host copy per row)."""
+    lengths = target_lengths.to(targets.device)
+    if targets.size(1) < 2:
+        return lengths.clone()
+    steps = torch.arange(targets.size(1) - 1, device=targets.device)
+    repeats = (targets[:, 1:] == targets[:, :-1]) & (steps.unsqueeze(0) < (lengths - 1).unsqueeze(1))
+    return lengths + repeats.sum(1)
+
+
 def ctc_loss_checked(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
                      target_lengths: torch.Tensor, *, blank: int = 0,
                      min_frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +93,9 @@ def ctc_loss_checked(log_probs: torch.Tensor, out_lengths: torch.Tensor, targets
         ``(loss, alignable)``: scalar loss (0 with no gradient path if nothing is alignable) and ``(B,)`` bool.
     """
     need = target_lengths if min_frames is None else min_frames
-    alignable = out_lengths.cpu() >= need.cpu()
+    # One host copy for both (each `.cpu()` of a GPU tensor waits for the device).
+    host = torch.stack([out_lengths.to(need.device, torch.long), need.long()]).cpu()
+    alignable = host[0] >= host[1]
     if not alignable.any():
         return log_probs.sum() * 0.0, alignable
     idx = alignable.nonzero().squeeze(1).to(log_probs.device)

@@ -227,14 +227,14 @@ def train_step(model, batch: dict, optimizer, *, clip_val: float | None, clip_al
                device: torch.device | None = None, precision: str = "32-true") -> torch.Tensor:
     """One bare training step of a CTCSpeechRecognizer: forward, CTC loss (as in its ``_shared_step``), backward,
     gradient clipping, optimiser step."""
-    from modules.ctc import ctc_loss_checked, min_ctc_frames
+    from modules.ctc import ctc_loss_checked, min_ctc_frames_padded
 
     device = device or batch["waveforms"].device
     with _autocast(device, precision):
         log_probs, out_lengths = model(batch["waveforms"], batch["lengths"])
-        targets = [t[:n] for t, n in zip(batch["targets"], batch["target_lengths"], strict=True)]
+        need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
         loss, _ = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
-                                   blank=model.tokenizer.blank, min_frames=min_ctc_frames(targets))
+                                   blank=model.tokenizer.blank, min_frames=need)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_val:
@@ -250,34 +250,47 @@ def train_step(model, batch: dict, optimizer, *, clip_val: float | None, clip_al
 
 
 def bench_encoder(*, layers: int = 4, hidden: int = 320, input_size: int = 240, batch: int = 16,
-                  max_frames: int = 300, iters: int = 3, warmup: int = 1, seed: int = 0) -> dict:
-    """Seconds per fwd+bwd batch of padded ``nn.LSTM`` vs RecurrentEncoder ``reverse`` and ``packed`` (CPU)."""
+                  max_frames: int = 300, iters: int = 3, warmup: int = 1, seed: int = 0,
+                  device: torch.device | str = "cpu") -> dict:
+    """Seconds per fwd+bwd batch of padded ``nn.LSTM`` vs RecurrentEncoder ``reverse`` and ``packed``.
+
+    Runs on ``device`` (CPU or GPU).
+    """
     from modules.encoders import RecurrentEncoder
 
+    device = torch.device(device)
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(int(max_frames * 0.7), max_frames + 1, (batch,), generator=g)
     lengths[0] = max_frames
-    x = torch.randn(batch, max_frames, input_size, generator=g)
+    x = torch.randn(batch, max_frames, input_size, generator=g).to(device)
+    lengths = lengths.to(device)
     results = {}
-    baseline = torch.nn.LSTM(input_size, hidden, num_layers=layers, bidirectional=True, batch_first=True)
+    baseline = torch.nn.LSTM(input_size, hidden, num_layers=layers, bidirectional=True, batch_first=True).to(device)
+
+    def timed(fn) -> float:
+        def step():
+            fn()
+            _sync(device)
+        _sync(device)
+        return _time(step, warmup=warmup, iters=iters)
 
     def run_baseline():
         out, _ = baseline(x)
         out.sum().backward()
 
-    results["nn.LSTM padded (inexact)"] = _time(run_baseline, warmup=warmup, iters=iters)
+    results["nn.LSTM padded (inexact)"] = timed(run_baseline)
     for mode in ("reverse", "packed"):
         enc = RecurrentEncoder(input_size=input_size, hidden_size=hidden, num_layers=layers, cell="lstm",
-                               bidirectional=True, length_handling=mode)
+                               bidirectional=True, length_handling=mode).to(device)
 
         def run(enc=enc):
             out, _ = enc(x, lengths)
             out.sum().backward()
 
-        results[f"RecurrentEncoder {mode} (exact)"] = _time(run, warmup=warmup, iters=iters)
+        results[f"RecurrentEncoder {mode} (exact)"] = timed(run)
     base = results["nn.LSTM padded (inexact)"]
     return {"config": {"layers": layers, "hidden": hidden, "input_size": input_size, "batch": batch,
-                       "max_frames": max_frames, "threads": torch.get_num_threads()},
+                       "max_frames": max_frames, "threads": torch.get_num_threads(), "device": str(device)},
             "seconds_per_batch": results,
             "utterances_per_s": {k: batch / v for k, v in results.items()},
             "ratio_vs_padded_nn_lstm": {k: base / v for k, v in results.items()}}
@@ -902,11 +915,12 @@ class Bench:
     def encoder(self) -> dict:
         a = self.args
         return bench_encoder(layers=a.layers, hidden=a.hidden, batch=a.batch, max_frames=a.max_frames, iters=a.iters,
-                             input_size=a.encoder_input)
+                             input_size=a.encoder_input, device=self.device)
 
     def print_encoder(self, res: dict) -> None:
         c = res["config"]
-        print(f"fwd+bwd on CPU, {c['layers']}x BiLSTM-{c['hidden']}, batch {c['batch']}, up to {c['max_frames']} "
+        where = "GPU" if c.get("device", "cpu").startswith("cuda") else "CPU"
+        print(f"fwd+bwd on {where}, {c['layers']}x BiLSTM-{c['hidden']}, batch {c['batch']}, up to {c['max_frames']} "
               f"frames, {c['threads']} threads")
         print(_table(["method", "s/batch", "utt/s", "vs padded nn.LSTM"],
                      [[k, v, res["utterances_per_s"][k], res["ratio_vs_padded_nn_lstm"][k]]

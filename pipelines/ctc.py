@@ -16,7 +16,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
 from data.text import tokenizer_from_dict
-from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames
+from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames_padded
 from modules.ctc_decoding import CTCBeamDecoder, NGramLM, greedy_decode
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
@@ -92,6 +92,7 @@ class CTCSpeechRecognizer(RnnlabModule):
                                       head_dropout=dropout)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
+        self._unalignable = {"train": 0, "val": 0, "test": 0}
         self._examples: list[tuple[str, str, str]] = []
         self._example_audio: list[torch.Tensor] = []
         # Set by `rnnlab validate/test --decode.beam_size N --decode.lm FILE`; None = greedy.
@@ -110,13 +111,13 @@ class CTCSpeechRecognizer(RnnlabModule):
             # every parameter keeps DDP ranks in step (each expects gradients for all parameters).
             return sum(p.sum() for p in self.parameters()) * 0.0 if stage == "train" else None
         log_probs, out_lengths = self(batch["waveforms"], batch["lengths"])
-        targets = [t[:n] for t, n in zip(batch["targets"], batch["target_lengths"], strict=True)]
+        need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
         loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
-                                           blank=self.tokenizer.blank, min_frames=min_ctc_frames(targets))
+                                           blank=self.tokenizer.blank, min_frames=need)
         bs = len(batch["ids"])
         n_bad = int((~alignable).sum())
-        self.log(f"{stage}/unalignable", float(n_bad), reduce_fx="sum", on_step=False, on_epoch=True,
-                 batch_size=bs, sync_dist=True)
+        # Counted here, logged once per epoch: every `self.log` call costs Lightning ~1 ms of Python.
+        self._unalignable[stage] += n_bad
         if n_bad and stage == "train":
             bad = [i for i, ok in zip(batch["ids"], alignable.tolist(), strict=True) if not ok]
             self.print(f"[rnnlab] excluded {n_bad} utterance(s) too long for their audio after subsampling: "
@@ -154,7 +155,15 @@ class CTCSpeechRecognizer(RnnlabModule):
         if frac is not None:
             self.log("train/padding_fraction", frac, on_step=False, on_epoch=True)
 
+    def _log_unalignable(self, stage: str) -> None:
+        self.log(f"{stage}/unalignable", float(self._unalignable[stage]), reduce_fx="sum", sync_dist=True)
+        self._unalignable[stage] = 0
+
+    def on_train_epoch_end(self) -> None:
+        self._log_unalignable("train")
+
     def _epoch_end(self, stage: str) -> None:
+        self._log_unalignable(stage)
         wer = self.metrics[stage]["wer"].compute()
         cer = self.metrics[stage]["cer"].compute()
         self.log(f"{stage}/wer", wer * 100, prog_bar=True)

@@ -30,7 +30,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from data.audio import load_audio
 from data.g2p import G2PVocab
 from data.text import normalize_text, tokenizer_from_dict
-from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames
+from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames_padded
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
@@ -169,9 +169,8 @@ class Seq2SeqModule(RnnlabModule):
         loss = att
         ctc = self._ctc(memory, lengths)
         if ctc is not None and self.ctc_weight > 0:
-            tg = [t[:n] for t, n in zip(targets, target_lengths, strict=True)]
             ctc_loss, ok = ctc_loss_checked(ctc[0], ctc[1], targets, target_lengths, blank=self.blank,
-                                            min_frames=min_ctc_frames(tg))
+                                            min_frames=min_ctc_frames_padded(targets, target_lengths))
             self.log(f"{stage}/unalignable", float((~ok).sum()), reduce_fx="sum", on_step=False, on_epoch=True,
                      batch_size=bs, sync_dist=True)
             if ok.any():

@@ -230,3 +230,22 @@ def test_copy_between_encoders_rejects_jordan_to_fused():
     jordan = _encoder(cell="jordan", implementation="reference")
     with pytest.raises(ValueError, match="cell mismatch"):
         copy_to_fused(jordan, _encoder(cell="rnn"))
+
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("length_handling", ["reverse", "packed"])
+def test_fused_encoder_on_gpu_matches_cpu(length_handling, monkeypatch):
+    # float32 through cuDNN (no TF32) against the CPU kernels, padding positions included.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(input_size=12, hidden_size=16, num_layers=3, cell="lstm", bidirectional=True,
+                           length_handling=length_handling)
+    x = torch.randn(5, 23, 12)
+    lengths = torch.tensor([23, 7, 1, 15, 22])
+    ref, _ = enc(x, lengths)
+    out, out_lengths = enc.cuda()(x.cuda(), lengths.cuda())
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=1e-5)
+    assert out_lengths.tolist() == lengths.tolist()

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames
+from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames, min_ctc_frames_padded
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend, frames_for
 
@@ -102,6 +102,20 @@ def test_unalignable_rows_are_excluded_and_reported():
     assert loss.item() == pytest.approx(alone.item())
     none, ok = ctc_loss_checked(lp[1:], torch.tensor([4, 4]), targets[1:], target_lengths[1:], min_frames=need[1:])
     assert not ok.any() and none.item() == 0.0
+
+
+def test_min_ctc_frames_padded_matches_the_per_row_count():
+    # Repeats straddling the length (the padding repeats the last token) must not count.
+    targets = torch.tensor([[1, 2, 0, 0, 0], [1, 1, 1, 1, 0], [1, 2, 3, 4, 1], [3, 3, 3, 3, 3], [5, 0, 0, 0, 0]])
+    target_lengths = torch.tensor([2, 4, 5, 2, 1])
+    assert min_ctc_frames_padded(targets, target_lengths).tolist() == [2, 7, 5, 3, 1]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        t = torch.randint(1, 3, (6, 9), generator=g)
+        n = torch.randint(1, 10, (6,), generator=g)
+        ref = min_ctc_frames([row[:k] for row, k in zip(t, n, strict=True)])
+        assert torch.equal(min_ctc_frames_padded(t, n), ref)
+    assert min_ctc_frames_padded(torch.tensor([[4], [2]]), torch.tensor([1, 1])).tolist() == [1, 1]
 
 
 def test_ctc_loss_is_float32_under_bf16_input():
