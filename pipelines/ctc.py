@@ -114,7 +114,6 @@ class CTCSpeechRecognizer(RnnlabModule):
         need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
         loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
                                            blank=self.tokenizer.blank, min_frames=need)
-        bs = len(batch["ids"])
         n_bad = int((~alignable).sum())
         # Counted here, logged once per epoch: every `self.log` call costs Lightning ~1 ms of Python.
         self._unalignable[stage] += n_bad
