@@ -212,11 +212,6 @@ class SpeechDataModule(L.LightningDataModule):
         digits_per_utterance: ``fsdd-digits``: inclusive range of digits per string.
         digits_size: ``fsdd-digits``: strings in train (per epoch)/validation/test.
         num_workers: DataLoader workers.
-        synthetic_lexicon: Add this many synthetic utterances (eSpeak NG, varied voices and noise) of random frequent
-            English words (``wordfreq``'s 30,000 most frequent) to the training split; built and cached on first
-            use (``data.synth.ensure_lexicon_corpus``). For small real corpora, whose held-out text has many words
-            the training transcripts lack: the model learns how those words sound and are spelled. 0 disables.
-        synthetic_lexicon_seed: Seed of that corpus (texts, voices, noise).
         streaming: Read the corpus as a stream (``datasets`` streaming; nothing downloaded up front, bounded
             memory; see `data.streaming`): rows are checked and decoded as they arrive. Character tokenizer only.
         shuffle_buffer: Streaming: rows in the shuffle buffer (reseeded each epoch).
@@ -252,8 +247,6 @@ class SpeechDataModule(L.LightningDataModule):
         seed: int = 0,
         digits_per_utterance: tuple[int, int] = (2, 7),
         digits_size: tuple[int, int, int] = (3000, 300, 300),
-        synthetic_lexicon: int = 0,
-        synthetic_lexicon_seed: int = 7,
         streaming: bool = False,
         shuffle_buffer: int = 2000,
         steps_per_epoch: int | None = None,
@@ -286,44 +279,25 @@ class SpeechDataModule(L.LightningDataModule):
         if split not in self._utts:
             hp = self.hparams
             dataset, data_dir = self._source()
-            utts = self._read_rows(dataset, data_dir, split, self._where(split), config_name=hp.config_name)
-            if split == hp.train_split and hp.synthetic_lexicon > 0:
-                utts = utts + self._lexicon_utterances()
+            rows = load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir)
+            rows = _no_decode(rows, hp.audio_column, self._where(split))
+            base_dir = None
+            if data_dir is not None:
+                p = Path(data_dir)
+                base_dir = str(p.parent if p.is_file() else p)
+            skips = self.skips.setdefault(split, SkipCounter(self._where(split)))
+            utts = _rows_to_utterances(
+                rows, where=self._where(split), audio_column=hp.audio_column, text_column=hp.text_column,
+                id_column=hp.id_column, duration_column=hp.duration_column, base_dir=base_dir,
+                normalizer=hp.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
+                max_duration=hp.max_duration, validate=hp.validate, skips=skips)
+            if not utts:
+                raise DataError(f"{self._where(split)}: no usable utterances ({dict(skips.counts)} skipped)")
+            if skips.total:
+                log.warning("%s: %d utterances kept, %d skipped %s", self._where(split), len(utts), skips.total,
+                            dict(skips.counts))
             self._utts[split] = utts
         return self._utts[split]
-
-    def _lexicon_utterances(self) -> list[Utterance]:
-        from data.synth import ensure_lexicon_corpus
-
-        hp = self.hparams
-        if hp.synthetic_lexicon < 0:
-            raise DataError(f"data.synthetic_lexicon must be >= 0, got {hp.synthetic_lexicon}")
-        root = ensure_lexicon_corpus(hp.synthetic_lexicon, seed=hp.synthetic_lexicon_seed)
-        utts = self._read_rows(None, str(root), "train", f"synthetic lexicon {root} [train]", text_column="text",
-                               id_column="id", duration_column="duration", audio_column="audio")
-        return [Utterance(f"lexicon/{u.id}", u.audio, u.text, u.duration) for u in utts]
-
-    def _read_rows(self, dataset: str | None, data_dir: str | None, split: str, where: str, *,
-                   config_name: str | None = None, **columns) -> list[Utterance]:
-        hp = self.hparams
-        cols = {"audio_column": hp.audio_column, "text_column": hp.text_column, "id_column": hp.id_column,
-                "duration_column": hp.duration_column, **columns}
-        rows = load_split(dataset, split, config_name=config_name, data_dir=data_dir)
-        rows = _no_decode(rows, cols["audio_column"], where)
-        base_dir = None
-        if data_dir is not None:
-            p = Path(data_dir)
-            base_dir = str(p.parent if p.is_file() else p)
-        skips = self.skips.setdefault(split if where == self._where(split) else where, SkipCounter(where))
-        utts = _rows_to_utterances(
-            rows, where=where, base_dir=base_dir, normalizer=hp.normalizer,
-            tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration, max_duration=hp.max_duration,
-            validate=hp.validate, skips=skips, **cols)
-        if not utts:
-            raise DataError(f"{where}: no usable utterances ({dict(skips.counts)} skipped)")
-        if skips.total:
-            log.warning("%s: %d utterances kept, %d skipped %s", where, len(utts), skips.total, dict(skips.counts))
-        return utts
 
     def tokenizer_for_validation(self):
         # Character checks use the char alphabet; subword tokenizers cover the same characters.
@@ -365,9 +339,6 @@ class SpeechDataModule(L.LightningDataModule):
                   "test": [("test", hp.test_split)]}.get(stage or "fit", [])
         if stage is None:
             splits = [("train", hp.train_split), ("val", hp.val_split), ("test", hp.test_split)]
-        if hp.synthetic_lexicon and (hp.dataset == FSDD_DIGITS or hp.streaming):
-            raise DataError("data.synthetic_lexicon works with corpora read up front (not with fsdd-digits or "
-                            "data.streaming)")
         if hp.dataset == FSDD_DIGITS:
             self._setup_digits([name for name, _ in splits])
             return

@@ -12,9 +12,6 @@ It has three parts:
 * :func:`build_corpus` writes a Hugging Face ``audiofolder`` corpus (FLAC files plus a
   ``metadata.jsonl`` per split), varying voice, rate, pitch, noise, gain and padding, using worker
   processes. :func:`ensure_default_corpus` builds it once into the user cache and then reuses it.
-* :func:`lexicon_texts` / :func:`ensure_lexicon_corpus`: extra *training* speech for small real corpora,
-  random sequences of frequent English words (``wordfreq``'s list), which teach a character model how
-  words it never heard in the real data are spelled.
 
 Held-out text. Every generated utterance has a *combination key*: the whole text for digit strings,
 numbers and years, and for sentences the template plus its two main slot fillers (for example
@@ -37,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import functools
 import io
 import json
 import logging
@@ -67,11 +63,8 @@ __all__ = [
     "build_corpus",
     "default_corpus_dir",
     "ensure_default_corpus",
-    "ensure_lexicon_corpus",
     "espeak_sample_rate",
     "generate_texts",
-    "lexicon_texts",
-    "lexicon_words",
     "load_corpus",
     "load_metadata",
     "normalize_text",
@@ -847,44 +840,6 @@ def vocabulary(n_samples: int = 20_000, seed: int = 0) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Lexicon text: random sequences of frequent English words
-# --------------------------------------------------------------------------------------------------
-
-#: Text sources of :func:`build_corpus`: the grammar above, or word sequences from a frequency list.
-TEXT_SOURCES = ("grammar", "lexicon")
-LEXICON_WORDS = 30_000
-LEXICON_FLATTEN = 0.3
-
-
-@functools.lru_cache(maxsize=2)
-def lexicon_words(n: int = LEXICON_WORDS) -> tuple[tuple[str, ...], tuple[float, ...]]:
-    """The ``n`` most frequent English words of ``wordfreq`` that are plain ``a-z'`` tokens, with weights.
-
-    A word's weight is its frequency to the power :data:`LEXICON_FLATTEN` (0.3): frequent words still come
-    more often, but rare ones are not drowned out, so a few thousand utterances cover most of the list.
-    """
-    try:
-        from wordfreq import top_n_list, word_frequency
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise RuntimeError("the lexicon text source needs the `wordfreq` package (pip install wordfreq)") from e
-    words = tuple(w for w in top_n_list("en", n) if re.fullmatch(r"[a-z']+", w)
-                  and not w.startswith("'") and not w.endswith("'"))
-    return words, tuple(word_frequency(w, "en") ** LEXICON_FLATTEN for w in words)
-
-
-def lexicon_texts(n: int, *, seed: int = 0, split: str = "train", min_words: int = 4,
-                  max_words: int = 10) -> list[str]:
-    """``n`` texts of ``min_words``-``max_words`` words drawn from :func:`lexicon_words`; a function of the seed.
-
-    Meant as extra *training* speech: the words come in no grammatical order, so they teach a recogniser
-    how words sound and are spelled, not how sentences go on.
-    """
-    words, weights = lexicon_words()
-    rng = random.Random(f"lex-{seed}-{split}")
-    return [" ".join(rng.choices(words, weights, k=rng.randint(min_words, max_words))) for _ in range(n)]
-
-
-# --------------------------------------------------------------------------------------------------
 # Corpus
 # --------------------------------------------------------------------------------------------------
 
@@ -910,12 +865,8 @@ class _Job:
     sample_rate: int
 
 
-def _make_jobs(split: str, n: int, seed: int, sample_rate: int, exclude: set[str],
-               text_source: str = "grammar") -> list[_Job]:
-    if text_source == "lexicon":
-        texts = [(t, "lexicon") for t in lexicon_texts(n, seed=seed, split=split) if t not in exclude]
-    else:
-        texts = _generate_with_kinds(n, seed=seed, split=split, exclude=exclude)
+def _make_jobs(split: str, n: int, seed: int, sample_rate: int, exclude: set[str]) -> list[_Job]:
+    texts = _generate_with_kinds(n, seed=seed, split=split, exclude=exclude)
     rng = random.Random(f"rnnlab-synth-params-{seed}-{split}")
     split_code = SPLITS.index(split)
     jobs = []
@@ -995,9 +946,8 @@ def _process(args: tuple[_Job, str]) -> dict:
     }
 
 
-def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate: int,
-            text_source: str = "grammar") -> dict:
-    params = {
+def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate: int) -> dict:
+    return {
         "version": CORPUS_VERSION,
         "n_train": int(n_train),
         "n_validation": int(n_validation),
@@ -1005,9 +955,6 @@ def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate
         "seed": int(seed),
         "sample_rate": int(sample_rate),
     }
-    if text_source != "grammar":  # grammar corpora keep the markers they were cached with
-        params["text_source"] = text_source
-    return params
 
 
 MARKER = ".complete"
@@ -1050,12 +997,8 @@ def build_corpus(
     sample_rate: int = 16000,
     workers: int = 2,
     progress: bool = True,
-    text_source: str = "grammar",
 ) -> Path:
     """Synthesises a speech corpus in Hugging Face ``audiofolder`` layout and returns ``root``.
-
-    ``text_source``: ``grammar`` (the generator above, held-out combinations in validation/test) or
-    ``lexicon`` (:func:`lexicon_texts`: random sequences of frequent English words, for extra training data).
 
     Layout: ``root/{train,validation,test}/NNNNNN.flac`` (16-bit FLAC, mono) and a ``metadata.jsonl``
     per split with ``file_name, id, text, duration, voice, words`` (``words``: ``{"word", "start",
@@ -1074,9 +1017,7 @@ def build_corpus(
         FileExistsError: When ``root`` exists, is not empty and is not a corpus built here.
     """
     root = Path(root).expanduser().absolute()
-    if text_source not in TEXT_SOURCES:
-        raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {text_source!r}")
-    params = _params(n_train, n_validation, n_test, seed, sample_rate, text_source)
+    params = _params(n_train, n_validation, n_test, seed, sample_rate)
     marker = _read_marker(root)
     if marker is not None and marker.get("params") == params:
         return root
@@ -1102,8 +1043,7 @@ def build_corpus(
     train_texts: set[str] = set()
     for split in SPLITS:
         split_jobs = _make_jobs(
-            split, counts[split], seed, sample_rate, exclude=train_texts if split != "train" else set(),
-            text_source=text_source,
+            split, counts[split], seed, sample_rate, exclude=train_texts if split != "train" else set()
         )
         if split == "train":
             train_texts = {j.text for j in split_jobs}
@@ -1215,18 +1155,6 @@ def default_corpus_dir() -> Path:
     base = os.environ.get("RNNLAB_CACHE")
     cache = Path(base).expanduser() if base else Path.home() / ".cache" / "rnnlab"
     return cache / f"embedded_speech_v{CORPUS_VERSION}"
-
-
-def ensure_lexicon_corpus(n: int, *, seed: int = 7, workers: int = 2, progress: bool = True) -> Path:
-    """A cached training-only corpus of ``n`` lexicon utterances (:func:`lexicon_texts`); returns its root.
-
-    Kept under ``$RNNLAB_CACHE`` (else ``~/.cache/rnnlab``) as ``lexicon_speech_v{N}_{n}-{seed}``. The first
-    ``k`` utterances are the same for every ``n >= k`` (texts, voices and noise are drawn in order).
-    """
-    base = default_corpus_dir()
-    root = base.with_name(f"lexicon_speech_v{CORPUS_VERSION}_{n}-{seed}")
-    return build_corpus(root, n_train=n, n_validation=0, n_test=0, seed=seed, workers=workers, progress=progress,
-                        text_source="lexicon")
 
 
 def ensure_default_corpus(root: str | Path | None = None, **kwargs) -> Path:

@@ -106,33 +106,3 @@ def test_json_manifest_with_relative_paths(speech_corpus_dir, tmp_path):
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 5
     assert dm.datasets["train"][0]["waveform"].numel() > 1000
-
-
-def test_synthetic_lexicon_is_added_to_training_only(speech_corpus_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path / "cache"))
-    dm = SpeechDataModule(dataset=None, data_dir=str(speech_corpus_dir), batch_size=4, synthetic_lexicon=5,
-                          synthetic_lexicon_seed=3)
-    dm.setup("fit")
-    train, val = dm.datasets["train"].utterances, dm.datasets["val"].utterances
-    assert len(train) == 16 + 5 and len(val) == 6
-    extra = train[16:]
-    assert all(u.id.startswith("lexicon/") for u in extra) and not any(u.id.startswith("lexicon/") for u in val)
-    from data.synth import lexicon_texts, lexicon_words
-
-    assert [u.text for u in extra] == lexicon_texts(5, seed=3)
-    words = set(lexicon_words()[0])
-    assert all(w in words for u in extra for w in u.text.split())
-    assert all(0.5 < u.duration < 10 for u in extra)
-    # Cached: a second DataModule reuses the corpus (same files).
-    root = next((tmp_path / "cache").glob("lexicon_speech_*_5-3"))
-    mtime = (root / "train" / "metadata.jsonl").stat().st_mtime
-    dm2 = SpeechDataModule(dataset=None, data_dir=str(speech_corpus_dir), synthetic_lexicon=5, synthetic_lexicon_seed=3)
-    dm2.setup("fit")
-    assert (root / "train" / "metadata.jsonl").stat().st_mtime == mtime
-    assert [u.text for u in dm2.datasets["train"].utterances[16:]] == [u.text for u in extra]
-
-
-def test_synthetic_lexicon_rejects_streaming_and_digits(speech_corpus_dir):
-    dm = SpeechDataModule(dataset=None, data_dir=str(speech_corpus_dir), synthetic_lexicon=3, streaming=True)
-    with pytest.raises(DataError, match="synthetic_lexicon"):
-        dm.setup("fit")

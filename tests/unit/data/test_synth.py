@@ -276,21 +276,3 @@ def test_default_corpus_dir_and_cli(tmp_path, monkeypatch):
         Path(synth.ensure_default_corpus(n_train=1, n_validation=1, n_test=1, workers=1, progress=False))
         == synth.default_corpus_dir().absolute()
     )
-
-
-def test_lexicon_texts_are_deterministic_prefix_stable_and_in_the_alphabet():
-    from data.synth import lexicon_texts, lexicon_words
-
-    words, weights = lexicon_words()
-    assert len(words) > 25_000 and len(weights) == len(words)
-    assert all(re.fullmatch(r"[a-z']+", w) and w[0] != "'" and w[-1] != "'" for w in words)
-    assert weights[words.index("the")] > weights[-1] > 0
-    a, b = lexicon_texts(50, seed=1), lexicon_texts(80, seed=1)
-    assert a == b[:50] and a != lexicon_texts(50, seed=2)
-    assert all(4 <= len(t.split()) <= 10 for t in b)
-    assert len({w for t in b for w in t.split()}) > 300  # mostly distinct words, not the top few
-
-
-def test_build_corpus_rejects_unknown_text_source(tmp_path):
-    with pytest.raises(ValueError, match="text_source"):
-        synth.build_corpus(tmp_path / "c", n_train=1, n_validation=0, n_test=0, text_source="novels")
