@@ -258,7 +258,7 @@ def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input
     for ax, (name, hyp, w, x_labels, y_labels) in zip(axes[0], maps, strict=True):
         im = ax.imshow(w.numpy(), aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
                        vmin=0, vmax=1)
-        ax.set_title(f"{name}\n{hyp[:48]}", fontsize=8)
+        ax.set_title(f"{name}\nhyp: {hyp[:44]}", fontsize=8)
         ax.set_xlabel(input_label)
         ax.set_ylabel("output step")
         if x_labels is not None and len(x_labels) == w.shape[1] <= 40:
