@@ -56,6 +56,22 @@ class MetricsJSON(Callback):
             self._write(trainer, "validate")
 
 
+class KeepBest(ModelCheckpoint):
+    """The ``n`` best checkpoints by the run's monitored metric, beside ``best.ckpt`` (``--run.average_best``).
+
+    A separate state key lets Lightning save and restore its ranking next to the ``best.ckpt`` checkpointer,
+    which watches the same metric.
+    """
+
+    def __init__(self, dirpath: str, monitor: str, mode: str, n: int) -> None:
+        super().__init__(dirpath=dirpath, filename="epoch{epoch:03d}", monitor=monitor, mode=mode, save_top_k=n,
+                         auto_insert_metric_name=False)
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, keep=self.save_top_k)
+
+
 class RunSummary(Callback):
     """At the end of fit: prints the best checkpoint and its score, records them in W&B's run summary."""
 

@@ -27,6 +27,7 @@ from data.errors import DataError
 from pipelines.base import RnnlabModule
 from pipelines.callbacks import (
     ExactResume,
+    KeepBest,
     LoggedSaveConfig,
     MetricsJSON,
     NonFiniteGuard,
@@ -61,6 +62,9 @@ class RnnlabCLI(LightningCLI):
         parser.add_argument("--run.log_model", type=bool, default=False, help="Upload checkpoints as W&B artifacts.")
         parser.add_argument("--run.last_every_n_steps", type=int | None, default=None,
                             help="Also refresh checkpoints/last.ckpt every N training steps (not only at epoch end).")
+        parser.add_argument("--run.average_best", type=int, default=0,
+                            help="Keep the N best checkpoints (checkpoints/best-N/) and at the end of fit write "
+                                 "checkpoints/averaged.ckpt with their mean weights, then validate it (0 = off).")
         parser.add_argument("--run.max_bad_steps", type=int, default=25,
                             help="Stop after this many consecutive steps with a non-finite loss or gradient "
                                  "(each such step is skipped and counted).")
@@ -130,6 +134,11 @@ class RnnlabCLI(LightningCLI):
                                                  enable_version_counter=False,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
             callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
+            n_avg = cfg.run.get("average_best") or 0
+            if n_avg == 1 or n_avg < 0:
+                raise DataError(f"run.average_best: {n_avg}: give 0 (off) or the number of checkpoints to average (>= 2)")
+            if n_avg:
+                callbacks.append(KeepBest(f"{ckpt_dir}/best-{n_avg}", monitor, mode, n_avg))
         callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume(),
                       NonFiniteGuard(cfg.run.get("max_bad_steps") or 25)]
         # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.
@@ -141,6 +150,42 @@ class RnnlabCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+
+    def after_fit(self) -> None:
+        n_avg = self.config[self.subcommand].run.get("average_best") or 0
+        if n_avg:
+            self._average_best(n_avg)
+
+    def _average_best(self, n_avg: int) -> None:
+        """Averages the kept best checkpoints into ``checkpoints/averaged.ckpt`` and validates it."""
+        from pipelines.averaging import average_checkpoints
+
+        trainer = self.trainer
+        keep = next((c for c in trainer.checkpoint_callbacks if isinstance(c, KeepBest)), None)
+        if keep is None or not keep.best_k_models:
+            print("[rnnlab] run.average_best: no checkpoints were kept; nothing averaged", flush=True)
+            return
+        reverse = keep.mode == "max"
+        ranked = sorted(keep.best_k_models.items(), key=lambda kv: float(kv[1]), reverse=reverse)
+        paths = [p for p, _ in ranked]
+        out = Path(keep.dirpath).parent / "averaged.ckpt"
+        if trainer.is_global_zero:
+            average_checkpoints(paths, out)
+            scores = ", ".join(f"{Path(p).stem}: {float(s):.4g}" for p, s in ranked)
+            print(f"[rnnlab] averaged the {len(paths)} best checkpoints by {keep.monitor} ({scores}) -> {out}",
+                  flush=True)
+        trainer.strategy.barrier("average_best")
+        results = trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=str(out), verbose=False)
+        if trainer.is_global_zero and results:
+            metrics = {k: float(v) for k, v in results[0].items()}
+            summary_path = Path(trainer.default_root_dir) / "summary.json"
+            if summary_path.is_file():
+                summary = json.loads(summary_path.read_text())
+                summary["averaged"] = {"checkpoint": str(out), "from": paths, **metrics}
+                summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+            print("[rnnlab] averaged checkpoint, validation: "
+                  + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val/")), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -295,6 +340,7 @@ TOOLS.update({
     "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),
     "export": _lazy_tool("pipelines.export", "main"),
     "analyze": _lazy_tool("pipelines.analyze", "main"),
+    "average": _lazy_tool("pipelines.averaging", "main"),
 })
 
 
@@ -307,6 +353,7 @@ checkpoint tools:
   transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])
   export --ckpt CKPT --out DIR         CTC model as waveform -> log-probs: TorchScript + ONNX (--formats, --opset)
   predict --ckpt CKPT [INPUT...]       slot filling (sentences), G2P (words) or speech (audio files); - = stdin
+  average CKPT... --out F.ckpt         mean weights of checkpoints of one model (see --run.average_best)
   build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
   summarize RUN_DIR...                 Markdown table of runs
   bench                                training/inference speed, FLOP rate, data rate, padding, memory

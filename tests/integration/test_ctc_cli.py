@@ -11,7 +11,7 @@ from tests.integration.helpers import read_json, rnnlab
 def ctc_run(speech_corpus_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("ctc-runs")
     rnnlab("fit", "-c", "defaults", "-c", "tiny/ctc.yaml", f"--data.init_args.data_dir={speech_corpus_dir}",
-           f"--run.root={runs}", "--run.name=tiny")
+           f"--run.root={runs}", "--run.name=tiny", "--run.average_best=2")
     return runs / "tiny"
 
 
@@ -23,6 +23,29 @@ def test_fit_saves_checkpoint_with_tokenizer(ctc_run):
     assert ckpt["rnnlab"]["class_path"] == "pipelines.ctc.CTCSpeechRecognizer"
     summary = read_json(ctc_run / "summary.json")
     assert 0 <= summary["val/cer"] and summary["val/unalignable"] == 0
+
+
+def test_average_best_writes_and_validates_the_mean_of_the_two_best(ctc_run):
+    import torch
+
+    kept = sorted((ctc_run / "checkpoints" / "best-2").glob("*.ckpt"))
+    assert len(kept) == 2  # tiny/ctc trains 2 epochs: both are kept
+    sds = [torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in kept]
+    avg = torch.load(ctc_run / "checkpoints" / "averaged.ckpt", map_location="cpu", weights_only=True)
+    for k, v in avg["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, (sds[0][k] + sds[1][k]) / 2, atol=1e-6), k
+    assert "optimizer_states" not in avg and avg["rnnlab"]["class_path"] == "pipelines.ctc.CTCSpeechRecognizer"
+    summary = read_json(ctc_run / "summary.json")
+    assert summary["averaged"]["checkpoint"].endswith("averaged.ckpt") and len(summary["averaged"]["from"]) == 2
+    assert 0 <= summary["averaged"]["val/cer"]
+    assert read_json(ctc_run / "validate_metrics.json")["checkpoint"].endswith("averaged.ckpt")
+
+
+def test_average_best_of_one_is_an_error(tmp_path, speech_corpus_dir):
+    proc = rnnlab("fit", "-c", "defaults", "-c", "tiny/ctc.yaml", f"--data.init_args.data_dir={speech_corpus_dir}",
+                  f"--run.root={tmp_path}", "--run.average_best=1", check=False)
+    assert proc.returncode == 2 and "run.average_best: 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_transcribe_round_trip_from_checkpoint(ctc_run, speech_corpus_dir):
