@@ -261,7 +261,8 @@ def beam_search(speller: Speller, memory: Tensor, memory_length: int, *, beam_si
     a finished hypothesis is compared to others by that score divided by ``length ** length_penalty``
     (0 disables normalisation). ``<eos>`` is a candidate only when ``p(eos) >= eos_threshold * max p(other
     token)`` (0 disables the check), which keeps the search from ending hypotheses early.
-    Search ends when ``beam_size`` hypotheses have finished or at the input-derived length limit.
+    Search ends at the input-derived length limit, or once ``beam_size`` hypotheses have finished and none of
+    the live ones, ended at its next step, would score above the best finished one.
     """
     device = memory.device
     t_len = int(memory_length)
@@ -311,16 +312,21 @@ def beam_search(speller: Speller, memory: Tensor, memory_length: int, *, beam_si
         new_hyps, keep_rows = [], []
         for score, i, c, att, cstate in candidates:
             if c == speller.eos:
-                length = max(len(hyps[i].tokens) + 1, 1)
-                norm = score / (length ** length_penalty) if length_penalty > 0 else score
-                finished.append((norm, hyps[i].tokens))
+                finished.append((_normalised(score, len(hyps[i].tokens) + 1, length_penalty), hyps[i].tokens))
             else:
                 new_hyps.append(_Hyp(hyps[i].tokens + [c], att, cstate, score))
                 keep_rows.append(i)
             if len(new_hyps) >= beam_size:
                 break
-        if len(finished) >= beam_size or not new_hyps:
+        if not new_hyps:
             break
+        if len(finished) >= beam_size:
+            # Stop once no live hypothesis, even if it ended at its next step, could outrank the best
+            # finished one. Stopping as soon as `beam_size` hypotheses have ended (whatever their scores)
+            # lets early, low-scoring endings ("fifty o") win over the complete hypothesis still in the beam.
+            best_live = max(_normalised(h.score, len(h.tokens) + 1, length_penalty) for h in new_hyps)
+            if max(f[0] for f in finished) >= best_live:
+                break
         idx = torch.tensor(keep_rows, device=device)
         state = _select_state(new_state, idx)
         hyps = new_hyps
@@ -328,6 +334,10 @@ def beam_search(speller: Speller, memory: Tensor, memory_length: int, *, beam_si
         best_live = max(hyps, key=lambda h: h.score)
         return best_live.tokens
     return max(finished, key=lambda f: f[0])[1]
+
+
+def _normalised(score: float, length: int, length_penalty: float) -> float:
+    return score / (max(length, 1) ** length_penalty) if length_penalty > 0 else score
 
 
 def _select_state(state: SpellerState, idx: Tensor) -> SpellerState:

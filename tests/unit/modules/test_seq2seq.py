@@ -215,3 +215,40 @@ def test_listener_time_reduction_lengths(stack, pyramid):
     assert out_len.tolist() == expected.tolist()
     assert memory.shape[1] == int(expected.max()) and model.time_reduction == stack * 2 ** pyramid
     assert (memory[2, int(expected[2]):] == 0).all()
+
+
+def test_beam_search_does_not_stop_at_early_low_scoring_endings():
+    # ids 1 "a", 2 "b", 3 "c"; <eos> = 4. After one step two hypotheses have ended ("b" and "a"), but the
+    # live "a c" ends next step with a better length-normalised score: the search must not stop at "b".
+    eos = 4
+    table = {eos: [1e-9, 0.5, 0.45, 1e-9, 0.05], 1: [1e-9, 1e-9, 1e-9, 0.6, 0.4],
+             2: [1e-9, 1e-9, 1e-9, 0.1, 0.9], 3: [1e-9, 1e-9, 1e-9, 0.05, 0.95]}
+    sp = _TableSpeller(table, eos)
+    memory = torch.zeros(4, 1)
+    norm = {seq: _table_score(table, eos, seq) / (len(seq) + 1) for seq in [(2,), (1, 3)]}
+    assert norm[(1, 3)] > norm[(2,)]
+    assert beam_search(sp, memory, 4, beam_size=2, length_penalty=1.0, max_ratio=1, max_extra=0) == [1, 3]
+
+
+def _table_score(table, eos, seq):
+    prev, total = eos, 0.0
+    for tok in (*seq, eos):
+        total += math.log(table[prev][tok])
+        prev = tok
+    return total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_wide_beam_finds_the_best_sequence_by_brute_force(seed):
+    # Without length normalisation a wide beam is exact: compare with every sequence up to the length limit.
+    g = torch.Generator().manual_seed(seed)
+    eos, limit = 3, 4
+    table = {p: torch.softmax(2 * torch.randn(4, generator=g), 0).tolist() for p in range(4)}
+    for p, row in table.items():
+        row[0] = 1e-12  # id 0 (blank) never chosen
+        table[p] = [x / sum(row) for x in row]
+    sp = _TableSpeller(table, eos)
+    seqs = [s for n in range(limit + 1) for s in itertools.product([1, 2], repeat=n)]
+    best = max(seqs, key=lambda s: _table_score(table, eos, s))
+    got = beam_search(sp, torch.zeros(limit, 1), limit, beam_size=32, length_penalty=0.0, max_ratio=1, max_extra=0)
+    assert tuple(got) == best
