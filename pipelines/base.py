@@ -45,6 +45,7 @@ class RnnlabModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.init_from = init_from
+        self._unalignable: dict[str, int] = {}
 
     def setup(self, stage: str) -> None:
         # Runs before Lightning restores a checkpoint given with --ckpt_path, so a resumed run keeps its weights.
@@ -64,6 +65,18 @@ class RnnlabModule(L.LightningModule):
         elif isinstance(sched, torch.optim.lr_scheduler.OneCycleLR):
             cfg["interval"] = "step"
         return {"optimizer": opt, "lr_scheduler": cfg}
+
+    def count_unalignable(self, stage: str, n: int) -> None:
+        """Adds ``n`` utterances excluded from a CTC loss; logged once per epoch by :meth:`log_unalignable`.
+
+        Counted, not logged per step: every ``self.log`` call costs Lightning ~1 ms of Python.
+        """
+        self._unalignable[stage] = self._unalignable.get(stage, 0) + n
+
+    def log_unalignable(self, stage: str) -> None:
+        """Logs ``{stage}/unalignable``: the epoch's count, summed over ranks."""
+        self.log(f"{stage}/unalignable", float(self._unalignable.get(stage, 0)), reduce_fx="sum", sync_dist=True)
+        self._unalignable[stage] = 0
 
     def on_before_optimizer_step(self, optimizer) -> None:
         # Logged before clipping (Lightning clips after this hook): the lecture's exploding gradients show here.

@@ -92,7 +92,6 @@ class CTCSpeechRecognizer(RnnlabModule):
                                       head_dropout=dropout)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
-        self._unalignable = {"train": 0, "val": 0, "test": 0}
         self._examples: list[tuple[str, str, str]] = []
         self._example_audio: list[torch.Tensor] = []
         # Set by `rnnlab validate/test --decode.beam_size N --decode.lm FILE`; None = greedy.
@@ -115,8 +114,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
                                            blank=self.tokenizer.blank, min_frames=need)
         n_bad = int((~alignable).sum())
-        # Counted here, logged once per epoch: every `self.log` call costs Lightning ~1 ms of Python.
-        self._unalignable[stage] += n_bad
+        self.count_unalignable(stage, n_bad)
         if n_bad and stage == "train":
             bad = [i for i, ok in zip(batch["ids"], alignable.tolist(), strict=True) if not ok]
             self.print(f"[rnnlab] excluded {n_bad} utterance(s) too long for their audio after subsampling: "
@@ -154,15 +152,11 @@ class CTCSpeechRecognizer(RnnlabModule):
         if frac is not None:
             self.log("train/padding_fraction", frac, on_step=False, on_epoch=True)
 
-    def _log_unalignable(self, stage: str) -> None:
-        self.log(f"{stage}/unalignable", float(self._unalignable[stage]), reduce_fx="sum", sync_dist=True)
-        self._unalignable[stage] = 0
-
     def on_train_epoch_end(self) -> None:
-        self._log_unalignable("train")
+        self.log_unalignable("train")
 
     def _epoch_end(self, stage: str) -> None:
-        self._log_unalignable(stage)
+        self.log_unalignable(stage)
         wer = self.metrics[stage]["wer"].compute()
         cer = self.metrics[stage]["cer"].compute()
         self.log(f"{stage}/wer", wer * 100, prog_bar=True)

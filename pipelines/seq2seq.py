@@ -171,8 +171,7 @@ class Seq2SeqModule(RnnlabModule):
         if ctc is not None and self.ctc_weight > 0:
             ctc_loss, ok = ctc_loss_checked(ctc[0], ctc[1], targets, target_lengths, blank=self.blank,
                                             min_frames=min_ctc_frames_padded(targets, target_lengths))
-            self.log(f"{stage}/unalignable", float((~ok).sum()), reduce_fx="sum", on_step=False, on_epoch=True,
-                     batch_size=bs, sync_dist=True)
+            self.count_unalignable(stage, int((~ok).sum()))
             if ok.any():
                 loss = self.ctc_weight * ctc_loss + (1 - self.ctc_weight) * att
                 self.log(f"{stage}/ctc_loss", ctc_loss, batch_size=bs, sync_dist=stage != "train")
@@ -206,7 +205,15 @@ class Seq2SeqModule(RnnlabModule):
     def test_step(self, batch, batch_idx):
         self._shared_step(batch, "test", batch_idx)
 
+    def _log_unalignable(self, stage: str) -> None:
+        if getattr(self, "ctc_head", None) is not None and self.ctc_weight > 0:
+            self.log_unalignable(stage)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_unalignable("train")
+
     def _epoch_end(self, stage: str) -> None:
+        self._log_unalignable(stage)
         for name, value in self._compute_metrics(stage).items():
             self.log(f"{stage}/{name}", value * 100, prog_bar=True)
         if not self.trainer.sanity_checking:

@@ -112,6 +112,10 @@ def test_las_cli_fit_test_and_transcribe(speech_corpus_dir, tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     losses = [float(r[k]) for r in rows for k in ("train/att_loss", "train/ctc_loss", "val/loss") if r.get(k)]
     assert losses and all(math.isfinite(x) for x in losses)
+    # The joint model's unalignable count: once per epoch (2 epochs), not per step.
+    counts = [r["train/unalignable"] for r in rows if r.get("train/unalignable")]
+    assert len(counts) == 2 and all(float(c) == 0 for c in counts)
+    assert read_json(run / "summary.json")["val/unalignable"] == 0
     ckpt = str(run / "checkpoints" / "best.ckpt")
     out = tmp_path / "m.json"
     rnnlab("test", "--ckpt", ckpt, f"--run.metrics_file={out}", "--decode.beam_size=2", "--decode.ctc_weight=0.5")

@@ -21,7 +21,7 @@ COMBOS = [
     ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
     ["tiny/ctc.yaml"],
     ["seq2seq"],
-    ["seq2seq", "speech-arctic"],
+    ["seq2seq", "speech-arctic", "seq2seq-arctic"],
     ["seq2seq", "speech-fsdd-digits"],
     ["seq2seq", "speech-librispeech-100"],
     ["tiny/seq2seq.yaml"],
