@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.base import read_checkpoint
 from pipelines.checkpointing import atomic_torch_save
 
 # Training state that belongs to one epoch's optimiser, not to the averaged weights.
@@ -24,13 +25,8 @@ _DROP = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
 
 
 def _load(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path}: no state_dict in this file")
     return ckpt
 

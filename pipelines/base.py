@@ -157,15 +157,28 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     return len(matched), [k for k in own if k not in matched]
 
 
-def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> RnnlabModule:
-    """Loads any rnnlab pipeline from its checkpoint (the class is recorded in the checkpoint)."""
-    path = Path(ckpt_path)
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict at ``path`` on the CPU (``weights_only``: no pickled code runs).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` with a one-line message naming the file.
+    """
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        meta = torch.load(path, map_location="cpu", weights_only=True).get(CKPT_KEY)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a readable checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    return ckpt
+
+
+def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> RnnlabModule:
+    """Loads any rnnlab pipeline from its checkpoint (the class is recorded in the checkpoint)."""
+    path = Path(ckpt_path)
+    meta = read_checkpoint(path).get(CKPT_KEY)
     if not meta:
         raise ValueError(f"{path}: not an rnnlab checkpoint (no '{CKPT_KEY}' entry)")
     module_name, _, cls_name = meta["class_path"].rpartition(".")
