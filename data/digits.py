@@ -271,19 +271,39 @@ class ConnectedDigitsDataset(Dataset):
 
 def fsdd_digits_dataset(name: str, tokenizer, *, data_dir: str | Path | None = None, sizes: Sequence[int],
                         digits: tuple[int, int] = (2, 7), sample_rate: int = 16000, seed: int = 0,
-                        skips=None) -> ConnectedDigitsDataset:
+                        skips=None, holdout_speakers: Sequence[str] = ()) -> ConnectedDigitsDataset:
     """The DataModule's ``train``/``val``/``test`` dataset: FSDD train for training, FSDD test for the others.
+
+    With ``holdout_speakers`` (leave-speakers-out validation) those speakers never occur in training, and
+    validation/test strings are composed from every recording of theirs (FSDD train and test: 50 per digit).
 
     Args:
         name: ``train``, ``val`` or ``test``.
         sizes: Items in train/val/test.
         data_dir: The FSDD copy (``train/`` and ``test/`` audiofolders); default ``../shared/data/fsdd``.
+        holdout_speakers: Speakers kept out of training and used alone for validation and test.
+
+    Raises:
+        DataError: on an unknown split or a held-out speaker FSDD does not have.
     """
     if name not in SPLITS:
         raise DataError(f"fsdd-digits has no split {name!r} (expected one of {sorted(SPLITS)})")
     split, stream = SPLITS[name]
     n = list(sizes)[["train", "val", "test"].index(name)]
-    recs = load_fsdd(data_dir or DEFAULT_FSDD_DIR, split)
+    root = data_dir or DEFAULT_FSDD_DIR
+    recs = load_fsdd(root, split)
+    held = set(holdout_speakers)
+    if held:
+        known = {r.speaker for r in recs}
+        unknown = sorted(held - known)
+        if unknown:
+            raise DataError(f"data.holdout_speakers: {unknown} not in FSDD {split} (speakers: {sorted(known)})")
+        if name == "train":
+            recs = [r for r in recs if r.speaker not in held]
+        else:
+            recs = [r for r in load_fsdd(root, "train") + recs if r.speaker in held]
+        if not recs:
+            raise DataError(f"data.holdout_speakers: {sorted(held)} leaves no speaker to train on")
     return ConnectedDigitsDataset(recs, tokenizer, num_utterances=int(n), digits=tuple(digits),
                                   sample_rate=sample_rate, seed=seed, stream=stream,
                                   redraw_per_epoch=name == "train", name=f"fsdd-digits-{name}", skips=skips)

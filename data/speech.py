@@ -284,6 +284,8 @@ class SpeechDataModule(L.LightningDataModule):
             splits, normaliser and sampling weight; training draws from all of them, and validation keeps the
             source of every utterance so a model can report ``val/<source>/cer`` beside the combined ``val/cer``.
             When set, the top-level ``dataset``/``data_dir``/split/column/normaliser fields are not used.
+        holdout_speakers: ``fsdd-digits``: speakers never trained on; validation and test use only them
+            (leave-speakers-out: how well the model reads a voice it has never heard).
     """
 
     def __init__(
@@ -319,6 +321,7 @@ class SpeechDataModule(L.LightningDataModule):
         shuffle_buffer: int = 2000,
         steps_per_epoch: int | None = None,
         sources: list[SpeechSource] | None = None,
+        holdout_speakers: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -528,6 +531,7 @@ class SpeechDataModule(L.LightningDataModule):
             if name not in self.datasets:
                 self.datasets[name] = fsdd_digits_dataset(
                     name, self.tokenizer, data_dir=hp.data_dir, sizes=hp.digits_size,
+                    holdout_speakers=hp.get("holdout_speakers") or (),
                     digits=hp.digits_per_utterance, sample_rate=hp.sample_rate, seed=hp.seed,
                     skips=self.skips.setdefault(name, SkipCounter(f"{FSDD_DIGITS} [{name}]")))
 

@@ -158,3 +158,16 @@ def test_fsdd_digits_dataset_defaults_to_the_shared_copy_location(fsdd, monkeypa
     monkeypatch.chdir(REPO)  # make targets run from the repository root
     ds = fsdd_digits_dataset("val", CharTokenizer(), sizes=(5, 3, 2), sample_rate=8000)
     assert len(ds) == 3 and ds.name == "fsdd-digits-val"
+
+
+def test_holdout_speaker_never_trains_and_alone_validates(fsdd):
+    tok = CharTokenizer()
+    kw = {"data_dir": fsdd, "sizes": (60, 40, 40), "sample_rate": 8000, "holdout_speakers": ["george"]}
+    train = fsdd_digits_dataset("train", tok, **kw)
+    val = fsdd_digits_dataset("val", tok, **kw)
+    assert "george" not in train.speakers and len(train.speakers) == 4
+    assert val.speakers == ["george"] and {c.speaker for c in val.compositions} == {"george"}
+    # Every recording of the held-out speaker is usable for validation: FSDD train and test (50 per digit).
+    assert len(val.recordings) == 500
+    with pytest.raises(DataError, match=r"\['nobody'\] not in FSDD"):
+        fsdd_digits_dataset("val", tok, **{**kw, "holdout_speakers": ["nobody"]})
