@@ -167,7 +167,7 @@ def build_lm_main(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
     args = ap.parse_args(argv)
     from data.text import normalize_text
-    from modules.ctc_decoding import train_ngram
+    from modules.ngram_lm import train_ngram
 
     sentences = []
     for item in args.inputs:
