@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from data.audio import AudioError, AudioRef, audio_duration, audio_ref, load_audio
 from data.errors import DataError
 from data.sources import load_split
-from data.text import CharTokenizer, normalize_text, tokenizer_from_dict
+from data.text import CharTokenizer, normalize_text
+from data.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 

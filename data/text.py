@@ -145,15 +145,3 @@ class CharTokenizer:
 
     def to_dict(self) -> dict:
         return {"kind": "char", "alphabet": self.alphabet}
-
-
-def tokenizer_from_dict(d: dict):
-    """Rebuilds a tokenizer saved with :meth:`to_dict` (stored in checkpoints)."""
-    kind = d.get("kind")
-    if kind == "char":
-        return CharTokenizer(d["alphabet"])
-    if kind == "sentencepiece":
-        from data.subwords import SentencePieceTokenizer
-
-        return SentencePieceTokenizer.from_dict(d)
-    raise ValueError(f"unknown tokenizer kind {kind!r} (expected char|sentencepiece)")

@@ -17,9 +17,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from modules.autoencoder import SequenceAutoencoder, masked_mse
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.retrieval import cosine_similarity_matrix, retrieval_scores
 from pipelines.base import RnnlabModule, batched_waveforms
 from pipelines.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
-from pipelines.retrieval import cosine_similarity_matrix, retrieval_scores
 
 
 class AudioAutoencoder(RnnlabModule):

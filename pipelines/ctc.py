@@ -15,11 +15,12 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
-from data.text import tokenizer_from_dict
+from data.tokenizers import tokenizer_from_dict
 from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames_padded
-from modules.ctc_decoding import CTCBeamDecoder, NGramLM, greedy_decode
+from modules.ctc_decoding import CTCBeamDecoder, greedy_decode
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.ngram_lm import NGramLM
 from pipelines.base import RnnlabModule, batched_waveforms
 
 

@@ -95,7 +95,7 @@ def evaluate_methods(segments_at, methods: list[tuple[str, str | None]], ks: lis
 
     ``methods`` holds ``(name, checkpoint)`` pairs; checkpoint ``None`` names a baseline (``mfcc-mean``/``dtw``).
     """
-    from pipelines.retrieval import (
+    from modules.retrieval import (
         cosine_similarity_matrix,
         dtw_distance_matrix,
         mean_pooled,

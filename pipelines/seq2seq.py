@@ -29,7 +29,8 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
 from data.g2p import G2PVocab
-from data.text import normalize_text, tokenizer_from_dict
+from data.text import normalize_text
+from data.tokenizers import tokenizer_from_dict
 from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames_padded
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend

@@ -90,8 +90,8 @@ def main(argv: list[str]) -> int:
 
 def make_streamer(model, ckpt: str):
     """A :class:`pipelines.streaming.StreamingTranscriber` for ``model``, or a one-line error."""
+    from modules.streaming import StreamingTranscriber
     from pipelines.ctc import CTCSpeechRecognizer
-    from pipelines.streaming import StreamingTranscriber
 
     if not isinstance(model, CTCSpeechRecognizer):
         raise SystemExit(f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a "
@@ -113,7 +113,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
     import torch
 
     from data.audio import AudioError, AudioRef, load_audio
-    from pipelines.streaming import stream_file_chunks
+    from modules.streaming import stream_file_chunks
 
     rate = model.hparams.sample_rate
     chunk = max(1, round(chunk_ms * rate / 1000))
@@ -167,7 +167,7 @@ def build_lm_main(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
     args = ap.parse_args(argv)
     from data.text import normalize_text
-    from modules.ctc_decoding import train_ngram
+    from modules.ngram_lm import train_ngram
 
     sentences = []
     for item in args.inputs:

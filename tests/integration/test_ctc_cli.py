@@ -88,7 +88,7 @@ def test_test_command_writes_wer_cer_json(ctc_run, tmp_path):
 
 
 def test_build_lm_and_beam_lm_decoding_in_validate(ctc_run, speech_corpus_dir, tmp_path):
-    from modules.ctc_decoding import NGramLM
+    from modules.ngram_lm import NGramLM
 
     arpa = tmp_path / "lm.arpa"
     rnnlab("build-lm", str(speech_corpus_dir / "train" / "metadata.jsonl"), "--order", "2", "--out", str(arpa))

@@ -8,7 +8,8 @@ import torch
 
 from data.subwords import SentencePieceTokenizer
 from data.synth import generate_texts
-from data.text import BLANK, UNK, tokenizer_from_dict
+from data.text import BLANK, UNK
+from data.tokenizers import tokenizer_from_dict
 from modules.ctc_decoding import prefix_beam_search, tokens_to_text
 
 SP_SPACE = "\u2581"

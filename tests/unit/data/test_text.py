@@ -2,7 +2,8 @@
 
 import pytest
 
-from data.text import CharTokenizer, Vocabulary, normalize_text, tokenizer_from_dict
+from data.text import CharTokenizer, Vocabulary, normalize_text
+from data.tokenizers import tokenizer_from_dict
 
 
 def test_vocabulary_build_order_unk_and_round_trip():

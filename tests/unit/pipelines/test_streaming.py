@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 from data.text import CharTokenizer
+from modules.streaming import StreamingTranscriber, stream_file_chunks
 from pipelines.ctc import CTCSpeechRecognizer
-from pipelines.streaming import StreamingTranscriber, stream_file_chunks
 from pipelines.transcribe import main as transcribe_main
 
 RATE = 16000

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.retrieval import (
+from modules.retrieval import (
     cosine_similarity_matrix,
     dtw,
     dtw_distance_matrix,

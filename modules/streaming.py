@@ -8,7 +8,7 @@ Normalisation decides what can be exact before the end of the audio:
 
 - ``normalize="none"`` (no statistics across frames): each frame's features are final as soon as its samples
   have arrived, so the log-probabilities and text produced chunk by chunk equal the offline ones.
-- ``normalize="utterance"`` (what :class:`pipelines.ctc.CTCSpeechRecognizer` uses): every frame is normalised
+- ``normalize="utterance"`` (the CTC recognizer's default): every frame is normalised
   with the mean and variance of the *whole* utterance, which no causal system knows before the end. Partial
   hypotheses then use the statistics of the frames seen so far (provisional, they may change); :meth:`finish`
   normalises the kept log-mel frames with the utterance statistics and runs the recurrent stack once more,
@@ -16,6 +16,10 @@ Normalisation decides what can be exact before the end of the audio:
 
 "Offline" means the model run on the utterance alone (batch size 1): in a padded batch the last frames of a
 shorter row see zero padding instead of the reflected signal.
+
+Pure torch: the model is duck-typed (``.model`` a :class:`modules.ctc.CTCAcousticModel`, ``.tokenizer``), so
+this works on a CTC LightningModule loaded from a checkpoint without importing Lightning here; reading audio
+files is the caller's job (``rnnlab transcribe --stream``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class StreamingTranscriber:
     """Incremental greedy CTC decoding of one utterance with a unidirectional CTC model.
 
     Args:
-        model: A :class:`pipelines.ctc.CTCSpeechRecognizer` (or anything with ``.model`` a
+        model: A CTC speech recognizer (``pipelines.ctc.CTCSpeechRecognizer``, or anything with ``.model`` a
             :class:`modules.ctc.CTCAcousticModel` and ``.tokenizer``) whose encoder is unidirectional, fused
             and without pyramid layers.
 
