@@ -144,6 +144,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         return loss
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # init_from weights
         dm = getattr(self.trainer, "datamodule", None) if getattr(self, "_trainer", None) is not None else None
         names = list(getattr(dm, "source_names", None) or [])
         self._source_names = names
