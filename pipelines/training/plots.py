@@ -17,6 +17,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Writes ``fig`` to ``path`` (creating its directory) as a small PNG and closes it."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def pca_2d(x: torch.Tensor) -> torch.Tensor:
     """Projects ``(N, D)`` rows on their first two principal components: ``(N, 2)`` (zeros pad D < 2)."""
     x = x.float() - x.float().mean(0)
@@ -40,11 +49,7 @@ def save_reconstruction_plot(examples: Sequence[tuple[str, torch.Tensor, torch.T
             ax.set_title(f"{name}: {title}", fontsize=8)
             ax.set_xlabel("frame", fontsize=7)
             ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def save_embedding_plot(points: torch.Tensor, labels: Sequence[str], path: Path, title: str = "") -> Path:
@@ -59,11 +64,7 @@ def save_embedding_plot(points: torch.Tensor, labels: Sequence[str], path: Path,
     if len(names) <= 20:
         ax.legend(fontsize=6, markerscale=1.5, loc="best")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input_label: str = "encoder frame") -> Path:
@@ -87,11 +88,7 @@ def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def log_images(loggers, paths: dict[str, Path], *, step: int, warn: Callable[[str], None] = print) -> None:
