@@ -119,6 +119,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         rank: This rank; defaults to the initialised process group's rank, else 0.
         bucket_size_multiplier: Bucket size in batches (``shuffle=True`` only); 1 means random batches.
         drop_last: Drop incomplete trailing batches and truncate instead of pad under DDP.
+        groups: Group id of every item (e.g. its corpus in a mixture), indexed like ``lengths``; with
+            ``group_weights`` it sets how often each group's items are drawn per training epoch.
+        group_weights: Draws per item and epoch for each group id (``shuffle=True`` only): ``1`` every item once,
+            ``2`` every item twice, ``0.5`` a fresh random half each epoch; the whole part repeats and the fraction
+            is drawn without replacement from the ``(seed, epoch)`` generator, so every rank builds the same list.
 
     Raises:
         ValueError: On empty or negative lengths, no batch limit, a non-positive limit, or a bad rank.
@@ -142,6 +147,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         rank: int | None = None,
         bucket_size_multiplier: int = 100,
         drop_last: bool = False,
+        groups: Sequence[int] | None = None,
+        group_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         try:
@@ -161,6 +168,15 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
             raise ValueError(f"max_tokens must be >= 1 or None, got {max_tokens}")
         if bucket_size_multiplier < 1:
             raise ValueError(f"bucket_size_multiplier must be >= 1, got {bucket_size_multiplier}")
+        if group_weights is not None:
+            if groups is None or len(groups) != len(lens):
+                raise ValueError(f"group_weights needs groups with one group id per item ({len(lens)} items, "
+                                 f"got {None if groups is None else len(groups)} group ids)")
+            if any(w < 0 for w in group_weights):
+                raise ValueError(f"group_weights must be >= 0, got {list(group_weights)}")
+            if max(groups) >= len(group_weights) or min(groups) < 0:
+                raise ValueError(f"group ids must index group_weights (0..{len(group_weights) - 1}), "
+                                 f"got ids {min(groups)}..{max(groups)}")
         num_replicas, rank = _resolve_world(num_replicas, rank)
         if num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
@@ -176,6 +192,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.bucket_size_multiplier = bucket_size_multiplier
         self._drop_last = drop_last  # not `drop_last`: see the Lightning notes at the top of this module
+        self.groups = list(groups) if groups is not None else None
+        self.group_weights = list(group_weights) if group_weights is not None else None
         self.epoch = 0
         self.sampler = _EpochForwarder(self)  # Lightning calls batch_sampler.sampler.set_epoch(epoch)
         self._cache_key: tuple | None = None
@@ -193,7 +211,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 
     def _key(self) -> tuple:
         return (self.epoch, self.seed, self.shuffle, self.batch_size, self.max_tokens, self.num_replicas,
-                self.bucket_size_multiplier, self._drop_last)
+                self.bucket_size_multiplier, self._drop_last,
+                tuple(self.group_weights) if self.group_weights is not None else None)
 
     def _is_full(self, n: int, max_len: int) -> bool:
         if self.batch_size is not None and n >= self.batch_size:
@@ -234,7 +253,8 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             gen = torch.Generator()
             gen.manual_seed((self.seed * _SEED_MIX + self.epoch) % (1 << 63))
-            perm = torch.randperm(len(lengths), generator=gen).tolist()
+            pool = self._epoch_pool(gen)
+            perm = [pool[j] for j in torch.randperm(len(pool), generator=gen).tolist()]
             size = self._bucket_items()
             for start in range(0, len(perm), size):
                 self._cut(sorted(perm[start:start + size], key=lengths.__getitem__), batches)
@@ -251,6 +271,26 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
                 padded = replicas - total % replicas
                 batches = batches + [batches[k % total] for k in range(padded)]
         self._global, self._num_padded, self._cache_key = batches, padded, key
+
+    def _epoch_pool(self, gen: torch.Generator) -> list[int]:
+        """The indices drawn this epoch: each once, or per ``group_weights`` (whole repeats + a random fraction)."""
+        if self.group_weights is None:
+            return list(range(len(self.lengths)))
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups):  # type: ignore[arg-type]
+            members.setdefault(g, []).append(i)
+        pool: list[int] = []
+        for g in sorted(members):
+            idx, w = members[g], self.group_weights[g]
+            whole, frac = int(w), w - int(w)
+            pool += idx * whole
+            extra = round(frac * len(idx))
+            if extra:
+                pick = torch.randperm(len(idx), generator=gen)[:extra].tolist()
+                pool += [idx[j] for j in sorted(pick)]
+        if not pool:
+            raise ValueError(f"group_weights {self.group_weights} draw no item at all this epoch")
+        return sorted(pool)  # index order: weights of 1 give exactly the unweighted epoch
 
     def global_batches(self) -> list[list[int]]:
         """All ranks' batches for the current epoch, padding included; rank ``r`` gets ``[r::num_replicas]``.

@@ -9,6 +9,7 @@ Sources, all through ``datasets.load_dataset``: a hub id (e.g. ``openslr/librisp
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,64 @@ class Utterance:
     audio: AudioRef
     text: str
     duration: float
+    source: int = 0  # index into SpeechDataModule.source_names (0 for a single corpus)
+
+
+@dataclass
+class SpeechSource:
+    """One corpus of a mixture (``data.sources`` in a config): where it is, its columns, splits and normaliser.
+
+    Args:
+        name: Short name, used in metric keys (``val/<name>/cer``) and messages; letters, digits, ``-`` and ``_``.
+        dataset: Hub id (e.g. ``openslr/librispeech_asr``) or ``embedded``; ``data_dir`` wins when both are set.
+        data_dir: Local copy (audiofolder splits, ``{split}.jsonl|csv|parquet`` manifests or a hub snapshot).
+        config_name: Hub configuration (e.g. ``clean``).
+        train_split / val_split / test_split: Split names; ``null`` leaves the source out of that stage.
+        audio_column / text_column / id_column / duration_column: Column names of this source.
+        normalizer: Transcript normaliser of this source.
+        weight: Draws per utterance and training epoch: 1 each once, 2 each twice, 0.5 a random half.
+    """
+
+    name: str
+    dataset: str | None = None
+    data_dir: str | None = None
+    config_name: str | None = None
+    train_split: str | None = "train"
+    val_split: str | None = "validation"
+    test_split: str | None = "test"
+    audio_column: str = "audio"
+    text_column: str = "text"
+    id_column: str | None = "id"
+    duration_column: str | None = "duration"
+    normalizer: Literal["asr_chars", "lower", "none"] = "asr_chars"
+    weight: float = 1.0
+
+    def split(self, stage: str) -> str | None:
+        return {"train": self.train_split, "val": self.val_split, "test": self.test_split}[stage]
+
+
+def _check_sources(sources: list) -> list[SpeechSource]:
+    out = []
+    for i, src in enumerate(sources):
+        if isinstance(src, dict):
+            try:
+                src = SpeechSource(**src)
+            except TypeError as e:
+                raise DataError(f"data.sources[{i}]: {e}") from None
+        if not src.name or not re.fullmatch(r"[A-Za-z0-9_-]+", src.name):
+            raise DataError(f"data.sources[{i}].name: {src.name!r} must be letters, digits, '-' or '_' "
+                            "(it becomes part of metric keys such as val/<name>/cer)")
+        if src.dataset is None and src.data_dir is None:
+            raise DataError(f"data.sources[{i}] ({src.name}): set dataset (hub id) or data_dir (local copy)")
+        if src.weight < 0:
+            raise DataError(f"data.sources[{i}] ({src.name}).weight: must be >= 0, got {src.weight}")
+        out.append(src)
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise DataError(f"data.sources: names must be unique, got {names}")
+    if out and not any(s.train_split and s.weight > 0 for s in out):
+        raise DataError("data.sources: no source trains (every train_split is null or every weight is 0)")
+    return out
 
 
 class SkipCounter:
@@ -62,7 +121,7 @@ class SkipCounter:
 def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str, id_column: str | None,
                         duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
                         min_duration: float, max_duration: float, validate: bool,
-                        skips: SkipCounter) -> list[Utterance]:
+                        skips: SkipCounter, source: int = 0) -> list[Utterance]:
     columns = list(getattr(rows, "column_names", None) or [])
     id_column, duration_column = _check_columns(columns, where=where, audio_column=audio_column,
                                                 text_column=text_column, id_column=id_column,
@@ -74,6 +133,7 @@ def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str
                                 tokenizer=tokenizer, min_duration=min_duration, max_duration=max_duration,
                                 validate=validate, skips=skips)
         if utt is not None:
+            utt.source = source
             out.append(utt)
     return out
 
@@ -162,7 +222,8 @@ class SpeechDataset(Dataset):
                 return None
             if self.cache_audio:
                 self._cache[i] = wav
-        return {"id": u.id, "waveform": wav, "text": u.text, "tokens": self.tokenizer.encode(u.text)}
+        return {"id": u.id, "waveform": wav, "text": u.text, "tokens": self.tokenizer.encode(u.text),
+                "source": u.source}
 
 
 def collate_speech(items: list[dict | None]) -> dict | None:
@@ -178,8 +239,11 @@ def collate_speech(items: list[dict | None]) -> dict | None:
     targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.long)
     for b, it in enumerate(items):
         targets[b, : len(it["tokens"])] = torch.tensor(it["tokens"], dtype=torch.long)
-    return {"ids": [it["id"] for it in items], "waveforms": waveforms, "lengths": wav_lengths, "targets": targets,
-            "target_lengths": target_lengths, "texts": [it["text"] for it in items]}
+    batch = {"ids": [it["id"] for it in items], "waveforms": waveforms, "lengths": wav_lengths, "targets": targets,
+             "target_lengths": target_lengths, "texts": [it["text"] for it in items]}
+    if all("source" in it for it in items):
+        batch["sources"] = torch.tensor([it["source"] for it in items], dtype=torch.long)  # (B,) source index
+    return batch
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -216,6 +280,10 @@ class SpeechDataModule(L.LightningDataModule):
             memory; see `data.streaming`): rows are checked and decoded as they arrive. Character tokenizer only.
         shuffle_buffer: Streaming: rows in the shuffle buffer (reseeded each epoch).
         steps_per_epoch: Streaming: batches per epoch on every rank (required under DDP, so ranks stay in step).
+        sources: Several corpora in one run (see :class:`SpeechSource`): each has its own location, columns,
+            splits, normaliser and sampling weight; training draws from all of them, and validation keeps the
+            source of every utterance so a model can report ``val/<source>/cer`` beside the combined ``val/cer``.
+            When set, the top-level ``dataset``/``data_dir``/split/column/normaliser fields are not used.
     """
 
     def __init__(
@@ -250,6 +318,7 @@ class SpeechDataModule(L.LightningDataModule):
         streaming: bool = False,
         shuffle_buffer: int = 2000,
         steps_per_epoch: int | None = None,
+        sources: list[SpeechSource] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -259,9 +328,11 @@ class SpeechDataModule(L.LightningDataModule):
         self.skips: dict[str, SkipCounter] = {}
 
     # -- sources ------------------------------------------------------------------------------------------------
-    def _source(self) -> tuple[str | None, str | None]:
+    def _source(self, src: SpeechSource | None = None) -> tuple[str | None, str | None]:
+        """``(dataset, data_dir)`` of one source (the single corpus by default); ``embedded`` is built on first use."""
         hp = self.hparams
-        if hp.data_dir is None and hp.dataset == EMBEDDED:
+        dataset, data_dir = (hp.dataset, hp.data_dir) if src is None else (src.dataset, src.data_dir)
+        if data_dir is None and dataset == EMBEDDED:
             from data.synth import default_corpus_dir, ensure_default_corpus
 
             n_train, n_val, n_test = hp.embedded_size
@@ -270,34 +341,74 @@ class SpeechDataModule(L.LightningDataModule):
             root = base.with_name(f"{base.name}_{n_train}-{n_val}-{n_test}")
             root = ensure_default_corpus(root, n_train=n_train, n_validation=n_val, n_test=n_test)
             return None, str(root)
-        return hp.dataset, hp.data_dir
+        return dataset, data_dir
 
-    def _where(self, split: str) -> str:
+    @property
+    def sources(self) -> list[SpeechSource]:
+        """The corpora read: ``data.sources``, or one unnamed source built from the top-level fields."""
+        hp = self.hparams
+        if hp.get("sources"):
+            return _check_sources(hp.sources)
+        return [SpeechSource(name="", dataset=hp.dataset, data_dir=hp.data_dir, config_name=hp.config_name,
+                             train_split=hp.train_split, val_split=hp.val_split, test_split=hp.test_split,
+                             audio_column=hp.audio_column, text_column=hp.text_column, id_column=hp.id_column,
+                             duration_column=hp.duration_column, normalizer=hp.normalizer)]
+
+    @property
+    def source_names(self) -> list[str]:
+        """Names of a mixture's sources, in the order of the ``sources`` index in batches ([] for one corpus)."""
+        return [s.name for s in self.sources] if self.hparams.get("sources") else []
+
+    def _where(self, split: str, src: SpeechSource | None = None) -> str:
+        if src is not None and src.name:
+            return f"{src.name} ({src.data_dir or src.dataset}) [{split}]"
         return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
 
-    def _read(self, split: str) -> list[Utterance]:
-        if split not in self._utts:
+    def _read_source(self, k: int, src: SpeechSource, split: str) -> list[Utterance]:
+        key = f"{k}:{split}"
+        if key not in self._utts:
             hp = self.hparams
-            dataset, data_dir = self._source()
-            rows = load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir)
-            rows = _no_decode(rows, hp.audio_column, self._where(split))
+            where = self._where(split, src)
+            dataset, data_dir = self._source(src)
+            rows = load_split(dataset, split, config_name=src.config_name, data_dir=data_dir)
+            rows = _no_decode(rows, src.audio_column, where)
             base_dir = None
             if data_dir is not None:
                 p = Path(data_dir)
                 base_dir = str(p.parent if p.is_file() else p)
-            skips = self.skips.setdefault(split, SkipCounter(self._where(split)))
+            skips = self.skips.setdefault(self._skip_key(src, split), SkipCounter(where))
             utts = _rows_to_utterances(
-                rows, where=self._where(split), audio_column=hp.audio_column, text_column=hp.text_column,
-                id_column=hp.id_column, duration_column=hp.duration_column, base_dir=base_dir,
-                normalizer=hp.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
-                max_duration=hp.max_duration, validate=hp.validate, skips=skips)
+                rows, where=where, audio_column=src.audio_column, text_column=src.text_column,
+                id_column=src.id_column, duration_column=src.duration_column, base_dir=base_dir,
+                normalizer=src.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
+                max_duration=hp.max_duration, validate=hp.validate, skips=skips, source=k)
             if not utts:
-                raise DataError(f"{self._where(split)}: no usable utterances ({dict(skips.counts)} skipped)")
+                raise DataError(f"{where}: no usable utterances ({dict(skips.counts)} skipped)")
             if skips.total:
-                log.warning("%s: %d utterances kept, %d skipped %s", self._where(split), len(utts), skips.total,
+                log.warning("%s: %d utterances kept, %d skipped %s", where, len(utts), skips.total,
                             dict(skips.counts))
-            self._utts[split] = utts
-        return self._utts[split]
+            self._utts[key] = utts
+        return self._utts[key]
+
+    @staticmethod
+    def _skip_key(src: SpeechSource, split: str) -> str:
+        return f"{src.name}/{split}" if src.name else split
+
+    def _read_stage(self, stage: str) -> list[Utterance]:
+        """Every source's utterances for ``stage`` (train/val/test), concatenated in source order."""
+        out: list[Utterance] = []
+        for k, src in enumerate(self.sources):
+            split = src.split(stage)
+            if split is None or (stage == "train" and src.weight == 0):
+                continue
+            out += self._read_source(k, src, split)
+        if not out:
+            raise DataError(f"data.sources: no source has a {stage} split")
+        return out
+
+    def _read(self, split: str) -> list[Utterance]:
+        """One split of the single corpus (by split name)."""
+        return self._read_source(0, self.sources[0], split)
 
     def tokenizer_for_validation(self):
         # Character checks use the char alphabet; subword tokenizers cover the same characters.
@@ -311,7 +422,7 @@ class SpeechDataModule(L.LightningDataModule):
             else:
                 from data.subwords import SentencePieceTokenizer
 
-                texts = [u.text for u in self._read(self.hparams.train_split)]
+                texts = [u.text for u in self._read_stage("train")]
                 # Every split is validated against the char alphabet, so each of its characters gets a piece
                 # even when the training transcripts lack it (a held-out text must never hit <unk>).
                 self._tokenizer = SentencePieceTokenizer.train(
@@ -339,6 +450,16 @@ class SpeechDataModule(L.LightningDataModule):
                   "test": [("test", hp.test_split)]}.get(stage or "fit", [])
         if stage is None:
             splits = [("train", hp.train_split), ("val", hp.val_split), ("test", hp.test_split)]
+        if hp.get("sources"):
+            if hp.streaming:
+                raise DataError("data.sources: a mixture is read from prepared datasets; set data.streaming=false")
+            for name, _ in splits:
+                if name not in self.datasets:
+                    self.datasets[name] = SpeechDataset(self._read_stage(name), self.tokenizer,
+                                                        sample_rate=hp.sample_rate, skips=self.skips.setdefault(
+                                                            name, SkipCounter(f"data.sources [{name}]")),
+                                                        cache_audio=hp.cache_audio)
+            return
         if hp.dataset == FSDD_DIGITS:
             self._setup_digits([name for name, _ in splits])
             return
@@ -422,10 +543,15 @@ class SpeechDataModule(L.LightningDataModule):
         from data.samplers import LengthBucketBatchSampler
 
         max_tokens = int(hp.max_batch_seconds * hp.sample_rate) if hp.max_batch_seconds else None
+        weights = {}
+        if train and hp.get("sources"):
+            # Source weights act in the sampler: the epoch's index list repeats or subsamples each corpus.
+            weights = {"groups": [u.source for u in ds.utterances],
+                       "group_weights": [s.weight for s in self.sources]}
         sampler = LengthBucketBatchSampler(
             lengths=ds.lengths, batch_size=hp.batch_size, max_tokens=max_tokens,
             shuffle=train, seed=hp.seed, num_replicas=world, rank=rank,
-            bucket_size_multiplier=100 if hp.bucketing else 1)
+            bucket_size_multiplier=100 if hp.bucketing else 1, **weights)
         self._samplers = getattr(self, "_samplers", {})
         self._samplers[name] = sampler
         if train:

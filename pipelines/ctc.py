@@ -96,6 +96,9 @@ class CTCSpeechRecognizer(RnnlabModule):
         self._example_audio: list[torch.Tensor] = []
         # Set by `rnnlab validate/test --decode.beam_size N --decode.lm FILE`; None = greedy.
         self.eval_decoder: CTCBeamDecoder | None = None
+        # Per-corpus WER/CER when the DataModule mixes several sources (built in `setup`, never saved).
+        self.source_metrics: nn.ModuleDict | None = None
+        self._source_names: list[str] = []
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities ``(B, T, V)`` and frame lengths ``(B,)`` for waveforms ``(B, S)``."""
@@ -130,12 +133,43 @@ class CTCSpeechRecognizer(RnnlabModule):
             refs = batch["texts"]
             self.metrics[stage]["wer"].update(hyps, refs)
             self.metrics[stage]["cer"].update(hyps, refs)
+            if "sources" in batch and self.source_metrics is not None:
+                self._update_source_metrics(batch["sources"].tolist(), hyps, refs)
             # A fixed, spread-out sample (by a hash of the id), not just the first (shortest) batch.
             for b, (i, h, r) in enumerate(zip(batch["ids"], hyps, refs, strict=True)):
                 if len(self._examples) < self.hparams.val_examples and zlib.crc32(str(i).encode()) % 8 == 0:
                     self._examples.append((i, r, h))
                     self._example_audio.append(batch["waveforms"][b, : int(batch["lengths"][b])].detach().cpu())
         return loss
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if getattr(self, "_trainer", None) is not None else None
+        names = list(getattr(dm, "source_names", None) or [])
+        self._source_names = names
+        self._eval_sources = {st: [s.name for s in dm.sources if s.split(st)] for st in ("val", "test")} if names else {}
+        self.source_metrics = nn.ModuleDict({
+            n: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for n in names}).to(self.device) \
+            if names else None
+
+    def _update_source_metrics(self, sources: list[int], hyps: list[str], refs: list[str]) -> None:
+        for k in sorted(set(sources)):
+            pick = [b for b, s in enumerate(sources) if s == k]
+            m = self.source_metrics[self._source_names[k]]
+            m["wer"].update([hyps[b] for b in pick], [refs[b] for b in pick])
+            m["cer"].update([hyps[b] for b in pick], [refs[b] for b in pick])
+
+    def _log_source_metrics(self, stage: str) -> None:
+        # Every rank computes every source in the same order: torchmetrics reduces across ranks inside compute().
+        import warnings
+
+        for name in self._eval_sources.get(stage, []):
+            m = self.source_metrics[name]
+            with warnings.catch_warnings():  # a rank (or a sanity check) may have seen none of this source's utterances
+                warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+                self.log(f"{stage}/{name}/wer", m["wer"].compute() * 100)
+                self.log(f"{stage}/{name}/cer", m["cer"].compute() * 100)
+            m["wer"].reset()
+            m["cer"].reset()
 
     def training_step(self, batch, batch_idx):
         return self._shared_step(batch, "train")
@@ -163,6 +197,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.log(f"{stage}/cer", cer * 100, prog_bar=True)
         for m in self.metrics[stage].values():
             m.reset()
+        if self.source_metrics is not None:
+            self._log_source_metrics(stage)
         if not self.trainer.sanity_checking:
             self.show_examples(stage, self._examples, audio=self._example_audio, sample_rate=self.hparams.sample_rate)
         self._examples, self._example_audio = [], []

@@ -68,3 +68,29 @@ def test_torchrun_launch_makes_one_run_and_logs_the_global_batch(slot_data_dir, 
     assert "batch size: 8 per device x 2 device(s) x 1 node(s) = 16 global" in out
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["slots-jobjob42"]  # both ranks wrote one run, named by the job
     assert (tmp_path / "runs" / "slots-jobjob42" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_two_process_ddp_mixture_reports_each_source_as_one_process_does(speech_corpus_dir, tmp_path):
+    """Two corpora mixed under 2-process DDP: val/<source>/cer per source, reduced over both ranks."""
+    cfg = tmp_path / "mixture.yaml"
+    cfg.write_text(
+        "data:\n  init_args:\n    batch_size: 3\n    sources:\n"
+        f"      - {{name: first, data_dir: '{speech_corpus_dir}'}}\n"
+        f"      - {{name: second, data_dir: '{speech_corpus_dir}', weight: 0.5}}\n")
+    runs = tmp_path / "runs"
+    proc = rnnlab("fit", "-c", "defaults", "-c", "tiny/ctc.yaml", "-c", str(cfg), "--trainer.strategy=ddp",
+                  "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
+                  f"--run.root={runs}", "--run.name=mix", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "rank 0/2 finished fit" in out and "rank 1/2 finished fit" in out
+    ddp = read_json(runs / "mix" / "summary.json")
+    for key in ("val/cer", "val/first/cer", "val/first/wer", "val/second/cer", "val/second/wer"):
+        assert key in ddp, key
+    # 12 validation utterances in batches of 3 split 2/2 over the ranks (no padding batch): one process over all
+    # of them must give the same per-source numbers.
+    out_file = tmp_path / "single.json"
+    rnnlab("validate", "--ckpt", str(runs / "mix" / "checkpoints" / "last.ckpt"), f"--run.metrics_file={out_file}",
+           "--trainer.devices=1", "--trainer.strategy=auto")
+    single = read_json(out_file)["metrics"]
+    for key in ("val/cer", "val/first/cer", "val/second/cer", "val/first/wer"):
+        assert single[key] == pytest.approx(ddp[key], abs=1e-3), key
