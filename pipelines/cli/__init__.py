@@ -5,6 +5,7 @@ Usage: rnnlab COMMAND [options]   (``rnnlab --help`` lists the commands; ``rnnla
 
 from __future__ import annotations
 
+import os
 import sys
 
 from pipelines.cli.registry import COMMANDS, usage
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if argv[0].startswith("-"):  # LightningCLI's global options come before its subcommand
         from pipelines.cli.lightning import run
 

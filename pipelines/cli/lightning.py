@@ -222,7 +222,7 @@ def run(argv: list[str]) -> int:
     Bad data, a trainer setting this machine cannot honour and a bad config are one line on stderr and status 2;
     non-finite training 3; SIGTERM 143.
     """
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # also when called without pipelines.cli.main
     if argv and argv[0] in ("test", "validate"):
         argv = _ckpt_shortcut(argv)
     argv = _resolve_config_names(argv)
