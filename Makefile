@@ -12,7 +12,8 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table compare-rnns analyze train-ctc train-seq2seq train-g2p transcribe bench clean
+.PHONY: help install test test-all lint train-slots slots-table compare-rnns analyze train-ctc train-seq2seq train-g2p \
+	transcribe bench train-autoencoder train-digits retrieval-table clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)

@@ -9,7 +9,7 @@ exactly the batches the uninterrupted run would have seen, in the same order.
 This requires a batch order that is a function of ``(seed, epoch)`` only: `LengthBucketBatchSampler`, or a
 `epoch_batches` wrapper around a seeded `DistributedSampler` (which is how the text DataModules shuffle, with or
 without DDP). The DataLoader also gets its own seeded generator, so creating an iterator never draws from the
-global torch RNG that dropout and augmentation use (`pipelines.callbacks.ExactResume` restores that one).
+global torch RNG that dropout and augmentation use (`pipelines.training.callbacks.ExactResume` restores that one).
 """
 
 from __future__ import annotations

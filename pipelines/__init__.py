@@ -1,1 +1,1 @@
-"""rnnlab.pipelines: LightningModules, the CLI, configs and callbacks."""
+"""rnnlab.pipelines: task LightningModules (what configs and checkpoints name); training/, cli/, commands/."""

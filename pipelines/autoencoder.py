@@ -18,8 +18,8 @@ from modules.autoencoder import SequenceAutoencoder, masked_mse
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.retrieval import cosine_similarity_matrix, retrieval_scores
-from pipelines.base import RnnlabModule, batched_waveforms
-from pipelines.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
+from pipelines.base import RnnlabModule, batched_by_length
+from pipelines.training.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
 
 
 class AudioAutoencoder(RnnlabModule):
@@ -170,13 +170,3 @@ class AudioAutoencoder(RnnlabModule):
         """Embeddings ``(N, E)`` of mono waveforms already at ``sample_rate`` (batched by length)."""
         self.eval()
         return batched_by_length(lambda w, n: self(w, n), waveforms, batch_size, self.device)
-
-
-def batched_by_length(fn, waveforms: list[torch.Tensor], batch_size: int, device) -> torch.Tensor:
-    """Applies ``fn(padded (B, S), lengths (B,)) -> (B, D)`` over length-sorted batches; rows in input order."""
-    if not waveforms:
-        raise ValueError("no waveforms to process")
-    rows: dict[int, torch.Tensor] = {}
-    for idx, batch, lengths in batched_waveforms(waveforms, batch_size, device):
-        rows.update(zip(idx, fn(batch, lengths).float().cpu(), strict=True))
-    return torch.stack([rows[i] for i in range(len(waveforms))])

@@ -133,6 +133,16 @@ def batched_waveforms(waveforms: list[torch.Tensor], batch_size: int, device: to
         yield idx, batch.to(device), lengths.to(device)
 
 
+def batched_by_length(fn, waveforms: list[torch.Tensor], batch_size: int, device) -> torch.Tensor:
+    """Applies ``fn(padded (B, S), lengths (B,)) -> (B, D)`` over length-sorted batches; rows in input order."""
+    if not waveforms:
+        raise ValueError("no waveforms to process")
+    rows: dict[int, torch.Tensor] = {}
+    for idx, batch, lengths in batched_waveforms(waveforms, batch_size, device):
+        rows.update(zip(idx, fn(batch, lengths).float().cpu(), strict=True))
+    return torch.stack([rows[i] for i in range(len(waveforms))])
+
+
 def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tuple[int, list[str]]:
     """Copies every tensor of ``ckpt_path``'s state dict whose name and shape match ``module``'s.
 

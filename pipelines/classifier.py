@@ -17,8 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.heads import SequenceClassifier
-from pipelines.autoencoder import batched_by_length
-from pipelines.base import RnnlabModule
+from pipelines.base import RnnlabModule, batched_by_length
 
 
 class UtteranceClassifier(RnnlabModule):

@@ -23,8 +23,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
-from torchaudio.functional import edit_distance
-from torchmetrics import Metric
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
@@ -36,39 +34,8 @@ from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
 from pipelines.base import RnnlabModule, batched_waveforms
-
-
-class PhonemeErrorRates(Metric):
-    """Phoneme and word error rates of G2P predictions against one or more reference pronunciations.
-
-    Each prediction is scored against its closest reference (fewest edits); the word counts as correct when
-    that distance is 0. States are sums, so the result is exact across DDP ranks.
-    """
-
-    full_state_update = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("edits", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("phonemes", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("wrong", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("words", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, preds: list[str], references: list[list[str]]) -> None:
-        if len(preds) != len(references):
-            raise ValueError(f"got {len(preds)} predictions but {len(references)} reference lists")
-        for pred, refs in zip(preds, references, strict=True):
-            if not refs:
-                raise ValueError(f"no reference pronunciation for prediction {pred!r}")
-            hyp = pred.split()
-            dist, ref = min((edit_distance(r.split(), hyp), r.split()) for r in refs)
-            self.edits += dist
-            self.phonemes += len(ref)
-            self.wrong += int(dist > 0)
-            self.words += 1
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return {"per": self.edits.float() / self.phonemes.clamp_min(1), "wer": self.wrong.float() / self.words.clamp_min(1)}
+from pipelines.training.metrics import PhonemeErrorRates
+from pipelines.training.plots import plot_attention_maps
 
 
 class Seq2SeqModule(RnnlabModule):
@@ -249,38 +216,6 @@ class Seq2SeqModule(RnnlabModule):
                     self.print(f"[rnnlab] warning: could not log attention maps to W&B: {e}")
 
     attention_input_label = "encoder frame"
-
-
-def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input_label: str = "encoder frame") -> Path:
-    """One panel per example: attention weights, output step (rows) x input position (columns).
-
-    ``maps`` holds ``(name, hypothesis, weights (steps, T), input tick labels or None, output tick labels)``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(maps)
-    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
-    for ax, (name, hyp, w, x_labels, y_labels) in zip(axes[0], maps, strict=True):
-        im = ax.imshow(w.numpy(), aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
-                       vmin=0, vmax=1)
-        ax.set_title(f"{name}\nhyp: {hyp[:44]}", fontsize=8)
-        ax.set_xlabel(input_label)
-        ax.set_ylabel("output step")
-        if x_labels is not None and len(x_labels) == w.shape[1] <= 40:
-            ax.set_xticks(range(len(x_labels)), x_labels, fontsize=7)
-        if y_labels is not None and len(y_labels) == w.shape[0] <= 40:
-            ax.set_yticks(range(len(y_labels)), y_labels, fontsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 _DECODING_DOC = """

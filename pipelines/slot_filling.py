@@ -17,7 +17,7 @@ from data.slots import IGNORE, collate_slots, sentences_to_examples
 from data.text import Vocabulary
 from modules.encoders import RecurrentEncoder
 from pipelines.base import RnnlabModule
-from pipelines.metrics import SentenceExactMatch, SlotF1
+from pipelines.training.metrics import SentenceExactMatch, SlotF1
 
 
 class SlotFillingModule(RnnlabModule):

@@ -5,7 +5,7 @@ import torch
 
 from data.errors import DataError
 from data.g2p import G2PDataModule, G2PVocab, cmudict_path, read_pronunciations, split_words
-from pipelines.seq2seq import PhonemeErrorRates
+from pipelines.training.metrics import PhonemeErrorRates
 
 DICT = """\
 ;;; comment line

@@ -86,7 +86,7 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint():
 
     import numpy as np
 
-    from pipelines.callbacks import ExactResume
+    from pipelines.training.callbacks import ExactResume
 
     cb = ExactResume()
     torch.manual_seed(1), random.seed(1), np.random.seed(1)

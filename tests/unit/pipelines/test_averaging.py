@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from pipelines.averaging import average_checkpoints, main
+from pipelines.commands.average import main
+from pipelines.training.averaging import average_checkpoints
 
 
 def _ckpt(path, w: float, b: int = 3, extra: str | None = None, shape=(2, 2)):
@@ -42,9 +43,13 @@ def test_mismatched_checkpoints_are_named(tmp_path):
 def test_command_line_errors_are_one_line(tmp_path, capsys):
     a = _ckpt(tmp_path / "a.ckpt", 1.0)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"rnnlab average: error: .*junk\.ckpt: not a readable checkpoint"):
+    with pytest.raises(SystemExit, match=r"rnnlab average: error: .*junk\.ckpt: not a readable checkpoint") as exc:
         main([str(a), str(tmp_path / "junk.ckpt"), "--out", str(tmp_path / "o.ckpt")])
-    with pytest.raises(SystemExit, match=r"checkpoint not found: .*none\.ckpt"):
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit, match=r"checkpoint not found: .*none\.ckpt") as exc:
         main([str(a), str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "o.ckpt")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("rnnlab average: error: ") for line in err)
     assert main([str(a), str(a), "--out", str(tmp_path / "o.ckpt")]) == 0
     assert "averaged 2 checkpoints" in capsys.readouterr().out

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pipelines.base import load_matching_weights, load_module
-from pipelines.checkpointing import AtomicCheckpointIO, atomic_torch_save
-from pipelines.cli import RnnlabCLI
+from pipelines.cli.lightning import RnnlabCLI
+from pipelines.training.checkpointing import AtomicCheckpointIO, atomic_torch_save
 
 
 def test_atomic_save_keeps_the_previous_checkpoint_when_a_save_dies(tmp_path, monkeypatch):

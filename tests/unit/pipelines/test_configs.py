@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import CONFIG_DIR, main
+from pipelines.cli import main
+from pipelines.cli.lightning import CONFIG_DIR
 
 COMBOS = [
     ["slots"],

@@ -9,8 +9,8 @@ import torch
 
 from data.text import CharTokenizer, Vocabulary
 from pipelines.base import load_module
+from pipelines.commands.export import main, max_valid_diff, onnx_session, run_onnx
 from pipelines.ctc import CTCSpeechRecognizer
-from pipelines.export import main, max_valid_diff, onnx_session, run_onnx
 from pipelines.slot_filling import SlotFillingModule
 
 RATE = 16000
@@ -186,7 +186,7 @@ def test_dynamo_exporter_succeeds_or_fails_in_one_line(exported, tmp_path, capsy
 def test_bench_export_reports_rtf_and_agreement(exported, tmp_path):
     import soundfile as sf
 
-    from pipelines.export import bench_export
+    from pipelines.commands.export import bench_export
 
     model, out = exported
     files = []
@@ -205,7 +205,7 @@ def test_bench_export_reports_rtf_and_agreement(exported, tmp_path):
 
 def test_tokenizer_spec_decodes_sentencepiece_without_rnnlab():
     from data.subwords import SentencePieceTokenizer
-    from pipelines.export import tokenizer_spec
+    from pipelines.commands.export import tokenizer_spec
 
     texts = ["the cat sat on the mat", "a dog ran", "the dog sat", "cats and dogs ran on"] * 5
     sp = SentencePieceTokenizer.train(texts, vocab_size=40, required_chars="abcdefghijklmnopqrstuvwxyz")

@@ -1,4 +1,4 @@
-"""Tests for pipelines.metrics: conlleval chunking, SlotF1, SentenceExactMatch, WER/CER."""
+"""Tests for pipelines.training.metrics: conlleval chunking, SlotF1, SentenceExactMatch, WER/CER."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipelines.metrics import (
+from pipelines.training.metrics import (
     ErrorRates,
     SentenceExactMatch,
     SlotF1,

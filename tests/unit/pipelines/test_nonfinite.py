@@ -5,7 +5,7 @@ import lightning as L
 import pytest
 import torch
 
-from pipelines.callbacks import NonFiniteGuard, NonFiniteTrainingError
+from pipelines.training.callbacks import NonFiniteGuard, NonFiniteTrainingError
 
 
 class _Rows(torch.utils.data.Dataset):

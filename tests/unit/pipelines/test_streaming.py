@@ -9,8 +9,8 @@ import torch
 
 from data.text import CharTokenizer
 from modules.streaming import StreamingTranscriber, stream_file_chunks
+from pipelines.commands.transcribe import main as transcribe_main
 from pipelines.ctc import CTCSpeechRecognizer
-from pipelines.transcribe import main as transcribe_main
 
 RATE = 16000
 TOL = 1e-4
@@ -143,12 +143,13 @@ def test_transcribe_stream_with_a_bidirectional_model_is_a_one_line_error(tmp_pa
     sf.write(wav, speechlike(0.3, 1).numpy(), RATE)
     with pytest.raises(SystemExit) as exc:
         transcribe_main(["--ckpt", ckpt, str(wav), "--stream"])
-    message = str(exc.value.code)
+    assert exc.value.code == 2  # an error the user must fix
+    message = capsys.readouterr().err.strip()
     assert "\n" not in message and message.startswith("rnnlab transcribe: error:")
     assert "bidirectional=false" in message
 
 
-def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path):
+def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path, capsys):
     from pipelines.seq2seq import LASRecognizer
 
     ckpt = _checkpoint(LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, listener_hidden=8, listener_layers=2,
@@ -158,5 +159,6 @@ def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path)
     sf.write(wav, speechlike(0.3, 1).numpy(), RATE)
     with pytest.raises(SystemExit) as exc:
         transcribe_main(["--ckpt", ckpt, str(wav), "--stream"])
-    assert str(exc.value.code) == f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a " \
-                                  "LASRecognizer checkpoint"
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a " \
+                                      "LASRecognizer checkpoint\n"

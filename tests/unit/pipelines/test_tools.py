@@ -5,7 +5,7 @@ import json
 import yaml
 
 from pipelines.bench import bench_encoder
-from pipelines.summarize import summarize
+from pipelines.commands.summarize import summarize
 
 
 def test_bench_encoder_reports_every_method_with_ratios():

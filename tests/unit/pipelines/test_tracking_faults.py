@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipelines.tracking import make_loggers, resilient_wandb_logger
+from pipelines.training.tracking import make_loggers, resilient_wandb_logger
 
 
 @pytest.fixture

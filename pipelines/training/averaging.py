@@ -12,13 +12,14 @@ weights and no optimiser state: it loads everywhere a checkpoint does (``--ckpt`
 
 from __future__ import annotations
 
-import argparse
+import json
 from pathlib import Path
 
 import torch
 
 from pipelines.base import read_checkpoint
-from pipelines.checkpointing import atomic_torch_save
+from pipelines.training.callbacks import KeepBest
+from pipelines.training.checkpointing import atomic_torch_save
 
 # Training state that belongs to one epoch's optimiser, not to the averaged weights.
 _DROP = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
@@ -66,15 +67,35 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> dict:
     return first
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab average", description="Average the weights of checkpoints of one "
-                                 "model (e.g. a run's best epochs) into a new checkpoint.")
-    ap.add_argument("ckpts", nargs="+", help="checkpoints to average (e.g. runs/x/checkpoints/best-5/*.ckpt)")
-    ap.add_argument("--out", required=True, help="where to write the averaged checkpoint")
-    args = ap.parse_args(argv)
-    try:
-        average_checkpoints(args.ckpts, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"rnnlab average: error: {e}") from None
-    print(f"[rnnlab] averaged {len(args.ckpts)} checkpoints -> {args.out}")
-    return 0
+def average_best(trainer, model, datamodule=None) -> Path | None:
+    """Averages the checkpoints a :class:`KeepBest` callback kept into ``checkpoints/averaged.ckpt``.
+
+    Called at the end of ``fit`` with ``--run.average_best N``: rank zero writes the file, every rank then
+    validates it, and the validation metrics are added to the run's ``summary.json`` under ``averaged``.
+    Returns the averaged checkpoint's path, or None when no checkpoint was kept.
+    """
+    keep = next((c for c in trainer.checkpoint_callbacks if isinstance(c, KeepBest)), None)
+    if keep is None or not keep.best_k_models:
+        print("[rnnlab] run.average_best: no checkpoints were kept; nothing averaged", flush=True)
+        return None
+    reverse = keep.mode == "max"
+    ranked = sorted(keep.best_k_models.items(), key=lambda kv: float(kv[1]), reverse=reverse)
+    paths = [p for p, _ in ranked]
+    out = Path(keep.dirpath).parent / "averaged.ckpt"
+    if trainer.is_global_zero:
+        average_checkpoints(paths, out)
+        scores = ", ".join(f"{Path(p).stem}: {float(s):.4g}" for p, s in ranked)
+        print(f"[rnnlab] averaged the {len(paths)} best checkpoints by {keep.monitor} ({scores}) -> {out}",
+              flush=True)
+    trainer.strategy.barrier("average_best")
+    results = trainer.validate(model, datamodule=datamodule, ckpt_path=str(out), verbose=False)
+    if trainer.is_global_zero and results:
+        metrics = {k: float(v) for k, v in results[0].items()}
+        summary_path = Path(trainer.default_root_dir) / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            summary["averaged"] = {"checkpoint": str(out), "from": paths, **metrics}
+            summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        print("[rnnlab] averaged checkpoint, validation: "
+              + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val/")), flush=True)
+    return out

@@ -1,16 +1,18 @@
-"""The ``rnnlab`` command: LightningCLI for fit/validate/test/predict plus checkpoint tools (predict, transcribe).
+"""RnnlabCLI (LightningCLI for fit/validate/test/predict) and the rewriting of its command line.
+
+Usage: rnnlab fit|validate|test|predict -c CONFIG... [--trainer.* --model.* --data.* --run.* --decode.*]
 
 Examples:
     rnnlab fit -c defaults -c slots --data.data_dir ../shared/data/atis
     rnnlab fit -c defaults -c slots --print_config
     rnnlab test --ckpt runs/slots-.../checkpoints/best.ckpt [--data.test_file test.jsonl]
-    echo "i want to fly from boston to denver" | rnnlab predict --ckpt runs/.../best.ckpt
+
+``-c NAME`` finds ``pipelines/configs/NAME.yaml``; ``test|validate --ckpt CKPT`` evaluates a run's checkpoint
+with the config saved beside it.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import warnings
@@ -25,7 +27,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data.errors import DataError
 from pipelines.base import RnnlabModule
-from pipelines.callbacks import (
+from pipelines.commands._common import NON_FINITE, SIGTERM, USER_ERROR, fail, run_config_for
+from pipelines.training.averaging import average_best
+from pipelines.training.callbacks import (
     ExactResume,
     KeepBest,
     LoggedSaveConfig,
@@ -35,10 +39,10 @@ from pipelines.callbacks import (
     RunSummary,
     SaveOnPreemption,
 )
-from pipelines.checkpointing import AtomicCheckpointIO
-from pipelines.tracking import make_loggers, make_run_dir
+from pipelines.training.checkpointing import AtomicCheckpointIO
+from pipelines.training.tracking import make_loggers, make_run_dir
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
 
 class RnnlabCLI(LightningCLI):
@@ -151,41 +155,9 @@ class RnnlabCLI(LightningCLI):
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
-
     def after_fit(self) -> None:
-        n_avg = self.config[self.subcommand].run.get("average_best") or 0
-        if n_avg:
-            self._average_best(n_avg)
-
-    def _average_best(self, n_avg: int) -> None:
-        """Averages the kept best checkpoints into ``checkpoints/averaged.ckpt`` and validates it."""
-        from pipelines.averaging import average_checkpoints
-
-        trainer = self.trainer
-        keep = next((c for c in trainer.checkpoint_callbacks if isinstance(c, KeepBest)), None)
-        if keep is None or not keep.best_k_models:
-            print("[rnnlab] run.average_best: no checkpoints were kept; nothing averaged", flush=True)
-            return
-        reverse = keep.mode == "max"
-        ranked = sorted(keep.best_k_models.items(), key=lambda kv: float(kv[1]), reverse=reverse)
-        paths = [p for p, _ in ranked]
-        out = Path(keep.dirpath).parent / "averaged.ckpt"
-        if trainer.is_global_zero:
-            average_checkpoints(paths, out)
-            scores = ", ".join(f"{Path(p).stem}: {float(s):.4g}" for p, s in ranked)
-            print(f"[rnnlab] averaged the {len(paths)} best checkpoints by {keep.monitor} ({scores}) -> {out}",
-                  flush=True)
-        trainer.strategy.barrier("average_best")
-        results = trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=str(out), verbose=False)
-        if trainer.is_global_zero and results:
-            metrics = {k: float(v) for k, v in results[0].items()}
-            summary_path = Path(trainer.default_root_dir) / "summary.json"
-            if summary_path.is_file():
-                summary = json.loads(summary_path.read_text())
-                summary["averaged"] = {"checkpoint": str(out), "from": paths, **metrics}
-                summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-            print("[rnnlab] averaged checkpoint, validation: "
-                  + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val/")), flush=True)
+        if self.config[self.subcommand].run.get("average_best"):
+            average_best(self.trainer, self.model, self.datamodule)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -204,8 +176,8 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
                         out[i + 1] = str(cand)
                         break
                 else:
-                    raise SystemExit(f"rnnlab: error: config {name!r} not found (neither a file nor one of "
-                                     f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
+                    fail(None, f"config {name!r} not found (neither a file nor one of "
+                               f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
     return out
 
 
@@ -225,154 +197,32 @@ def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return value, out
 
 
-def run_config_for(ckpt: str) -> Path:
-    """The ``config.yaml`` saved in the run directory that holds ``ckpt``."""
-    p = Path(ckpt).resolve()
-    for d in (p.parent, p.parent.parent):
-        if (d / "config.yaml").is_file():
-            return d / "config.yaml"
-    raise SystemExit(f"rnnlab: error: no config.yaml next to {ckpt} (or its run directory); "
-                     f"pass the training config with -c and the checkpoint with --ckpt_path")
-
-
 def _ckpt_shortcut(argv: list[str]) -> list[str]:
     """``test|validate --ckpt CKPT [overrides]`` -> ``-c <run>/config.yaml [overrides] --ckpt_path CKPT``."""
     ckpt, rest = _pop_option(argv[1:], "--ckpt")
     if ckpt is None:
         return argv
     if not Path(ckpt).is_file():
-        raise SystemExit(f"rnnlab: error: checkpoint not found: {ckpt}")
+        fail(None, f"checkpoint not found: {ckpt}")
+    try:
+        config = run_config_for(ckpt)
+    except FileNotFoundError as e:
+        fail(None, str(e))
     # The saved config names the training run's dir; evaluation writes next to the checkpoint instead.
-    return [argv[0], "-c", str(run_config_for(ckpt)), *rest, "--ckpt_path", ckpt]
+    return [argv[0], "-c", str(config), *rest, "--ckpt_path", ckpt]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Checkpoint tools
+# The subcommands
 
 
-def predict_tool(argv: list[str]) -> int:
-    """``rnnlab predict --ckpt CKPT [INPUT...]``: runs any checkpoint on raw inputs.
+def run(argv: list[str]) -> int:
+    """Runs ``argv`` (``fit|validate|test|predict`` and its options) through :class:`RnnlabCLI`; the exit status.
 
-    Slot filling and G2P read lines from files or stdin (``-``); speech models take audio files/directories
-    (the same as ``rnnlab transcribe``).
+    Bad data, a trainer setting this machine cannot honour and a bad config are one line on stderr and status 2;
+    non-finite training 3; SIGTERM 143.
     """
-    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
-                                 "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
-    ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
-    ap.add_argument("inputs", nargs="*", default=["-"], help="text files (or - for stdin), or audio files/dirs")
-    ap.add_argument("--json", action="store_true", help="print one JSON object per input")
-    ap.add_argument("--beam", type=int, default=None, help="beam size for attention/CTC decoding (default: model's)")
-    args, rest = ap.parse_known_args(argv)
-    from pipelines.base import load_module
-
-    model = _load_or_exit(load_module, args.ckpt)
-    if hasattr(model, "transcribe_waveforms"):
-        from pipelines.transcribe import main as transcribe
-
-        extra = (["--json"] if args.json else []) + (["--beam", str(args.beam)] if args.beam else [])
-        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest])
-    if rest:
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    lines: list[str] = []
-    for item in args.inputs or ["-"]:
-        if item == "-":
-            lines += sys.stdin.read().splitlines()
-            continue
-        try:
-            lines += Path(item).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise SystemExit(f"rnnlab predict: error: cannot read {item}: {e.strerror}") from None
-    lines = [ln for ln in (x.strip() for x in lines) if ln]
-    if hasattr(model, "pronounce"):
-        return _pronounce(model, lines, as_json=args.json, beam=args.beam)
-    if not hasattr(model, "tag_sentences"):
-        raise SystemExit(f"rnnlab predict: error: {args.ckpt}: no predictor for a {type(model).__name__} checkpoint")
-    for res in model.tag_sentences(lines):
-        if args.json:
-            print(json.dumps(res))
-        else:
-            print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
-    return 0
-
-
-def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:
-    """Prints ``word<TAB>PHONEMES`` per word; a word that cannot be read is named on stderr and skipped."""
-    good, failed = [], 0
-    for w in words:
-        try:
-            model.check_word(w)
-            good.append(w)
-        except ValueError as e:
-            failed += 1
-            print(f"rnnlab predict: warning: skipped {e}", file=sys.stderr)
-    prons = model.pronounce(good, beam_size=beam) if good else []
-    for w, p in zip(good, prons, strict=True):
-        print(json.dumps({"word": w, "phonemes": p}) if as_json else f"{w}\t{p}")
-    return 1 if failed else 0
-
-
-def _load_or_exit(loader, path):
-    try:
-        return loader(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"rnnlab: error: {e}") from None
-
-
-TOOLS = {"predict": predict_tool}
-
-
-def _lazy_tool(module: str, fn: str):
-    def run(argv):
-        import importlib
-
-        return getattr(importlib.import_module(module), fn)(argv)
-
-    return run
-
-
-TOOLS.update({
-    "transcribe": _lazy_tool("pipelines.transcribe", "main"),
-    "summarize": _lazy_tool("pipelines.summarize", "main"),
-    "build-lm": _lazy_tool("pipelines.transcribe", "build_lm_main"),
-    "bench": _lazy_tool("pipelines.bench", "main"),
-    "embed": _lazy_tool("pipelines.embed", "embed_main"),
-    "evaluate-retrieval": _lazy_tool("pipelines.embed", "evaluate_main"),
-    "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),
-    "export": _lazy_tool("pipelines.export", "main"),
-    "analyze": _lazy_tool("pipelines.analyze", "main"),
-    "average": _lazy_tool("pipelines.averaging", "main"),
-})
-
-
-USAGE = """usage: rnnlab COMMAND [options]
-
-training and evaluation (LightningCLI; configs in pipelines/configs, e.g. -c defaults -c ctc):
-  fit | validate | test | predict   rnnlab fit -c defaults -c slots [--trainer.* / --model.* / --data.* ...]
-  test --ckpt CKPT                  evaluate a run's checkpoint with the config saved beside it
-checkpoint tools:
-  transcribe --ckpt CKPT FILE|DIR...   speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])
-  export --ckpt CKPT --out DIR         CTC model as waveform -> log-probs: TorchScript + ONNX (--formats, --opset)
-  predict --ckpt CKPT [INPUT...]       slot filling (sentences), G2P (words) or speech (audio files); - = stdin
-  average CKPT... --out F.ckpt         mean weights of checkpoints of one model (see --run.average_best)
-  build-lm TEXT|JSONL... --out LM      word n-gram LM (ARPA) for beam search
-  summarize RUN_DIR...                 Markdown table of runs
-  bench                                training/inference speed, FLOP rate, data rate, padding, memory
-  analyze gradient-flow|long-range|loss-surface|gates ...   RNN analyses: PNG plots + summary.md
-  embed --ckpt CKPT FILE|DIR... --out F.parquet   audio autoencoder embeddings (path, vector)
-  evaluate-retrieval [--ckpt CKPT...] --data DIR  query-by-example MAP / P@k, MFCC and DTW baselines beside
-  linear-probe --ckpt CKPT --data DIR             linear classifier on frozen embeddings: test accuracy
-'rnnlab fit --help' lists every option of a subcommand.
-"""
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if argv and argv[0] in TOOLS and (argv[0] != "predict" or any(a.split("=")[0] == "--ckpt" for a in argv)):
-        return TOOLS[argv[0]](argv[1:]) or 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # also when called without pipelines.cli.main
     if argv and argv[0] in ("test", "validate"):
         argv = _ckpt_shortcut(argv)
     argv = _resolve_config_names(argv)
@@ -392,26 +242,34 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
         print(f"rnnlab: error: {e}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except MisconfigurationException as e:
         # Trainer settings this machine cannot honour (e.g. accelerator=gpu without a GPU): one line, no traceback.
         hint = " (no usable GPU here: use --trainer.accelerator=cpu or auto)" if "gpu" in str(e).lower() else ""
         print(f"rnnlab: error: {e}{hint}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except NonFiniteTrainingError as e:
         print(f"rnnlab: error: {e}", file=sys.stderr)
-        return 3
+        return NON_FINITE
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job
         # scheduler that the run did not finish.
         print("[rnnlab] stopped by SIGTERM", file=sys.stderr, flush=True)
-        return 143
+        return SIGTERM
     return 0
 
 
-def entry() -> None:
-    sys.exit(main())
+def fit(argv: list[str]) -> int:
+    """``rnnlab fit``: trains a model from composed configs."""
+    return run(["fit", *argv])
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def validate(argv: list[str]) -> int:
+    """``rnnlab validate``: validation metrics of a checkpoint (``--ckpt`` uses the run's saved config)."""
+    return run(["validate", *argv])
+
+
+def test(argv: list[str]) -> int:
+    """``rnnlab test``: test metrics of a checkpoint (``--ckpt`` uses the run's saved config)."""
+    return run(["test", *argv])
+

@@ -1,4 +1,4 @@
-"""Evaluation metrics: conlleval chunk F1 for slots, sentence exact match, and WER/CER for ASR."""
+"""Evaluation metrics: conlleval chunk F1 for slots, sentence exact match, WER/CER for ASR, PER for G2P."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import Hashable, Sequence
 from typing import Any, NamedTuple
 
 import torch
+from torchaudio.functional import edit_distance
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 __all__ = [
     "ErrorRates",
+    "PhonemeErrorRates",
     "SentenceExactMatch",
     "SlotF1",
     "SlotScore",
@@ -442,3 +444,36 @@ def wer_cer(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
         "wer": float(word_error_rate(list(hyps), list(refs))),
         "cer": float(char_error_rate(list(hyps), list(refs))),
     }
+
+
+class PhonemeErrorRates(Metric):
+    """Phoneme and word error rates of G2P predictions against one or more reference pronunciations.
+
+    Each prediction is scored against its closest reference (fewest edits); the word counts as correct when
+    that distance is 0. States are sums, so the result is exact across DDP ranks.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("edits", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("phonemes", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("wrong", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("words", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: list[str], references: list[list[str]]) -> None:
+        if len(preds) != len(references):
+            raise ValueError(f"got {len(preds)} predictions but {len(references)} reference lists")
+        for pred, refs in zip(preds, references, strict=True):
+            if not refs:
+                raise ValueError(f"no reference pronunciation for prediction {pred!r}")
+            hyp = pred.split()
+            dist, ref = min((edit_distance(r.split(), hyp), r.split()) for r in refs)
+            self.edits += dist
+            self.phonemes += len(ref)
+            self.wrong += int(dist > 0)
+            self.words += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {"per": self.edits.float() / self.phonemes.clamp_min(1), "wer": self.wrong.float() / self.words.clamp_min(1)}

@@ -1,4 +1,11 @@
-"""``rnnlab transcribe``: speech files (WAV/FLAC/OGG, any rate) to text with a CTC or attention checkpoint."""
+"""``rnnlab transcribe``: speech files (WAV/FLAC/OGG, any rate) to text with a CTC or attention checkpoint.
+
+Usage: rnnlab transcribe --ckpt CKPT FILE|DIR... [--beam N] [--lm ARPA] [--json] [--stream [--chunk-ms MS]]
+
+Prints ``path<TAB>text`` per file (``--json``: one object per file) and the real-time factor on stderr. Exit
+status 1 when some files could not be read (each is named on stderr), 2 for an error to fix (see
+:mod:`pipelines.commands._common`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.commands._common import fail, load_checkpoint, warn
+
 
 def find_audio(inputs: list[str]) -> list[Path]:
-    """Files given directly, plus every audio file under given directories (sorted)."""
+    """Files given directly, plus every audio file under given directories (sorted).
+
+    Raises:
+        FileNotFoundError: an input that does not exist.
+    """
     from data.audio import supported_extensions
 
     exts = set(supported_extensions())
@@ -23,7 +36,7 @@ def find_audio(inputs: list[str]) -> list[Path]:
         elif p.exists():
             out.append(p)
         else:
-            raise SystemExit(f"rnnlab transcribe: error: no such file or directory: {p}")
+            raise FileNotFoundError(f"no such file or directory: {p}")
     return out
 
 
@@ -44,30 +57,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--chunk-ms", type=float, default=200.0, help="chunk length for --stream (default 200 ms)")
     args = ap.parse_args(argv)
     if args.chunk_ms <= 0:
-        raise SystemExit(f"rnnlab transcribe: error: --chunk-ms must be positive, got {args.chunk_ms:g}")
+        fail("transcribe", f"--chunk-ms must be positive, got {args.chunk_ms:g}")
 
     from data.audio import AudioError, AudioRef, load_audio
-    from pipelines.base import load_module
 
-    try:
-        model = load_module(args.ckpt, map_location=args.device)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"rnnlab transcribe: error: {e}") from None
-    if not hasattr(model, "transcribe_waveforms"):
-        raise SystemExit(f"rnnlab transcribe: error: {args.ckpt} is a {type(model).__name__} checkpoint, "
-                         f"not a speech recogniser")
+    model = load_checkpoint("transcribe", args.ckpt, kind="speech", device=args.device)
     if args.lm and not Path(args.lm).is_file():
-        raise SystemExit(f"rnnlab transcribe: error: language model not found: {args.lm}")
+        fail("transcribe", f"language model not found: {args.lm}")
     try:
         decoder = model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
                                      word_bonus=args.word_bonus)
     except ValueError as e:
-        raise SystemExit(f"rnnlab transcribe: error: {e}") from None
+        fail("transcribe", str(e))
+    try:
+        files = find_audio(args.inputs)
+    except FileNotFoundError as e:
+        fail("transcribe", str(e))
     if args.stream:
         streamer = make_streamer(model, args.ckpt)
-        return stream_files(model, streamer, find_audio(args.inputs), decoder=decoder, chunk_ms=args.chunk_ms,
-                            as_json=args.json)
-    files = find_audio(args.inputs)
+        return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json)
     wavs, ok, failed = [], [], 0
     for f in files:
         try:
@@ -75,7 +83,7 @@ def main(argv: list[str]) -> int:
             ok.append(f)
         except AudioError as e:
             failed += 1
-            print(f"rnnlab transcribe: warning: skipped {e}", file=sys.stderr)
+            warn("transcribe", f"skipped {e}")
     t0 = time.perf_counter()
     texts = model.transcribe_waveforms(wavs, decoder=decoder, batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
@@ -89,17 +97,16 @@ def main(argv: list[str]) -> int:
 
 
 def make_streamer(model, ckpt: str):
-    """A :class:`pipelines.streaming.StreamingTranscriber` for ``model``, or a one-line error."""
+    """A :class:`modules.streaming.StreamingTranscriber` for ``model``, or a one-line exit (status 2)."""
     from modules.streaming import StreamingTranscriber
     from pipelines.ctc import CTCSpeechRecognizer
 
     if not isinstance(model, CTCSpeechRecognizer):
-        raise SystemExit(f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a "
-                         f"{type(model).__name__} checkpoint")
+        fail("transcribe", f"--stream needs a CTC checkpoint; {ckpt} is a {type(model).__name__} checkpoint")
     try:
         return StreamingTranscriber(model)
     except ValueError as e:
-        raise SystemExit(f"rnnlab transcribe: error: --stream: {e}") from None
+        fail("transcribe", f"--stream: {e}")
 
 
 def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: float = 200.0,
@@ -125,7 +132,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
             wav = load_audio(AudioRef(path=str(f)), rate)
         except AudioError as e:
             failed += 1
-            print(f"rnnlab transcribe: warning: skipped {e}", file=sys.stderr)
+            warn("transcribe", f"skipped {e}")
             continue
         streamer.reset()
         t0 = time.perf_counter()
@@ -140,7 +147,8 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
             text = streamer.finish()
         except ValueError as e:
             failed += 1
-            print(f"{clear}rnnlab transcribe: warning: skipped {f}: {e}", file=sys.stderr)
+            print(clear, end="", file=sys.stderr)
+            warn("transcribe", f"skipped {f}: {e}")
             continue
         if decoder is not None:
             lp = streamer.log_probs
@@ -155,40 +163,3 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
         print(f"[rnnlab] streamed {done} files in {chunk_ms:g} ms chunks, {audio_s:.1f}s of audio in {elapsed:.2f}s "
               f"(RTF {elapsed / audio_s:.3f})" + (f", {failed} skipped" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
-
-
-def build_lm_main(argv: list[str]) -> int:
-    """``rnnlab build-lm TEXT... --out lm.arpa``: a word n-gram LM (Kneser-Ney) from transcripts."""
-    ap = argparse.ArgumentParser(prog="rnnlab build-lm", description="Build a word n-gram LM (ARPA) from text.")
-    ap.add_argument("inputs", nargs="+", help="text files (one sentence a line) or metadata/manifest .jsonl files")
-    ap.add_argument("--field", default="text", help="transcript field of .jsonl inputs")
-    ap.add_argument("--order", type=int, default=3)
-    ap.add_argument("--normalizer", default="asr_chars", choices=["asr_chars", "lower", "none"])
-    ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
-    args = ap.parse_args(argv)
-    from data.text import normalize_text
-    from modules.ngram_lm import train_ngram
-
-    sentences = []
-    for item in args.inputs:
-        p = Path(item)
-        if not p.is_file():
-            raise SystemExit(f"rnnlab build-lm: error: no such file: {p}")
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            if p.suffix == ".jsonl":
-                try:
-                    line = json.loads(line)[args.field]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise SystemExit(f"rnnlab build-lm: error: {p}:{n}: no '{args.field}' field") from None
-            text = normalize_text(str(line), args.normalizer)
-            if text:
-                sentences.append(text)
-    if not sentences:
-        raise SystemExit("rnnlab build-lm: error: no sentences found")
-    lm = train_ngram(sentences, order=args.order)
-    lm.to_arpa(args.out)
-    print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words) -> {args.out}",
-          file=sys.stderr)
-    return 0

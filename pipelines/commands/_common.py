@@ -1,0 +1,129 @@
+"""What every ``rnnlab`` command shares: one way to fail, checkpoint loading by kind, the run's saved config.
+
+Exit-code policy (every command): 0 success; 1 the command ran but skipped some inputs (each named on stderr
+by :func:`warn`); 2 an error the user must fix (bad option, missing/unreadable/wrong-kind file, bad data), as
+argparse does for a bad option; 3 training stopped on non-finite values; 143 stopped by SIGTERM. An error is
+ONE line on stderr, ``rnnlab <command>: error: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import NoReturn
+
+# Exit statuses of the policy above.
+OK, SKIPPED, USER_ERROR, NON_FINITE, SIGTERM = 0, 1, 2, 3, 143
+
+# Checkpoint kinds a command can ask for: the method the model must have and how the error names the kind.
+KINDS = {
+    "speech": ("transcribe_waveforms", "a speech recogniser"),
+    "autoencoder": ("embed_waveforms", "an audio autoencoder"),
+}
+
+
+def _prefix(command: str | None) -> str:
+    return f"rnnlab {command}" if command else "rnnlab"
+
+
+class CommandError(SystemExit):
+    """Exit with status 2 (an error the user must fix); the one-line message is printed by :func:`fail`.
+
+    A ``SystemExit`` so that ``main(argv)`` ends the process like argparse's own errors do; ``str()`` gives the
+    printed line.
+    """
+
+    def __init__(self, command: str | None, message: str) -> None:
+        super().__init__(USER_ERROR)
+        self.command, self.message = command, message
+
+    def __str__(self) -> str:
+        return f"{_prefix(self.command)}: error: {self.message}"
+
+
+def fail(command: str | None, message: str) -> NoReturn:
+    """Prints ``rnnlab <command>: error: <message>`` on stderr and exits with status 2.
+
+    ``command`` None gives ``rnnlab: error: ...`` (the LightningCLI subcommands' form).
+    """
+    err = CommandError(command, " ".join(str(message).split("\n")))
+    print(str(err), file=sys.stderr, flush=True)
+    raise err
+
+
+def warn(command: str, message: str) -> None:
+    """Prints ``rnnlab <command>: warning: <message>`` on stderr (e.g. an input skipped: exit status 1)."""
+    print(f"{_prefix(command)}: warning: {message}", file=sys.stderr)
+
+
+def load_checkpoint(command: str, path: str | Path, *, kind: str | None = None, device: str = "cpu"):
+    """The rnnlab pipeline saved in ``path`` (:func:`pipelines.base.load_module`), or a one-line exit (status 2).
+
+    Args:
+        command: The subcommand, for the error line.
+        path: Checkpoint file.
+        kind: A key of :data:`KINDS` the model must be (``speech``, ``autoencoder``); None accepts any.
+        device: ``map_location`` of the weights.
+    """
+    from pipelines.base import load_module
+
+    try:
+        model = load_module(path, map_location=device)
+    except (FileNotFoundError, ValueError) as e:
+        fail(command, str(e))
+    if kind is not None:
+        method, name = KINDS[kind]
+        if not hasattr(model, method):
+            fail(command, f"{path} is a {type(model).__name__} checkpoint, not {name}")
+    return model
+
+
+def run_config_for(ckpt: str | Path) -> Path:
+    """The ``config.yaml`` saved in the run directory that holds ``ckpt`` (beside it or one level up).
+
+    Raises:
+        FileNotFoundError: no such file, with a message saying how to pass the config instead.
+    """
+    p = Path(ckpt).resolve()
+    for d in (p.parent, p.parent.parent):
+        if (d / "config.yaml").is_file():
+            return d / "config.yaml"
+    raise FileNotFoundError(f"no config.yaml next to {ckpt} (or its run directory); "
+                            f"pass the training config with -c and the checkpoint with --ckpt_path")
+
+
+def first_line(e: BaseException) -> str:
+    """The exception's summary, plus the model code line that raised it when the message names one."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("#")]
+    # torch.export wraps the real error as "<class 'pkg.ErrorName'>: message" inside its own message.
+    inner = next((ln for ln in lines if ln.startswith("<class")), None)
+    if inner:
+        cause = re.sub(r"^<class '(?:\w+\.)*(\w+)'>", r"\1", inner)
+    else:
+        cause = f"{type(e).__name__}: {lines[0] if lines else ''}"
+    cause = cause.split("(unhinted", 1)[0].strip()[:240]
+    where = [lines[i + 1] for i, ln in enumerate(lines[:-1])
+             if ln.startswith("File ") and "/site-packages/" not in ln and not lines[i + 1].startswith("File ")]
+    return f"{cause} at {where[-1]}" if where else cause
+
+
+@contextlib.contextmanager
+def quiet(loggers: tuple[str, ...] = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")):
+    """Silences progress output on stdout/stderr, warnings, and log lines of ``loggers`` below CRITICAL."""
+    found = [logging.getLogger(n) for n in loggers]
+    levels = [lg.level for lg in found]
+    for lg in found:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(found, levels, strict=True):
+            lg.setLevel(level)
