@@ -17,6 +17,7 @@ COMBOS = [
     ["tiny/slots.yaml"],
     ["ctc"],
     ["ctc", "speech-arctic", "ctc-arctic"],
+    ["ctc", "speech-english", "ctc-english"],
     ["ctc", "speech-librispeech-100", "ctc-librispeech-100"],
     ["ctc", "speech-librispeech-960", "ctc-librispeech-100", "ctc-librispeech-960"],
     ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
