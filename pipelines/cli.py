@@ -334,7 +334,7 @@ TOOLS.update({
     "transcribe": _lazy_tool("pipelines.transcribe", "main"),
     "summarize": _lazy_tool("pipelines.summarize", "main"),
     "build-lm": _lazy_tool("pipelines.transcribe", "build_lm_main"),
-    "bench": _lazy_tool("pipelines.bench", "main"),
+    "bench": _lazy_tool("pipelines.commands.bench", "main"),
     "embed": _lazy_tool("pipelines.embed", "embed_main"),
     "evaluate-retrieval": _lazy_tool("pipelines.embed", "evaluate_main"),
     "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),

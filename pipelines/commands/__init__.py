@@ -1,0 +1,1 @@
+"""`rnnlab` subcommands: one module per command, each with main(argv) -> int."""
