@@ -339,7 +339,7 @@ TOOLS.update({
     "evaluate-retrieval": _lazy_tool("pipelines.embed", "evaluate_main"),
     "linear-probe": _lazy_tool("pipelines.embed", "linear_probe_main"),
     "export": _lazy_tool("pipelines.export", "main"),
-    "analyze": _lazy_tool("pipelines.analyze", "main"),
+    "analyze": _lazy_tool("pipelines.commands.analyze", "main"),
     "average": _lazy_tool("pipelines.averaging", "main"),
 })
 
