@@ -61,6 +61,15 @@ def add_common_options(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw")
 
 
+def add_source_options(
+    p: argparse.ArgumentParser, *, ckpt_help: str, cells: tuple[str, ...], cell_help: str
+) -> None:
+    """``--ckpt CKPT`` or ``--cell NAME...`` (one of the two): analyse a trained checkpoint or small fresh models."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--ckpt", help=ckpt_help)
+    src.add_argument("--cell", nargs="+", choices=cells, default=["rnn", "lstm", "gru"], help=cell_help)
+
+
 def positive(name: str, value: int | float) -> None:
     """Raises a UsageError naming the option ``name`` unless ``value > 0``."""
     if value <= 0:

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> Report:
     """Gate maps and histograms of ``--layer``/``--direction`` on ``--input``; the from-scratch cell must match."""
-    from modules.analysis import capture_module_io, gate_saturation, lstm_gates_from_fused
+    from modules.analysis import gate_saturation, lstm_gates_from_fused
 
     positive("--tolerance", args.tolerance)
     model = load_checkpoint(args.ckpt)
@@ -69,12 +69,7 @@ def run(args) -> Report:
         if not text.strip():
             raise UsageError("--input is empty: give a sentence")
         outputs: list = []
-        saved_handling = encoder.length_handling
-        encoder.length_handling = "reverse"
-        try:
-            x, out = capture_module_io(fused, lambda: outputs.extend(model.tag_sentences([text])))
-        finally:
-            encoder.length_handling = saved_handling
+        x, out = _capture_layer(encoder, fused, lambda: outputs.extend(model.tag_sentences([text])))
         pred = outputs[0]
         labels = [f"{w}/{t}" if t != "O" else w for w, t in zip(pred["words"], pred["tags"], strict=True)]
         described = f"sentence {text!r} (predicted intent {pred['intent']})"
@@ -91,12 +86,7 @@ def run(args) -> Report:
         except DataError as e:
             raise UsageError(str(e)) from None
         outputs = []
-        saved_handling = encoder.length_handling
-        encoder.length_handling = "reverse"
-        try:
-            x, out = capture_module_io(fused, lambda: outputs.extend(model.transcribe_waveforms([wav])))
-        finally:
-            encoder.length_handling = saved_handling
+        x, out = _capture_layer(encoder, fused, lambda: outputs.extend(model.transcribe_waveforms([wav])))
         labels = None
         described = (
             f"utterance {path.name} ({wav.numel() / model.hparams.sample_rate:.2f} s; greedy transcript "
@@ -209,3 +199,19 @@ def run(args) -> Report:
         "",
     ]
     return report
+
+
+def _capture_layer(encoder, fused, call):
+    """``(input, output)`` of the fused layer while ``call()`` runs the model.
+
+    The encoder runs with ``reverse`` length handling meanwhile: ``packed`` would hand the layer a PackedSequence,
+    and the from-scratch cell needs the padded tensor.
+    """
+    from modules.analysis import capture_module_io
+
+    saved_handling = encoder.length_handling
+    encoder.length_handling = "reverse"
+    try:
+        return capture_module_io(fused, call)
+    finally:
+        encoder.length_handling = saved_handling

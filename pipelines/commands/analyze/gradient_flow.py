@@ -11,41 +11,20 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.analyze.checkpoints import (
-    checkpoint_batch,
-    find_encoder,
-    forward,
-    load_checkpoint,
-    need_task_loss,
-    task_loss,
-)
-from pipelines.commands.analyze.common import (
-    CELL_LABELS,
-    SYNTHETIC_CELLS,
-    UsageError,
-    add_common_options,
-    fmt,
-    positive,
-    pyplot,
-)
+from pipelines.commands.analyze import checkpoints, common
+from pipelines.commands.analyze.common import UsageError, fmt, positive, pyplot
 from pipelines.commands.analyze.report import Report
 
 
 def add_parser(sub) -> None:
     """The ``gradient-flow`` subcommand and its options."""
     p = sub.add_parser("gradient-flow", help="||dL/dh_t|| over time steps, per cell or for a checkpoint")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--ckpt",
-        help="slot-filling or CTC checkpoint: its encoder on the --batch longest validation sequences of "
+    common.add_source_options(
+        p,
+        ckpt_help="slot-filling or CTC checkpoint: its encoder on the --batch longest validation sequences of "
         "its run's data (random input of --length steps, with random targets, when that data cannot be read)",
-    )
-    src.add_argument(
-        "--cell",
-        nargs="+",
-        choices=SYNTHETIC_CELLS,
-        default=["rnn", "lstm", "gru"],
-        help="from-scratch cells to compare (default: rnn lstm gru)",
+        cells=common.SYNTHETIC_CELLS,
+        cell_help="from-scratch cells to compare (default: rnn lstm gru)",
     )
     p.add_argument(
         "--length", type=int, default=100, help="time steps (for a checkpoint: of the random fallback input)"
@@ -66,7 +45,7 @@ def add_parser(sub) -> None:
         default="task",
         help="checkpoint loss: its training loss, or a readout of the last valid step",
     )
-    add_common_options(p, "gradient-flow")
+    common.add_common_options(p, "gradient-flow")
 
 
 def run(args) -> Report:
@@ -102,7 +81,7 @@ def run(args) -> Report:
                 name, input_size=args.input_size, hidden_size=args.hidden, forget_bias=args.forget_bias
             ).double()
             norms = hidden_gradient_norms(cell, x, readout)
-            curves[CELL_LABELS[name]] = {k: v.tolist() for k, v in norms.items()}
+            curves[common.CELL_LABELS[name]] = {k: v.tolist() for k, v in norms.items()}
         lengths_note = (
             f"Input: the same {args.batch} random N(0, 1) sequences of {args.length} steps "
             f"({args.input_size} features) for every cell, float64, torch's default initialisation "
@@ -178,14 +157,14 @@ def run(args) -> Report:
 def _checkpoint_gradient_flow(args, report: Report) -> tuple[str, dict[str, list[float]], str]:
     from modules.analysis import probe_encoder
 
-    model = load_checkpoint(args.ckpt)
-    kind = need_task_loss(model, args.ckpt)
-    encoder = find_encoder(model, args.ckpt)
+    model = checkpoints.load_checkpoint(args.ckpt)
+    kind = checkpoints.need_task_loss(model, args.ckpt)
+    encoder = checkpoints.find_encoder(model, args.ckpt)
     if not 0 <= args.layer < encoder.num_layers:
         raise UsageError(
             f"--layer must be in [0, {encoder.num_layers - 1}] for {args.ckpt}, found {args.layer}"
         )
-    batch, source = checkpoint_batch(model, kind, args.ckpt, args.batch, args.length, args.seed)
+    batch, source = checkpoints.checkpoint_batch(model, kind, args.ckpt, args.batch, args.length, args.seed)
     captured: dict[str, torch.Tensor] = {}
 
     def grab_lengths(_mod, inputs, kwargs):
@@ -203,14 +182,14 @@ def _checkpoint_gradient_flow(args, report: Report) -> tuple[str, dict[str, list
     try:
         with torch.enable_grad(), probe_encoder(encoder, args.layer, 0) as rec:
             if args.loss == "task":
-                loss = task_loss(model, kind, batch)
+                loss = checkpoints.task_loss(model, kind, batch)
                 loss_note = (
                     "the checkpoint's training loss (tag + intent cross-entropy)"
                     if kind == "slots"
                     else "the checkpoint's CTC loss"
                 )
             else:
-                forward(model, kind, batch)
+                checkpoints.forward(model, kind, batch)
                 out, out_len = captured["out"], captured["out_lengths"].to(captured["out"].device)
                 g = torch.Generator().manual_seed(args.seed)
                 r = torch.randn(out.size(-1), generator=g).to(out)

@@ -11,16 +11,8 @@ import time
 
 import torch
 
-from pipelines.commands.analyze.common import (
-    CELL_LABELS,
-    DEFAULT_BUDGET,
-    REGRESSOR_CELLS,
-    UsageError,
-    add_common_options,
-    positive,
-    pyplot,
-    train_on_adding,
-)
+from pipelines.commands.analyze import common
+from pipelines.commands.analyze.common import UsageError, positive, pyplot
 from pipelines.commands.analyze.report import Report
 
 
@@ -28,17 +20,17 @@ def add_parser(sub) -> None:
     """The ``long-range`` subcommand and its options."""
     p = sub.add_parser("long-range", help="Elman vs LSTM vs GRU on the adding problem at several lengths")
     p.add_argument("--lengths", type=int, nargs="+", default=[20, 50, 100, 200])
-    p.add_argument("--cells", nargs="+", choices=REGRESSOR_CELLS, default=list(REGRESSOR_CELLS))
+    p.add_argument("--cells", nargs="+", choices=common.REGRESSOR_CELLS, default=list(common.REGRESSOR_CELLS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=600, help="training steps per run")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate")
     p.add_argument(
-        "--budget", type=int, default=DEFAULT_BUDGET, help="parameters per model (hidden sizes follow)"
+        "--budget", type=int, default=common.DEFAULT_BUDGET, help="parameters per model (hidden sizes follow)"
     )
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--threshold", type=float, default=0.1, help="'learned' if test MSE < threshold x chance")
-    add_common_options(p, "long-range")
+    common.add_common_options(p, "long-range")
     p.set_defaults(seed=None)
 
 
@@ -90,7 +82,7 @@ def run(args) -> Report:
         for cell in args.cells:
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                model, history = train_on_adding(
+                model, history = common.train_on_adding(
                     cell,
                     hidden=sizes[cell],
                     length=length,
@@ -157,7 +149,7 @@ def run(args) -> Report:
             yerr=[lo, hi],
             marker="o",
             capsize=3,
-            label=f"{CELL_LABELS[cell]} (H={sizes[cell]}, {params[cell]} params)",
+            label=f"{common.CELL_LABELS[cell]} (H={sizes[cell]}, {params[cell]} params)",
         )
     ax.axhline(ADDING_CHANCE_MSE, color="k", ls="--", lw=1, label="chance: predict the mean (1/6)")
     ax.axhline(
@@ -184,7 +176,7 @@ def run(args) -> Report:
     fig, axes = plt.subplots(1, len(args.lengths), figsize=(3.2 * len(args.lengths), 3.2), squeeze=False)
     for ax, length in zip(axes[0], args.lengths, strict=True):
         for cell in args.cells:
-            ax.plot(_smooth(curves[cell][length]), label=CELL_LABELS[cell], lw=1)
+            ax.plot(_smooth(curves[cell][length]), label=common.CELL_LABELS[cell], lw=1)
         ax.axhline(ADDING_CHANCE_MSE, color="k", ls="--", lw=1)
         ax.set_yscale("log")
         ax.set_title(f"T = {length} (seed {args.seeds[0]})", fontsize=9)
@@ -209,7 +201,7 @@ def run(args) -> Report:
             )
             cells_md.append(f"{s['test_mse']:.4f} ({s['ratio_to_chance']:.3f}x, {mark})")
         table.append(
-            f"| {CELL_LABELS[cell]} | {sizes[cell]} | {params[cell]} | " + " | ".join(cells_md) + " |"
+            f"| {common.CELL_LABELS[cell]} | {sizes[cell]} | {params[cell]} | " + " | ".join(cells_md) + " |"
         )
     chance_line = ", ".join(
         f"T={n}: {chance[n]['empirical']:.4f} (variance of the 20,000: {chance[n]['empirical_large']:.4f})"

@@ -14,42 +14,20 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.analyze import clipping
-from pipelines.commands.analyze.checkpoints import (
-    checkpoint_batch,
-    load_checkpoint,
-    need_task_loss,
-    task_loss,
-)
-from pipelines.commands.analyze.common import (
-    CELL_LABELS,
-    DEFAULT_BUDGET,
-    REGRESSOR_CELLS,
-    UsageError,
-    add_common_options,
-    fmt,
-    positive,
-    pyplot,
-    train_on_adding,
-)
+from pipelines.commands.analyze import checkpoints, clipping, common
+from pipelines.commands.analyze.common import UsageError, fmt, positive, pyplot
 from pipelines.commands.analyze.report import Report
 
 
 def add_parser(sub) -> None:
     """The ``loss-surface`` subcommand and its options."""
     p = sub.add_parser("loss-surface", help="1-D/2-D loss slices (filter-normalised directions); --clipping")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--ckpt",
-        help="slot-filling or CTC checkpoint: its training loss on the --batch longest validation sequences "
+    common.add_source_options(
+        p,
+        ckpt_help="slot-filling or CTC checkpoint: its training loss on the --batch longest validation sequences "
         "(random input when the run's data cannot be read)",
-    )
-    src.add_argument(
-        "--cell",
-        nargs="+",
-        choices=REGRESSOR_CELLS,
-        default=["rnn", "lstm", "gru"],
-        help="small models trained on the adding problem (default: rnn lstm gru)",
+        cells=common.REGRESSOR_CELLS,
+        cell_help="small models trained on the adding problem (default: rnn lstm gru)",
     )
     p.add_argument(
         "--length", type=int, default=50, help="adding-problem length (checkpoint: random fallback)"
@@ -59,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--batch", type=int, default=None, help="evaluation batch (default 256; 8 for a checkpoint)"
     )
-    p.add_argument("--budget", type=int, default=DEFAULT_BUDGET)
+    p.add_argument("--budget", type=int, default=common.DEFAULT_BUDGET)
     p.add_argument("--points", type=int, default=41, help="points per 1-D slice")
     p.add_argument("--grid", type=int, default=21, help="points per axis of the 2-D slice")
     p.add_argument("--span", type=float, default=1.0, help="slices cover alpha in [-span, span]")
@@ -73,7 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--clip-lr", type=float, default=0.3, help="learning rate of the clipping runs")
     p.add_argument("--clip-optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--clip-length", type=int, default=None, help="adding-problem length (default: --length)")
-    add_common_options(p, "loss-surface")
+    common.add_common_options(p, "loss-surface")
 
 
 def _slices(model, loss_fn, *, points: int, grid: int, span: float, seed: int) -> dict:
@@ -153,9 +131,9 @@ def run(args) -> Report:
         positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.points < 3 or args.grid < 2:
         raise UsageError(f"--points must be >= 3 and --grid >= 2, found {args.points} and {args.grid}")
-    bad = [c for c in args.cell if c not in REGRESSOR_CELLS]
+    bad = [c for c in args.cell if c not in common.REGRESSOR_CELLS]
     if bad:
-        raise UsageError(f"--cell must be among {list(REGRESSOR_CELLS)}, found {bad}")
+        raise UsageError(f"--cell must be among {list(common.REGRESSOR_CELLS)}, found {bad}")
     settings = {"points": args.points, "grid": args.grid, "span": args.span, "seed": args.seed}
     if args.ckpt:
         settings.update(ckpt=args.ckpt, batch=args.batch, length=args.length)
@@ -182,9 +160,9 @@ def run(args) -> Report:
     notes: list[str] = []
 
     if args.ckpt:
-        model = load_checkpoint(args.ckpt)
-        kind = need_task_loss(model, args.ckpt)
-        batch, source = checkpoint_batch(model, kind, args.ckpt, args.batch, args.length, args.seed)
+        model = checkpoints.load_checkpoint(args.ckpt)
+        kind = checkpoints.need_task_loss(model, args.ckpt)
+        batch, source = checkpoints.checkpoint_batch(model, kind, args.ckpt, args.batch, args.length, args.seed)
         label = Path(args.ckpt).parent.parent.name or "checkpoint"
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(
@@ -194,7 +172,7 @@ def run(args) -> Report:
         )
         results[label] = _slices(
             model,
-            lambda: task_loss(model, kind, batch),
+            lambda: checkpoints.task_loss(model, kind, batch),
             points=args.points,
             grid=args.grid,
             span=args.span,
@@ -211,7 +189,7 @@ def run(args) -> Report:
         )
         for cell in args.cell:
             hidden = hidden_for_budget(cell, args.budget, input_size=2)
-            model, history = train_on_adding(
+            model, history = common.train_on_adding(
                 cell,
                 hidden=hidden,
                 length=args.length,
@@ -225,7 +203,7 @@ def run(args) -> Report:
             def loss_fn(model=model):
                 return torch.nn.functional.mse_loss(model(x_eval), y_eval)
 
-            label = CELL_LABELS[cell]
+            label = common.CELL_LABELS[cell]
             results[label] = _slices(
                 model, loss_fn, points=args.points, grid=args.grid, span=args.span, seed=args.seed
             )

@@ -103,6 +103,15 @@ def quiet():
                 logging.getLogger(n).setLevel(level)
 
 
+def measured(by_precision: dict, notes: list[str]):
+    """Yields the ``(precision, result)`` pairs that ran and adds a note for each skipped one."""
+    for p, res in by_precision.items():
+        if "skipped" in res:
+            notes.append(f"{p}: skipped ({res['skipped']})")
+        else:
+            yield p, res
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     """The batch with its tensors moved to ``device`` (ids and other lists kept)."""
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pipelines.commands.bench.common import BF16_SKIPPED, PRECISIONS, print_notes, sync, table
+from pipelines.commands.bench.common import BF16_SKIPPED, PRECISIONS, measured, print_notes, sync, table
 from pipelines.commands.bench.models import autocast, build_model, model_name
 
 TITLE = "2. encoder FLOP rate vs dense matmul"
@@ -138,10 +138,7 @@ def show(r: dict) -> None:
     print(f"encoder of {r['model']['name']}, fwd+bwd over the {r['batches']} training batches; "
           f"FLOPs {r['flop_formula']}")
     rows, notes = [], []
-    for p, res in r["precision"].items():
-        if "skipped" in res:
-            notes.append(f"{p}: skipped ({res['skipped']})")
-            continue
+    for p, res in measured(r["precision"], notes):
         mm = res["matmul"]
         rows.append([f"{p} torch.mm {mm['n']}x{mm['n']} {mm['dtype']}", mm["seconds"], mm["flop_per_s"] / 1e9, 1.0, ""])
         rows.append([f"{p} encoder fwd+bwd, valid frames", res["encoder_median_s"],

@@ -16,6 +16,7 @@ from pipelines.commands.bench.common import (
     BF16_SKIPPED,
     PRECISIONS,
     REPO,
+    measured,
     print_notes,
     sync,
     table,
@@ -61,10 +62,7 @@ def show(r: dict) -> None:
     print(f"{r['model_size']} CTC model, the longest training batch ({b['utterances']} utterances, padded to "
           f"{b['padded_s']:.1f} s), {r['steps']} steps in a fresh process")
     rows, notes = [], []
-    for p, v in r["precision"].items():
-        if "skipped" in v:
-            notes.append(f"{p}: skipped ({v['skipped']})")
-            continue
+    for p, v in measured(r["precision"], notes):
         rows.append([f"{p} CPU RSS", v["rss_before_mb"], v.get("peak_rss_mb"), v.get("step_peak_rss_mb"),
                      v["ru_maxrss_delta_mb"], v["params_mb"]])
         if "cuda_step_peak_mb" in v:

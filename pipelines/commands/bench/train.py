@@ -16,6 +16,7 @@ from pipelines.commands.bench.common import (
     PRECISIONS,
     TARGETS,
     batch_stats,
+    measured,
     print_notes,
     quiet,
     sync,
@@ -142,10 +143,7 @@ def show(r: dict) -> None:
           f"{r['steps']} steps = {r['utterances']} utterances / {r['audio_s']:.1f} s of audio per repetition, "
           f"median of {r['repeats']}")
     rows, notes = [], []
-    for p, res in r["precision"].items():
-        if "skipped" in res:
-            notes.append(f"{p}: skipped ({res['skipped']})")
-            continue
+    for p, res in measured(r["precision"], notes):
         for kind in ("bare", "lightning"):
             x = res[kind]
             rows.append([f"{p} {kind}", x["median_s"], x["step_s"], x["utterances_per_s"], x["audio_s_per_s"],
