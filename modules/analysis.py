@@ -1,7 +1,7 @@
 """Numerical probes of recurrent networks: gradient flow through time, long-range synthetic tasks,
 loss-surface slices and gate activations recomputed from fused weights.
 
-Pure torch; the command-line tools, plots and reports are in ``pipelines/analyze.py``.
+Pure torch; the command-line tools, plots and reports are in ``pipelines/commands/analyze/``.
 """
 
 from __future__ import annotations

@@ -58,9 +58,9 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "linear classifier on frozen embeddings: test accuracy"),
     Command("summarize", "pipelines.commands.summarize:main", REPORTS, "RUN_DIR... [--group-seeds]",
             "Markdown table of runs"),
-    Command("bench", "pipelines.bench:main", REPORTS, "[--only S,S...] [--out F.json]",
+    Command("bench", "pipelines.commands.bench:main", REPORTS, "[--only S,S...] [--out F.json]",
             "training/inference speed, FLOP rate, data rate, padding, memory"),
-    Command("analyze", "pipelines.analyze:main", REPORTS, "ANALYSIS [options]",
+    Command("analyze", "pipelines.commands.analyze:main", REPORTS, "ANALYSIS [options]",
             "RNN analyses (gradient-flow, long-range, loss-surface, gates): PNG plots + summary.md"),
 ]}
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from pipelines.bench import main
+from pipelines.commands.bench import main
 
 SECTIONS = ("train", "flops", "data", "padding", "rtf", "memory", "encoder")
 
@@ -91,7 +91,7 @@ def test_rtf_rows_and_export_entry(report):
         assert row["median_s"] > 0 and close(row["rtf"], row["median_s"] / rtf["audio_s"])
     export = rtf["export"]
     if "skipped" in export:
-        assert "pipelines.export" in export["skipped"]
+        assert "pipelines.commands.export" in export["skipped"]
     else:
         assert export["rtf"] and all(v > 0 for v in export["rtf"].values())
 
@@ -107,9 +107,10 @@ def test_memory_and_encoder(report):
 @pytest.mark.parametrize("argv, message", [
     (["--ckpt", "/nonexistent/best.ckpt"], "--ckpt: checkpoint not found: /nonexistent/best.ckpt"),
     (["--only", "train,speed"], "--only: unknown section(s) speed"),
+    (["--model-size", "huge"], "argument --model-size: invalid choice: 'huge'"),
 ])
 def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err
+    assert len(err.splitlines()) == 1 and err.startswith("rnnlab bench: error: ") and message in err
     assert not (tmp_path / "b.json").exists()

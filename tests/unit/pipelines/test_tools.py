@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from pipelines.bench import bench_encoder
+from pipelines.commands.bench.encoder import bench_encoder
 from pipelines.commands.summarize import summarize
 
 
