@@ -1,6 +1,11 @@
 """``rnnlab build-lm``: a word n-gram language model (Kneser-Ney, ARPA) from transcripts, for beam search.
 
 Usage: rnnlab build-lm TEXT|JSONL... --out LM.arpa[.gz] [--order 3] [--field text] [--normalizer asr_chars]
+                      [--holdout JSONL|TEXT...] [--closed-vocabulary]
+
+``--holdout`` names the evaluation transcripts: the command reports how many of those sentences occur verbatim in
+the LM text and leaves them out, so an LM never scores a validation sentence it has memorised.
+``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of the LM text (e.g. digit words).
 """
 
 from __future__ import annotations
@@ -20,30 +25,54 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--normalizer", default="asr_chars", choices=["asr_chars", "lower", "none"])
     ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
+    ap.add_argument("--holdout", nargs="+", default=[], metavar="FILE",
+                    help="evaluation transcripts (text or .jsonl): overlap reported, those sentences left out")
+    ap.add_argument("--closed-vocabulary", action="store_true",
+                    help="no <unk>: decoding with this LM writes only words of its text")
     args = ap.parse_args(argv)
-    from data.text import normalize_text
-    from modules.ngram_lm import train_ngram
+    if args.order < 1:
+        fail("build-lm", f"--order must be >= 1, got {args.order}")
+    from modules.ngram_lm import UNK, NGramLM, train_ngram
 
-    sentences = []
-    for item in args.inputs:
-        p = Path(item)
-        if not p.is_file():
-            fail("build-lm", f"no such file: {p}")
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            if p.suffix == ".jsonl":
-                try:
-                    line = json.loads(line)[args.field]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    fail("build-lm", f"{p}:{n}: no '{args.field}' field")
-            text = normalize_text(str(line), args.normalizer)
-            if text:
-                sentences.append(text)
+    sentences = [s for item in args.inputs for s in _read_sentences(item, args.field, args.normalizer)]
     if not sentences:
         fail("build-lm", "no sentences found")
+    if args.holdout:
+        held = {s for item in args.holdout for s in _read_sentences(item, args.field, args.normalizer)}
+        found = held & set(sentences)
+        kept = [s for s in sentences if s not in held]
+        print(f"[rnnlab] holdout overlap: {len(found)} of {len(held)} held-out sentences occur verbatim in the LM "
+              f"text ({len(sentences) - len(kept)} lines left out)", file=sys.stderr)
+        sentences = kept
+        if not sentences:
+            fail("build-lm", "every sentence of the LM text is a held-out sentence")
     lm = train_ngram(sentences, order=args.order)
+    if args.closed_vocabulary:
+        lm = NGramLM({k: v for k, v in lm.ngram_probs.items() if UNK not in k},
+                     {k: v for k, v in lm.ngram_backoffs.items() if UNK not in k}, unk_floor=lm.unk_floor)
     lm.to_arpa(args.out)
-    print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words) -> {args.out}",
-          file=sys.stderr)
+    print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words"
+          f"{', closed vocabulary' if args.closed_vocabulary else ''}) -> {args.out}", file=sys.stderr)
     return 0
+
+
+def _read_sentences(item: str, field: str, normalizer: str) -> list[str]:
+    """Normalised, non-empty sentences of a text file (one a line) or a .jsonl file's ``field``."""
+    from data.text import normalize_text
+
+    p = Path(item)
+    if not p.is_file():
+        fail("build-lm", f"no such file: {p}")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        if p.suffix == ".jsonl":
+            try:
+                line = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                fail("build-lm", f"{p}:{n}: no '{field}' field")
+        text = normalize_text(str(line), normalizer)
+        if text:
+            out.append(text)
+    return out

@@ -1,0 +1,48 @@
+"""`rnnlab build-lm`: held-out sentences reported and left out, closed vocabulary, one-line errors."""
+
+import json
+
+import pytest
+
+from modules.ngram_lm import NGramLM
+from pipelines.commands.build_lm import main
+
+
+def test_holdout_overlap_is_reported_and_removed(tmp_path, capsys):
+    text = tmp_path / "lm.txt"
+    text.write_text("The cat sat.\nA dog ran\nthe cat sat\nbirds fly high\n")
+    held = tmp_path / "val.jsonl"
+    held.write_text("\n".join(json.dumps({"text": t}) for t in ["THE CAT SAT", "fish swim"]) + "\n")
+    out = tmp_path / "lm.arpa"
+    assert main([str(text), "--order", "2", "--holdout", str(held), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "holdout overlap: 1 of 2 held-out sentences occur verbatim in the LM text (2 lines left out)" in err
+    lm = NGramLM.from_arpa(out)
+    assert "cat" not in lm.vocab and {"dog", "birds"} <= lm.vocab
+
+
+def test_closed_vocabulary_has_no_unk_and_floors_other_words(tmp_path):
+    text = tmp_path / "digits.txt"
+    text.write_text("one two three\nfour five six\nseven eight nine zero\n")
+    out = tmp_path / "digits.arpa"
+    assert main([str(text), "--order", "1", "--closed-vocabulary", "--out", str(out)]) == 0
+    lm = NGramLM.from_arpa(out)
+    assert "<unk>" not in lm.vocab and len(lm.vocab - {"<s>", "</s>"}) == 10
+    assert lm.score("cat") < lm.score("one") - 15  # an unknown word costs the floor, far below any digit
+
+
+@pytest.mark.parametrize("args, match", [
+    (["missing.txt"], "no such file"),
+    (["{empty}"], "no sentences found"),
+    (["{text}", "--holdout", "{text}"], "every sentence of the LM text is a held-out sentence"),
+    (["{text}", "--order", "0"], "--order must be >= 1"),
+])
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys, args, match):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "text.txt").write_text("hello world\n")
+    args = [a.format(empty=tmp_path / "empty.txt", text=tmp_path / "text.txt") for a in args]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "x.arpa")])
+    assert e.value.code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("rnnlab build-lm: error:") and match in errors[0]
