@@ -30,6 +30,14 @@ def _local_split_file(data_dir: Path, split: str) -> Path | None:
     return None
 
 
+def local_split_file(data_dir: str | os.PathLike, split: str) -> Path | None:
+    """The file a local copy's ``split`` is read from (``{split}.jsonl`` and so on), or None if it is not one file."""
+    root = Path(data_dir).expanduser()
+    if root.is_file():
+        return root
+    return _local_split_file(root, split_bases(split)[0]) if root.is_dir() else None
+
+
 def _is_audiofolder(path: Path) -> bool:
     return (path / "metadata.jsonl").is_file() or (path / "metadata.csv").is_file()
 
