@@ -1,0 +1,1 @@
+"""Benchmark sections of rnnlab bench, one module each."""
