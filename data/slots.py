@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -13,7 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
-from data.sources import load_split
+from data.sources import load_split, local_split_file
+from data.speech import SkipCounter
 from data.text import PAD, UNK, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,14 @@ def parse_rows(
     tags_column: str | list[str] | None,
     intent_column: str | list[str] | None,
     lowercase: bool,
+    strict: bool = True,
+    skips: SkipCounter | None = None,
 ) -> list[SlotExample]:
-    """Validates rows and turns them into examples; every problem names ``where``, the row and the field."""
+    """Validates rows and turns them into examples; every problem names ``where``, the row and the field.
+
+    A row whose token and tag counts differ (public copies of SNIPS have one) is an error if ``strict``, else
+    skipped: named in a warning (file and 1-based line) and counted in ``skips`` as ``tag_count_mismatch``.
+    """
     columns = list(getattr(rows, "column_names", None) or [])
     tokens_column = resolve_column(tokens_column, columns, where=where, field="tokens_column")
     tags_column = resolve_column(tags_column, columns, where=where, field="tags_column")
@@ -79,13 +87,25 @@ def parse_rows(
         if tags_column is not None and row.get(tags_column) is not None:
             tags = _as_list(row[tags_column], field=tags_column, where=where, row=i)
             if len(tags) != len(words):
-                raise SlotDataError(f"{where} row {i}: {len(words)} tokens but {len(tags)} tags "
-                                    f"(columns {tokens_column!r}/{tags_column!r})")
+                problem = f"{len(words)} tokens but {len(tags)} tags (columns {tokens_column!r}/{tags_column!r})"
+                if strict or skips is None:
+                    raise SlotDataError(f"{where} row {i} ({_line(where, i)}): {problem}")
+                skips.skip("tag_count_mismatch", f"{_line(where, i)}: {problem}")
+                continue
         intent = None
         if intent_column is not None and row.get(intent_column) is not None:
             intent = str(row[intent_column])
         out.append(SlotExample(i, words, tags, intent))
     return out
+
+
+def _line(where: str, i: int) -> str:
+    """Where row ``i`` (0-based) sits in its file: the 1-based line of a JSON Lines/CSV file, else the row."""
+    if where.endswith((".jsonl", ".json")):
+        return f"line {i + 1}"
+    if where.endswith((".csv", ".tsv")):
+        return f"line {i + 2}"  # after the header line
+    return f"row {i + 1} (1-based)"
 
 
 class SlotDataset(Dataset):
@@ -178,6 +198,8 @@ class SlotFillingDataModule(L.LightningDataModule):
             naming the rows; scored as an error by the metrics, excluded from the loss) or ``error`` (stop with a
             one-line error naming the row). Real ATIS validation data has such tags, so ``warn`` is the default.
             Test and predict data always warn.
+        strict: Stop at a row whose token and tag counts differ (one-line error naming the file and line)
+            instead of skipping it; skipped rows are named in a warning and counted in :attr:`skip_report`.
         batch_size: Sentences per batch (per device).
         num_workers: DataLoader workers.
     """
@@ -199,6 +221,7 @@ class SlotFillingDataModule(L.LightningDataModule):
         lowercase: bool = True,
         min_word_freq: int = 1,
         unknown_labels: Literal["error", "warn"] = "warn",
+        strict: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
@@ -209,6 +232,12 @@ class SlotFillingDataModule(L.LightningDataModule):
         self._examples: dict[str, list[SlotExample]] = {}
         self._vocab: dict | None = None
         self.datasets: dict[str, SlotDataset] = {}
+        self.skips: dict[str, SkipCounter] = {}
+
+    @property
+    def skip_report(self) -> dict:
+        """Skipped rows per split and reason, e.g. ``{"train": {"tag_count_mismatch": 1}}``."""
+        return {split: dict(s.counts) for split, s in self.skips.items() if s.total}
 
     def _where(self, split: str) -> str:
         return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
@@ -222,10 +251,16 @@ class SlotFillingDataModule(L.LightningDataModule):
                 where = f"{source}"
             else:
                 rows = load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
-                where = self._where(split)
+                local = hp.data_dir or (hp.dataset if hp.dataset and Path(hp.dataset).exists() else None)
+                found = local_split_file(local, split) if local else None
+                where = str(found) if found is not None else self._where(split)  # names the file when local
+            skips = self.skips.setdefault(key, SkipCounter(where))
             self._examples[key] = parse_rows(rows, where=where, tokens_column=hp.tokens_column,
                                              tags_column=hp.tags_column, intent_column=hp.intent_column,
-                                             lowercase=hp.lowercase)
+                                             lowercase=hp.lowercase, strict=hp.get("strict", False), skips=skips)
+            if skips.total:
+                log.warning("%s: %d rows kept, %d skipped %s (data.init_args.strict=true makes this an error)",
+                            where, len(self._examples[key]), skips.total, dict(skips.counts))
         return self._examples[key]
 
     @property

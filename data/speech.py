@@ -9,13 +9,16 @@ Sources, all through ``datasets.load_dataset``: a hub id (e.g. ``openslr/librisp
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -119,24 +122,231 @@ class SkipCounter:
         return sum(self.counts.values())
 
 
-def _rows_to_utterances(rows, *, where: str, audio_column: str, text_column: str, id_column: str | None,
-                        duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
-                        min_duration: float, max_duration: float, validate: bool,
-                        skips: SkipCounter, source: int = 0) -> list[Utterance]:
+# Rows are scanned in chunks, so a split's audio bytes never sit in Python memory all at once.
+_SCAN_ROWS = 2000
+
+
+@dataclass
+class SplitIndex:
+    """The usable utterances of one split, as row numbers into its table: no audio is held here.
+
+    ``table`` is the memory-mapped ``datasets.Dataset`` (or any sequence of row dicts); an item's audio cell,
+    transcript and id are read from it by row number when a batch needs them, so memory grows with the number
+    of utterances (12 bytes each), not with their audio.
+
+    Attributes:
+        rows: ``(N,)`` int64 row numbers into ``table`` of the utterances that passed the checks.
+        durations: ``(N,)`` float32 seconds.
+    """
+
+    table: Any
+    rows: np.ndarray
+    durations: np.ndarray
+    audio_column: str
+    text_column: str
+    id_column: str | None
+    base_dir: str | None
+    normalizer: str
+    source: int = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def utterance(self, k: int) -> Utterance:
+        """The ``k``-th utterance, read from the table now (its audio reference lives as long as the caller's)."""
+        row_no = int(self.rows[k])
+        row = self.table[row_no]
+        rid = row.get(self.id_column) if self.id_column else None
+        return Utterance(str(rid) if rid is not None else f"{row_no}",
+                         audio_ref(row.get(self.audio_column), base_dir=self.base_dir),
+                         normalize_text(row[self.text_column], self.normalizer), float(self.durations[k]),
+                         self.source)
+
+    def texts(self) -> Iterator[str]:
+        """Normalised transcripts in index order, read from the table in chunks (no audio is read)."""
+        table = self.table
+        if hasattr(table, "select_columns"):
+            table = table.select_columns([self.text_column])
+        for start in range(0, len(self.rows), _SCAN_ROWS):
+            rows = self.rows[start:start + _SCAN_ROWS]
+            if hasattr(table, "select_columns"):
+                cells = table[rows][self.text_column] if len(rows) else []
+            else:
+                cells = [table[int(r)][self.text_column] for r in rows]
+            yield from (normalize_text(t, self.normalizer) for t in cells)
+
+
+def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_column: str | None,
+               duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
+               min_duration: float, max_duration: float, validate: bool, skips: SkipCounter,
+               source: int = 0) -> SplitIndex:
+    """Checks every row (transcript, then duration and audio header) and keeps the usable row numbers.
+
+    The audio column is read only where a header must be (``validate``, or no duration column): with
+    ``validate=false`` the durations read from headers are cached beside the prepared dataset, so the
+    next run reads none. Bad rows are skipped, counted and named, as before.
+    """
     columns = list(getattr(rows, "column_names", None) or [])
     id_column, duration_column = _check_columns(columns, where=where, audio_column=audio_column,
                                                 text_column=text_column, id_column=id_column,
                                                 duration_column=duration_column)
-    out = []
+    cache = _DurationCache(rows, audio_column) if not validate and duration_column is None else None
+    read_headers = validate or duration_column is None
+    keep_rows: list[int] = []
+    keep_durations: list[float] = []
+    wanted = [c for c in dict.fromkeys((text_column, id_column, duration_column)) if c]
+    for start, chunk in _row_chunks(rows, wanted):
+        todo = []  # rows whose audio header must be read: (row number, id, text)
+        for j, row in enumerate(chunk):
+            i = start + j
+            checked = _check_text(i, row, text_column=text_column, id_column=id_column, normalizer=normalizer,
+                                  tokenizer=tokenizer, skips=skips)
+            if checked is None:
+                continue
+            rid, _ = checked
+            known = cache.get(i) if cache is not None else None
+            if known is None and not read_headers and row.get(duration_column):
+                known = float(row[duration_column])
+            if known is None:
+                todo.append((i, rid))
+                continue
+            if known < 0:
+                skips.skip("unreadable", f"row {i} ({rid}): unreadable audio (from the duration cache "
+                                         f"{cache.path if cache else ''}; delete it to read the header again)")
+                continue
+            if _duration_ok(i, rid, "", known, min_duration, max_duration, skips):
+                keep_rows.append(i)
+                keep_durations.append(known)
+        if todo:
+            cells = _audio_cells(rows, audio_column, [i for i, _ in todo])
+            for (i, rid), cell in zip(todo, cells, strict=True):
+                try:
+                    ref = audio_ref(cell, base_dir=base_dir)
+                    duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
+                except AudioError as e:
+                    skips.skip("unreadable", f"row {i} ({rid}): {e}")
+                    if cache is not None:
+                        cache.put(i, -1.0)
+                    continue
+                if cache is not None:
+                    cache.put(i, duration)
+                if _duration_ok(i, rid, ref.name, duration, min_duration, max_duration, skips):
+                    keep_rows.append(i)
+                    keep_durations.append(duration)
+    if cache is not None:
+        cache.save()
+    table = rows
+    if hasattr(rows, "select_columns"):
+        # Items read only these columns: a narrower row is cheaper to fetch and to pickle to workers.
+        table = rows.select_columns([c for c in dict.fromkeys((audio_column, text_column, id_column)) if c])
+    return SplitIndex(table, np.asarray(keep_rows, dtype=np.int64), np.asarray(keep_durations, dtype=np.float32),
+                      audio_column, text_column, id_column, base_dir, normalizer, source)
+
+
+def _row_chunks(rows, columns: list[str]) -> Iterator[tuple[int, list[dict]]]:
+    """``(first row number, rows)`` chunks holding only ``columns`` (a Dataset is read column-wise)."""
+    if hasattr(rows, "select_columns"):
+        narrow = rows.select_columns(columns)
+        for start in range(0, len(narrow), _SCAN_ROWS):
+            batch = narrow[start:start + _SCAN_ROWS]
+            n = len(batch[columns[0]])
+            yield start, [{c: batch[c][j] for c in columns} for j in range(n)]
+        return
+    chunk: list[dict] = []
+    start = 0
     for i, row in enumerate(rows):
-        utt = _row_to_utterance(i, row, audio_column=audio_column, text_column=text_column, id_column=id_column,
-                                duration_column=duration_column, base_dir=base_dir, normalizer=normalizer,
-                                tokenizer=tokenizer, min_duration=min_duration, max_duration=max_duration,
-                                validate=validate, skips=skips)
-        if utt is not None:
-            utt.source = source
-            out.append(utt)
-    return out
+        chunk.append(row if isinstance(row, dict) else {})
+        if len(chunk) == _SCAN_ROWS:
+            yield start, chunk
+            chunk, start = [], i + 1
+    if chunk:
+        yield start, chunk
+
+
+def _audio_cells(rows, audio_column: str, row_numbers: list[int]) -> list:
+    if hasattr(rows, "select_columns"):
+        return rows.select_columns([audio_column])[row_numbers][audio_column]
+    return [rows[i].get(audio_column) if isinstance(rows[i], dict) else None for i in row_numbers]
+
+
+def _check_text(i: int, row: dict, *, text_column: str, id_column: str | None, normalizer: str, tokenizer,
+                skips: SkipCounter) -> tuple[str, str] | None:
+    """``(id, normalised text)`` of a row, or None (counted, named) if its transcript is unusable."""
+    rid = str(row[id_column]) if id_column and row.get(id_column) is not None else f"{i}"
+    raw = row.get(text_column)
+    if not isinstance(raw, str):
+        skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
+        return None
+    text = normalize_text(raw, normalizer)
+    if not text:
+        skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
+        return None
+    bad = tokenizer.unknown_chars(text)
+    if bad:
+        skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
+        return None
+    return rid, text
+
+
+def _duration_ok(i: int, rid: str, name: str, duration: float, min_duration: float, max_duration: float,
+                 skips: SkipCounter) -> bool:
+    name = f" {name}" if name else ""
+    if duration <= 0:
+        skips.skip("empty_audio", f"row {i} ({rid}){name}: zero-length audio")
+        return False
+    if duration < min_duration or duration > max_duration:
+        skips.skip("duration", f"row {i} ({rid}){name}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
+        return False
+    return True
+
+
+class _DurationCache:
+    """Durations read from audio headers, saved beside a prepared dataset's Arrow files.
+
+    Keyed by the dataset's fingerprint (which changes with its data files and transforms) and the audio column,
+    so ``validate=false`` on a corpus without a duration column reads every header once, not once per run.
+    Values: seconds, -1 for an unreadable header, NaN for not read yet. A dataset with no cache files (built in
+    memory) or a read-only cache directory simply gets no cache.
+    """
+
+    def __init__(self, rows, audio_column: str) -> None:
+        self.path: Path | None = None
+        self.values: np.ndarray | None = None
+        self.dirty = False
+        files = getattr(rows, "cache_files", None)
+        fingerprint = getattr(rows, "_fingerprint", None)
+        if not files or not fingerprint:
+            return
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", audio_column)
+        self.path = Path(files[0]["filename"]).parent / f"rnnlab-durations-{fingerprint}-{safe}.npy"
+        n = len(rows)
+        try:
+            values = np.load(self.path) if self.path.is_file() else None
+        except (OSError, ValueError):
+            values = None
+        self.values = values if values is not None and values.shape == (n,) else np.full(n, np.nan, np.float32)
+
+    def get(self, i: int) -> float | None:
+        if self.values is None or np.isnan(self.values[i]):
+            return None
+        return float(self.values[i])
+
+    def put(self, i: int, duration: float) -> None:
+        if self.values is not None:
+            self.values[i] = duration
+            self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or self.values is None or not self.dirty:
+            return
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, self.values)
+            os.replace(tmp, self.path)  # atomic: ranks writing the same cache never leave half a file
+        except OSError as e:
+            log.info("duration cache not written (%s): %s", self.path, e)
+            tmp.unlink(missing_ok=True)
 
 
 def _check_columns(columns: list[str], *, where: str, audio_column: str, text_column: str, id_column: str | None,
@@ -156,20 +366,12 @@ def _row_to_utterance(i: int, row, *, audio_column: str, text_column: str, id_co
                       duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
                       min_duration: float, max_duration: float, validate: bool,
                       skips: SkipCounter) -> Utterance | None:
-    """One row checked (transcript, audio header, duration); None, counted and named in a warning, if unusable."""
-    rid = str(row[id_column]) if id_column and row.get(id_column) is not None else f"{i}"
-    raw = row.get(text_column)
-    if not isinstance(raw, str):
-        skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
+    """One streamed row checked (transcript, audio header, duration); None, counted and named, if unusable."""
+    checked = _check_text(i, row, text_column=text_column, id_column=id_column, normalizer=normalizer,
+                          tokenizer=tokenizer, skips=skips)
+    if checked is None:
         return None
-    text = normalize_text(raw, normalizer)
-    if not text:
-        skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
-        return None
-    bad = tokenizer.unknown_chars(text)
-    if bad:
-        skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
-        return None
+    rid, text = checked
     try:
         ref = audio_ref(row.get(audio_column), base_dir=base_dir)
         if not validate and duration_column and row.get(duration_column):
@@ -179,40 +381,87 @@ def _row_to_utterance(i: int, row, *, audio_column: str, text_column: str, id_co
     except AudioError as e:
         skips.skip("unreadable", f"row {i} ({rid}): {e}")
         return None
-    if duration <= 0:
-        skips.skip("empty_audio", f"row {i} ({rid}) {ref.name}: zero-length audio")
-        return None
-    if duration < min_duration or duration > max_duration:
-        skips.skip("duration", f"row {i} ({rid}) {ref.name}: {duration:.2f}s outside "
-                               f"[{min_duration}, {max_duration}]s")
+    if not _duration_ok(i, rid, ref.name, duration, min_duration, max_duration, skips):
         return None
     return Utterance(rid, ref, text, duration)
 
 
-class SpeechDataset(Dataset):
-    """Decodes audio on access (optionally caching it); a file that fails returns None and is counted."""
+# Decoded audio kept by cache_audio=None (auto) at most, per split and process: float32 at the model's rate.
+AUTO_CACHE_BYTES = 1 << 30
 
-    def __init__(self, utterances: list[Utterance], tokenizer, *, sample_rate: int, skips: SkipCounter,
-                 cache_audio: bool = False) -> None:
-        self.utterances = utterances
+
+class _Utterances(Sequence):
+    """``dataset.utterances``: utterances built from the table on access (none are held)."""
+
+    def __init__(self, ds: SpeechDataset) -> None:
+        self._ds = ds
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._ds.utterance(k) for k in range(*i.indices(len(self)))]
+        return self._ds.utterance(i)
+
+
+class SpeechDataset(Dataset):
+    """Reads an utterance's row and decodes its audio on access; a file that fails returns None and is counted.
+
+    Args:
+        parts: Split indices (one per source of a mixture), concatenated in order.
+        cache_audio: Keep decoded waveforms after first use; None: only if the whole dataset's decoded audio
+            fits in :data:`AUTO_CACHE_BYTES`.
+    """
+
+    def __init__(self, parts: list[SplitIndex], tokenizer, *, sample_rate: int, skips: SkipCounter,
+                 cache_audio: bool | None = False) -> None:
+        self.parts = list(parts)
         self.tokenizer = tokenizer
         self.sample_rate = sample_rate
         self.skips = skips
-        self.cache_audio = cache_audio
+        self._offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        if cache_audio is None:
+            cache_audio = float(self.durations.sum()) * sample_rate * 4 <= AUTO_CACHE_BYTES
+        self.cache_audio = bool(cache_audio)
         self._cache: dict[int, torch.Tensor] = {}
         self._bad: set[int] = set()
 
     def __len__(self) -> int:
-        return len(self.utterances)
+        return int(self._offsets[-1])
+
+    @property
+    def durations(self) -> np.ndarray:
+        """``(N,)`` float32 seconds of every utterance."""
+        return np.concatenate([p.durations for p in self.parts]) if self.parts else np.zeros(0, np.float32)
+
+    @property
+    def sources(self) -> np.ndarray:
+        """``(N,)`` source index of every utterance (0 for a single corpus)."""
+        return np.concatenate([np.full(len(p), p.source, dtype=np.int64) for p in self.parts]) if self.parts \
+            else np.zeros(0, np.int64)
 
     @property
     def lengths(self) -> list[int]:
-        return [int(u.duration * self.sample_rate) for u in self.utterances]
+        return (self.durations.astype(np.float64) * self.sample_rate).astype(np.int64).tolist()
+
+    @property
+    def utterances(self) -> Sequence[Utterance]:
+        """Every utterance, each read from its table when accessed."""
+        return _Utterances(self)
+
+    def utterance(self, i: int) -> Utterance:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return self.parts[k].utterance(i - int(self._offsets[k]))
 
     def __getitem__(self, i: int):
-        u = self.utterances[i]
         if i in self._bad:
             return None
+        u = self.utterance(i)
         wav = self._cache.get(i)
         if wav is None:
             try:
@@ -271,8 +520,13 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: Optional cap on padded audio seconds per batch (length-bucketed batches).
         bucketing: Group utterances of similar length (less padding); False gives random batches. Training batches
             are shuffled per epoch either way.
-        validate: Read every file's header up front (reject unreadable files before training).
-        cache_audio: Keep decoded waveforms in memory after first use (small corpora).
+        validate: Read every file's header up front (reject unreadable files before training). With
+            ``validate=false`` a corpus without a duration column still reads each header once, to learn the
+            durations; they are cached beside the prepared dataset and reused by later runs.
+        cache_audio: Keep decoded waveforms in memory after first use: ``true``, ``false``, or ``null`` (the
+            default): cache a split only if its decoded audio fits in 1 GiB (about 4.6 h at 16 kHz), since the
+            cache grows in every process (rank and worker) until the run ends. Encoded audio is never held: rows
+            stay in the memory-mapped Arrow table and are read when a batch needs them.
         embedded_size: Utterances the embedded corpus has in train/validation/test.
         digits_per_utterance: ``fsdd-digits``: inclusive range of digits per string.
         digits_size: ``fsdd-digits``: strings in train (per epoch)/validation/test.
@@ -312,7 +566,7 @@ class SpeechDataModule(L.LightningDataModule):
         max_batch_seconds: float | None = None,
         bucketing: bool = True,
         validate: bool = True,
-        cache_audio: bool = True,
+        cache_audio: bool | None = None,
         embedded_size: tuple[int, int, int] = (3000, 200, 200),
         num_workers: int = 0,
         seed: int = 0,
@@ -326,7 +580,7 @@ class SpeechDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self._utts: dict[str, list[Utterance]] = {}
+        self._index: dict[str, SplitIndex] = {}
         self._tokenizer = None
         self.datasets: dict[str, SpeechDataset] = {}
         self.skips: dict[str, SkipCounter] = {}
@@ -368,9 +622,9 @@ class SpeechDataModule(L.LightningDataModule):
             return f"{src.name} ({src.data_dir or src.dataset}) [{split}]"
         return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
 
-    def _read_source(self, k: int, src: SpeechSource, split: str) -> list[Utterance]:
+    def _read_source(self, k: int, src: SpeechSource, split: str) -> SplitIndex:
         key = f"{k}:{split}"
-        if key not in self._utts:
+        if key not in self._index:
             hp = self.hparams
             where = self._where(split, src)
             dataset, data_dir = self._source(src)
@@ -381,38 +635,38 @@ class SpeechDataModule(L.LightningDataModule):
                 p = Path(data_dir)
                 base_dir = str(p.parent if p.is_file() else p)
             skips = self.skips.setdefault(self._skip_key(src, split), SkipCounter(where))
-            utts = _rows_to_utterances(
+            index = index_rows(
                 rows, where=where, audio_column=src.audio_column, text_column=src.text_column,
                 id_column=src.id_column, duration_column=src.duration_column, base_dir=base_dir,
                 normalizer=src.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
                 max_duration=hp.max_duration, validate=hp.validate, skips=skips, source=k)
-            if not utts:
+            if not len(index):
                 raise DataError(f"{where}: no usable utterances ({dict(skips.counts)} skipped)")
             if skips.total:
-                log.warning("%s: %d utterances kept, %d skipped %s", where, len(utts), skips.total,
+                log.warning("%s: %d utterances kept, %d skipped %s", where, len(index), skips.total,
                             dict(skips.counts))
-            self._utts[key] = utts
-        return self._utts[key]
+            self._index[key] = index
+        return self._index[key]
 
     @staticmethod
     def _skip_key(src: SpeechSource, split: str) -> str:
         return f"{src.name}/{split}" if src.name else split
 
-    def _read_stage(self, stage: str) -> list[Utterance]:
-        """Every source's utterances for ``stage`` (train/val/test), concatenated in source order."""
-        out: list[Utterance] = []
+    def _read_stage(self, stage: str) -> list[SplitIndex]:
+        """Every source's split index for ``stage`` (train/val/test), in source order."""
+        out: list[SplitIndex] = []
         for k, src in enumerate(self.sources):
             split = src.split(stage)
             if split is None or (stage == "train" and src.weight == 0):
                 continue
-            out += self._read_source(k, src, split)
+            out.append(self._read_source(k, src, split))
         if not out:
             raise DataError(f"data.sources: no source has a {stage} split")
         return out
 
-    def _read(self, split: str) -> list[Utterance]:
+    def _read(self, split: str) -> list[SplitIndex]:
         """One split of the single corpus (by split name)."""
-        return self._read_source(0, self.sources[0], split)
+        return [self._read_source(0, self.sources[0], split)]
 
     def tokenizer_for_validation(self):
         # Character checks use the char alphabet; subword tokenizers cover the same characters.
@@ -426,7 +680,7 @@ class SpeechDataModule(L.LightningDataModule):
             else:
                 from data.subwords import SentencePieceTokenizer
 
-                texts = [u.text for u in self._read_stage("train")]
+                texts = [t for part in self._read_stage("train") for t in part.texts()]
                 # Every split is validated against the char alphabet, so each of its characters gets a piece
                 # even when the training transcripts lack it (a held-out text must never hit <unk>).
                 self._tokenizer = SentencePieceTokenizer.train(
@@ -551,7 +805,7 @@ class SpeechDataModule(L.LightningDataModule):
         weights = {}
         if train and hp.get("sources"):
             # Source weights act in the sampler: the epoch's index list repeats or subsamples each corpus.
-            weights = {"groups": [u.source for u in ds.utterances],
+            weights = {"groups": ds.sources.tolist(),
                        "group_weights": [s.weight for s in self.sources]}
         sampler = LengthBucketBatchSampler(
             lengths=ds.lengths, batch_size=hp.batch_size, max_tokens=max_tokens,

@@ -16,6 +16,9 @@ Sections (``--only`` picks some, in this order; one module each in this package)
 - ``memory``: peak memory of a training step of the default CTC model, measured in a fresh process.
 - ``encoder``: exact length handling (``reverse``, ``packed``) vs torch's padded bidirectional ``nn.LSTM``
   (:func:`~pipelines.commands.bench.encoder.bench_encoder`).
+- ``data-scale`` (only when named in ``--only``: minutes): a hub-shaped parquet corpus of ``--scale-sizes`` rows
+  loaded through the real SpeechDataModule, cold and warm, as one rank and as 2 simulated ranks: peak RSS growth
+  and time to the first batch against corpus size.
 
 Each section module has ``TITLE``, ``run(ctx) -> dict`` and ``show(result)``; they share one
 :class:`~pipelines.commands.bench.context.BenchContext`. Exit status: 0, 1 when a section failed (its error is in
@@ -35,15 +38,16 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.bench import data, encoder, flops, memory, padding, rtf, train
+from pipelines.commands.bench import data, data_scale, encoder, flops, memory, padding, rtf, train
 from pipelines.commands.bench.common import DEFAULT_DATA_DIR, first_line
 from pipelines.commands.bench.context import BenchContext
 from pipelines.commands.bench.models import MODEL_CONFIGS
 
 PROG = "rnnlab bench"
 SECTION_MODULES = {"train": train, "flops": flops, "data": data, "padding": padding, "rtf": rtf, "memory": memory,
-                   "encoder": encoder}
+                   "encoder": encoder, "data-scale": data_scale}
 SECTIONS = tuple(SECTION_MODULES)
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "data-scale")  # data-scale takes minutes: asked for by name
 
 
 class _UsageError(Exception):
@@ -58,7 +62,10 @@ class _Parser(argparse.ArgumentParser):
 def _parse(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
                  + " (tables printed, all numbers in one JSON file).")
-    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({','.join(SECTIONS)})")
+    ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but data-scale)")
+    ap.add_argument("--scale-sizes", type=int, nargs="+", default=None,
+                    help="corpus sizes of the data-scale section (default 10000 30000 100000; 500 1000 with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere (seconds; for tests)")
     ap.add_argument("--out", default="runs/bench/bench.json")
     ap.add_argument("--model-size", choices=list(MODEL_CONFIGS), default=None,
@@ -92,7 +99,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     defaults = {"model_size": ("arctic", "tiny"), "batch": (16, 4), "steps": (8, 3), "warmup_steps": (2, 1),
                 "repeats": (3, 2), "data_batches": (16, 2), "rtf_utterances": (10, 2), "matmul_size": (2048, 256),
                 "flops_batches": (4, 3), "layers": (4, 1), "hidden": (320, 16), "encoder_input": (240, 24),
-                "max_frames": (300, 20), "iters": (3, 1)}
+                "max_frames": (300, 20), "iters": (3, 1), "scale_sizes": ([10000, 30000, 100000], [500, 1000])}
     for k, (full, small) in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, small if quick else full)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from data.audio import load_audio
 from data.errors import DataError
 from data.slots import parse_rows
-from data.speech import SkipCounter, SpeechDataset, _rows_to_utterances, collate_speech
+from data.speech import SkipCounter, SpeechDataset, collate_speech, index_rows
 from data.text import CharTokenizer
 from modules.frontend import LogMelFrontend
 
@@ -85,14 +85,14 @@ def test_any_audio_file_is_used_or_skipped_by_name(data, suffix):
     path = _row_path(data, suffix)
     skips = _Recorder()
     tok = CharTokenizer()
-    utts = _rows_to_utterances([{"audio": path, "text": "hello world"}], where="fuzz", audio_column="audio",
+    utts = index_rows([{"audio": path, "text": "hello world"}], where="fuzz", audio_column="audio",
                                text_column="text", id_column=None, duration_column=None, base_dir=None,
                                normalizer="asr_chars", tokenizer=tok, min_duration=0.0, max_duration=30.0,
                                validate=True, skips=skips)
-    if not utts:
+    if not len(utts):
         assert skips.total == 1 and path in skips.messages[0] and "row 0" in skips.messages[0]
         return
-    ds = SpeechDataset(utts, tok, sample_rate=SR, skips=skips)
+    ds = SpeechDataset([utts], tok, sample_rate=SR, skips=skips)
     item = ds[0]
     if item is None:  # the header was fine, decoding was not: counted, named
         assert skips.total == 1 and path in skips.messages[0]
@@ -139,18 +139,19 @@ def test_any_transcript_or_column_type_is_used_or_skipped_by_row(text, audio):
     tok = CharTokenizer()
     row = {"audio": good if audio == "good" else audio, "text": text}
     try:
-        utts = _rows_to_utterances([row], where="fuzz.jsonl", audio_column="audio", text_column="text", id_column=None,
+        utts = index_rows([row], where="fuzz.jsonl", audio_column="audio", text_column="text", id_column=None,
                                    duration_column=None, base_dir=str(_DIR), normalizer="asr_chars", tokenizer=tok,
                                    min_duration=0.05, max_duration=30.0, validate=True, skips=skips)
     except DataError as e:
         assert "fuzz.jsonl" in str(e) or "row 0" in str(e)
         return
-    if not utts:
+    if not len(utts):
         assert skips.total == 1 and "row 0" in skips.messages[0]
         return
-    ids = tok.encode(utts[0].text)
+    text = utts.utterance(0).text
+    ids = tok.encode(text)
     assert ids and all(0 < i < len(tok) for i in ids)
-    assert tok.decode(ids) == utts[0].text
+    assert tok.decode(ids) == text
 
 
 _cell = st.one_of(st.text(max_size=30), st.lists(st.text(max_size=8), max_size=6), st.none(), st.integers(),

@@ -48,7 +48,7 @@ def test_collate_shapes_and_padding(slot_data_dir):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"tokens": ["a", "b"], "tags": ["O"], "intent": "x"}, r"row 1: 2 tokens but 1 tags"),
+        ({"tokens": ["a", "b"], "tags": ["O"], "intent": "x"}, r"train.jsonl row 1 \(line 2\): 2 tokens but 1 tags"),
         ({"tokens": [], "tags": [], "intent": "x"}, r"row 1: empty sentence"),
         ({"tokens": 5, "tags": ["O"], "intent": "x"}, r"row 1: column 'tokens' must be a list"),
     ],
@@ -58,8 +58,22 @@ def test_bad_rows_name_file_row_and_problem(tmp_path, row, message):
     _write(tmp_path / "train.jsonl", [good, row])
     _write(tmp_path / "validation.jsonl", [good])
     with pytest.raises(DataError, match=message) as e:
-        _dm(tmp_path).setup("fit")
+        _dm(tmp_path, strict=True).setup("fit")
     assert str(tmp_path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_token_tag_count_mismatch_is_a_named_counted_skip(tmp_path, caplog):
+    good = {"tokens": ["a", "b"], "tags": ["O", "B-x"], "intent": "x"}
+    _write(tmp_path / "train.jsonl", [good, good, {"tokens": ["a", "b", "c"], "tags": ["O"], "intent": "x"}, good])
+    _write(tmp_path / "validation.jsonl", [good, {"tokens": ["a"], "tags": ["O", "O"], "intent": "x"}])
+    dm = _dm(tmp_path)
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 3 and len(dm.datasets["val"]) == 1
+    assert dm.skip_report == {"train": {"tag_count_mismatch": 1}, "validation": {"tag_count_mismatch": 1}}
+    assert f"{tmp_path / 'train.jsonl'}: skipped line 3: 3 tokens but 1 tags" in caplog.text
+    assert "validation.jsonl: skipped line 2: 1 tokens but 2 tags" in caplog.text
+    with pytest.raises(DataError, match=r"train.jsonl row 2 \(line 3\): 3 tokens but 1 tags"):
+        _dm(tmp_path, strict=True).setup("fit")
 
 
 def test_missing_column_is_named(tmp_path):

@@ -126,7 +126,7 @@ def test_speech_datamodule_trains_sentencepiece_on_transcripts(speech_corpus_dir
                           sentencepiece_vocab_size=64, batch_size=4)
     tok = dm.tokenizer
     assert isinstance(tok, SentencePieceTokenizer) and len(tok) <= 64
-    train_texts = [u.text for u in dm._read("train")]
+    train_texts = [t for part in dm._read("train") for t in part.texts()]
     vocab = dm.vocab
     assert vocab["kind"] == "sentencepiece"
     other = SpeechDataModule(dataset=None, data_dir=str(speech_corpus_dir), tokenizer="sentencepiece")
@@ -134,9 +134,9 @@ def test_speech_datamodule_trains_sentencepiece_on_transcripts(speech_corpus_dir
     assert other.tokenizer.tokens == tok.tokens
     assert other.vocab == vocab
     for split in ("train", "validation", "test"):
-        for u in dm._read(split):
-            ids = tok.encode(u.text)
-            assert other.tokenizer.encode(u.text) == ids and tok.decode(ids) == u.text
+        for text in (t for part in dm._read(split) for t in part.texts()):
+            ids = tok.encode(text)
+            assert other.tokenizer.encode(text) == ids and tok.decode(ids) == text
     assert train_texts
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))

@@ -114,3 +114,16 @@ def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("rnnlab bench: error: ") and message in err
     assert not (tmp_path / "b.json").exists()
+
+
+def test_data_scale_section_is_opt_in_and_reports_each_rank(report, tmp_path):
+    assert "data-scale" not in report  # minutes at full size: only when named
+    out = tmp_path / "scale.json"
+    assert main(["--quick", "--only", "data-scale", "--scale-sizes", "300", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["data-scale"]["results"]
+    assert [(r["mode"], r["rank"], r["world"]) for r in rows] == [
+        ("cold, 1 rank", 0, 1), ("warm, 1 rank", 0, 1), ("warm, 2 ranks", 0, 2), ("warm, 2 ranks", 1, 2)]
+    for r in rows:
+        assert r["rows"] == 300 and r["first_batch_s"] > 0 and r["anon_growth_mb"] < 200
+    # The two simulated ranks split the corpus between them.
+    assert rows[2]["train_utterances"] + rows[3]["train_utterances"] >= rows[1]["train_utterances"]
