@@ -49,7 +49,9 @@ class SpeechSource:
 
     Args:
         name: Short name, used in metric keys (``val/<name>/cer``) and messages; letters, digits, ``-`` and ``_``.
-        dataset: Hub id (e.g. ``openslr/librispeech_asr``) or ``embedded``; ``data_dir`` wins when both are set.
+        dataset: Hub id (e.g. ``openslr/librispeech_asr``), ``embedded``, or ``fsdd-digits`` (connected digit
+            strings composed from the FSDD copy in ``data_dir``, sized by ``data.digits_size``; its split names only
+            say whether it takes part in a stage). ``data_dir`` wins over a hub id when both are set.
         data_dir: Local copy (audiofolder splits, ``{split}.jsonl|csv|parquet`` manifests or a hub snapshot).
         config_name: Hub configuration (e.g. ``clean``).
         train_split / val_split / test_split: Split names; ``null`` leaves the source out of that stage.
@@ -657,7 +659,7 @@ class SpeechDataModule(L.LightningDataModule):
         out: list[SplitIndex] = []
         for k, src in enumerate(self.sources):
             split = src.split(stage)
-            if split is None or (stage == "train" and src.weight == 0):
+            if split is None or (stage == "train" and src.weight == 0) or src.dataset == FSDD_DIGITS:
                 continue
             out.append(self._read_source(k, src, split))
         if not out:
@@ -713,10 +715,7 @@ class SpeechDataModule(L.LightningDataModule):
                 raise DataError("data.sources: a mixture is read from prepared datasets; set data.streaming=false")
             for name, _ in splits:
                 if name not in self.datasets:
-                    self.datasets[name] = SpeechDataset(self._read_stage(name), self.tokenizer,
-                                                        sample_rate=hp.sample_rate, skips=self.skips.setdefault(
-                                                            name, SkipCounter(f"data.sources [{name}]")),
-                                                        cache_audio=hp.cache_audio)
+                    self.datasets[name] = self._mixture(name)
             return
         if hp.dataset == FSDD_DIGITS:
             self._setup_digits([name for name, _ in splits])
@@ -774,6 +773,33 @@ class SpeechDataModule(L.LightningDataModule):
                 batch_size=hp.batch_size, bucket_batches=20 if hp.bucketing else 1,
                 steps_per_epoch=hp.steps_per_epoch if train else None, shuffle=train, seed=hp.seed,
                 epoch_fn=(lambda: self.trainer.current_epoch) if trainer is not None else None)
+
+    def _mixture(self, stage: str):
+        """One stage of ``data.sources``: recorded corpora in one SpeechDataset, plus any ``fsdd-digits`` source."""
+        from data.digits import fsdd_digits_dataset
+        from data.mixture import MixtureDataset
+
+        hp = self.hparams
+        recorded = SpeechDataset(self._read_stage(stage), self.tokenizer, sample_rate=hp.sample_rate,
+                                 skips=self.skips.setdefault(stage, SkipCounter(f"data.sources [{stage}]")),
+                                 cache_audio=hp.cache_audio) if self._recorded_sources(stage) else None
+        parts, ids = ([recorded], [0]) if recorded is not None else ([], [])
+        for k, src in enumerate(self.sources):
+            if src.dataset != FSDD_DIGITS or src.split(stage) is None or (stage == "train" and src.weight == 0):
+                continue
+            parts.append(fsdd_digits_dataset(
+                stage, self.tokenizer, data_dir=src.data_dir, sizes=hp.digits_size,
+                holdout_speakers=hp.get("holdout_speakers") or (), digits=hp.digits_per_utterance,
+                sample_rate=hp.sample_rate, seed=hp.seed,
+                skips=self.skips.setdefault(f"{src.name}/{stage}", SkipCounter(f"{src.name} [{stage}]"))))
+            ids.append(k)
+        if not parts:
+            raise DataError(f"data.sources: no source has a {stage} split")
+        return parts[0] if len(parts) == 1 and recorded is not None else MixtureDataset(parts, ids)
+
+    def _recorded_sources(self, stage: str) -> bool:
+        return any(s.dataset != FSDD_DIGITS and s.split(stage) is not None and not (stage == "train" and s.weight == 0)
+                   for s in self.sources)
 
     def _setup_digits(self, names: list[str]) -> None:
         """``fsdd-digits``: connected-digit datasets (compositions, hence ``lengths``, known up front)."""

@@ -101,3 +101,21 @@ def test_missing_source_directory_names_the_source(tmp_path):
     dm = SpeechDataModule(sources=[SpeechSource(name="gone", data_dir=str(tmp_path / "nope"))])
     with pytest.raises(DataError, match="not found"):
         dm.setup("fit")
+
+
+def test_generated_digit_strings_mix_with_recorded_speech(speech_corpus_dir):
+    from tests.conftest import shared_dataset
+
+    fsdd = shared_dataset("fsdd")
+    dm = SpeechDataModule(sources=[SpeechSource(name="speech", data_dir=str(speech_corpus_dir)),
+                                   SpeechSource(name="digits", dataset="fsdd-digits", data_dir=str(fsdd))],
+                          digits_size=(12, 5, 5), holdout_speakers=["george"], batch_size=4, cache_audio=False)
+    dm.setup("fit")
+    train, val = dm.datasets["train"], dm.datasets["val"]
+    assert len(train) == 16 + 12 and Counter(train.sources.tolist()) == {0: 16, 1: 12}
+    assert len(val) == 6 + 5 and len(train.lengths) == len(train)
+    items = [val[i] for i in range(len(val))]
+    assert [it["source"] for it in items] == [0] * 6 + [1] * 5
+    assert all(it["id"].endswith("george") for it in items[6:])  # the held-out speaker alone validates
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["ids"]) for b in batches) == 28 and all("sources" in b for b in batches)
