@@ -18,6 +18,8 @@ COMBOS = [
     ["ctc"],
     ["ctc", "speech-arctic", "ctc-arctic"],
     ["ctc", "speech-english", "ctc-english"],
+    ["ctc", "speech-digits-voices", "ctc-digits-voices"],
+    ["ctc", "speech-arctic", "ctc-arctic", "ctc-english", "ctc-finetune"],
     ["ctc", "speech-librispeech-100", "ctc-librispeech-100"],
     ["ctc", "speech-librispeech-960", "ctc-librispeech-100", "ctc-librispeech-960"],
     ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
