@@ -75,6 +75,7 @@ class RnnlabRecogniser:
 # left in, normalize_text would keep their letters and spell the digit.
 _FILLERS = re.compile(r"<[^>]*>|\[[^\]]*\]|\(\d+\)")
 
+
 class PocketSphinx:
     """pocketsphinx 5 with the en-us acoustic model, language model and dictionary its wheel bundles."""
 
