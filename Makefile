@@ -13,7 +13,7 @@ RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint train-slots slots-table compare-rnns analyze train-ctc train-seq2seq train-g2p \
-	transcribe bench train-autoencoder train-digits retrieval-table clean
+	transcribe bench train-autoencoder train-digits retrieval-table install-peers compare-asr clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -99,6 +99,20 @@ transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckp
 
 bench: $(STAMP) ## Training/inference speed vs baselines, FLOP rate, data rate, padding, memory: tables + JSON
 	$(RNNLAB) bench --out $(RUN_DIR)/bench/bench.json $(ARGS)
+
+PEERS_STAMP := $(VENV)/.installed-peers
+COMPARE_ASR_DATA ?= arctic=../shared/data/arctic_kathleen speechocean=../shared/data/speechocean762 \
+	ljspeech=../shared/data/ljspeech_part
+
+$(PEERS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -e '.[peers]'
+	touch $(PEERS_STAMP)
+
+install-peers: $(PEERS_STAMP) ## Install the peer recognisers (pocketsphinx) for compare-asr: the [peers] extra
+
+compare-asr: $(PEERS_STAMP) ## rnnlab CKPT=... beside pocketsphinx: CER/WER/RTF per corpus (ARGS="--limit 20 --beam 8 --json F")
+	$(BIN)/python -m pipelines.commands.compare_asr $(if $(CKPT),--ckpt $(CKPT)) \
+	  $(foreach d,$(COMPARE_ASR_DATA),--data $(d)) $(ARGS)
 
 # Isolated words with labels (FSDD spoken digits by default); DATA_DIR points at another labelled audiofolder.
 WORDS_DATA := $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
