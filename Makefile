@@ -111,7 +111,7 @@ $(PEERS_STAMP): $(STAMP) pyproject.toml
 install-peers: $(PEERS_STAMP) ## Install the peer recognisers (pocketsphinx) for compare-asr: the [peers] extra
 
 compare-asr: $(PEERS_STAMP) ## rnnlab CKPT=... beside pocketsphinx: CER/WER/RTF per corpus (ARGS="--limit 20 --beam 8 --json F")
-	$(BIN)/python -m pipelines.commands.compare_asr $(if $(CKPT),--ckpt $(CKPT)) \
+	$(RNNLAB) compare-asr $(if $(CKPT),--ckpt $(CKPT)) \
 	  $(foreach d,$(COMPARE_ASR_DATA),--data $(d)) $(ARGS)
 
 # Isolated words with labels (FSDD spoken digits by default); DATA_DIR points at another labelled audiofolder.
