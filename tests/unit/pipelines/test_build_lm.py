@@ -21,14 +21,17 @@ def test_holdout_overlap_is_reported_and_removed(tmp_path, capsys):
     assert "cat" not in lm.vocab and {"dog", "birds"} <= lm.vocab
 
 
-def test_closed_vocabulary_has_no_unk_and_floors_other_words(tmp_path):
+def test_closed_vocabulary_makes_other_words_cost_far_more_than_any_digit(tmp_path):
     text = tmp_path / "digits.txt"
     text.write_text("one two three\nfour five six\nseven eight nine zero\n")
     out = tmp_path / "digits.arpa"
     assert main([str(text), "--order", "1", "--closed-vocabulary", "--out", str(out)]) == 0
     lm = NGramLM.from_arpa(out)
-    assert "<unk>" not in lm.vocab and len(lm.vocab - {"<s>", "</s>"}) == 10
-    assert lm.score("cat") < lm.score("one") - 15  # an unknown word costs the floor, far below any digit
+    assert lm.vocab - {"<s>", "</s>", "<unk>"} == {"zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                    "eight", "nine"}
+    # An unknown word costs ~1e-30: far more than three digits together, so words are never run together.
+    assert lm.score("cat") == pytest.approx(-69.0, abs=1e-6)
+    assert lm.score("cat") < 3 * lm.score("one") - 50
 
 
 @pytest.mark.parametrize("args, match", [
@@ -60,7 +63,7 @@ def test_add_words_share_the_unknown_mass(tmp_path):
     assert main([str(text), "--order", "2", "--add-words", str(words), "--add-words-mass", "0.2",
                  "--closed-vocabulary", "--out", str(added)]) == 0
     p, a = NGramLM.from_arpa(plain), NGramLM.from_arpa(added)
-    assert {"zebra", "quokka"} <= a.vocab and "<unk>" not in a.vocab
+    assert {"zebra", "quokka"} <= a.vocab and a.score("<unk>") == pytest.approx(-69.0, abs=1e-6)
     # zebra and quokka split 20% of the unigram mass; the other unigrams keep 80% of theirs; bigrams stay.
     assert a.score("zebra") == pytest.approx(math.log(0.1), abs=1e-6)
     assert a.score("dog") == pytest.approx(p.score("dog") + math.log(0.8), abs=1e-6)
