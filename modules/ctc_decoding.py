@@ -134,10 +134,31 @@ def _frame_candidates(
     return lp.tolist(), cands, keep.tolist()
 
 
-class _WordScorer:
-    """Tracks word-level LM state along a token prefix: (lm score, context, partial word)."""
+def _word_prefixes(lm) -> frozenset[str] | None:
+    """Every prefix of every word the LM knows (cached on the LM), or None when it has no vocabulary."""
+    cached = getattr(lm, "_rnnlab_prefixes", None)
+    if cached is None:
+        vocab = getattr(lm, "vocab", None)
+        if not vocab:
+            return None
+        cached = frozenset(w[:i] for w in vocab for i in range(1, len(w) + 1))
+        try:
+            lm._rnnlab_prefixes = cached
+        except AttributeError:  # an LM object that takes no attributes: build the set per decoder
+            pass
+    return cached
 
-    __slots__ = ("lm", "lm_weight", "word_bonus", "n_ctx", "boundary", "text")
+
+class _WordScorer:
+    """Tracks word-level LM state along a token prefix: (lm score, context, partial word).
+
+    A partial word that stops being the prefix of any word the LM knows is charged its unknown-word score at
+    once, not when the word ends: the total of a finished hypothesis is the same, but a prefix that runs words
+    together (never emitting a space, so never paying for its words) no longer outranks the spaced ones until
+    the beam has lost them.
+    """
+
+    __slots__ = ("lm", "lm_weight", "word_bonus", "n_ctx", "boundary", "text", "prefixes")
 
     def __init__(self, tokens: Sequence[str], lm: NGramLM | None, lm_weight: float, word_bonus: float):
         self.lm = lm
@@ -146,12 +167,18 @@ class _WordScorer:
         self.n_ctx = max(int(getattr(lm, "order", 1)) - 1, 0) if lm is not None else 0
         self.boundary = [t == " " or t.startswith(SP_SPACE) for t in tokens]
         self.text = [t[1:] if b else t for t, b in zip(tokens, self.boundary, strict=True)]
+        self.prefixes = _word_prefixes(lm) if lm is not None else None
+
+    def _charged(self, word: str) -> bool:
+        """Whether ``word``'s unknown-word score was already paid while it was being spelled."""
+        return self.prefixes is not None and word not in self.prefixes
 
     def _complete(self, score: float, ctx: tuple[str, ...], word: str) -> tuple[float, tuple[str, ...]]:
         if not word:
             return score, ctx
         if self.lm is not None:
-            score += self.lm_weight * self.lm.score(word, ctx)
+            if not self._charged(word):
+                score += self.lm_weight * self.lm.score(word, ctx)
             ctx = (ctx + (word,))[max(len(ctx) + 1 - self.n_ctx, 0) :] if self.n_ctx > 0 else ()
         return score + self.word_bonus, ctx
 
@@ -164,8 +191,13 @@ class _WordScorer:
         score, ctx, partial = state
         if self.boundary[token]:
             score, ctx = self._complete(score, ctx, partial)
-            return score, ctx, self.text[token]
-        return score, ctx, partial + self.text[token]
+            partial = ""
+            word = self.text[token]
+        else:
+            word = partial + self.text[token]
+        if word and self._charged(word) and not (partial and self._charged(partial)):
+            score += self.lm_weight * self.lm.score(word, ctx)  # left the LM's words: the unknown-word score, now
+        return score, ctx, word
 
     def final(self, state: tuple[float, tuple[str, ...], str]) -> float:
         score, ctx, partial = state

@@ -127,7 +127,12 @@ def test_beam_matches_brute_force(time, seed):
 
 
 def reference_beam_search(lp, tokens, beam_size, lm=None, lm_weight=0.0, word_bonus=0.0, blank=0):
-    """Textbook tuple-keyed prefix beam search (no pruning tricks), word scores recomputed from scratch."""
+    """Textbook tuple-keyed prefix beam search (no pruning tricks), word scores recomputed from scratch.
+
+    While ranking, a partial word that is no prefix of any LM word already counts its unknown-word score (the
+    final score of a finished labelling is the same either way).
+    """
+    prefixes = {w[:i] for w in lm.vocab for i in range(1, len(w) + 1)} if lm else set()
 
     def lse(a, b):
         return max(a, b) + math.log1p(math.exp(-abs(a - b))) if max(a, b) > -math.inf else -math.inf
@@ -147,6 +152,8 @@ def reference_beam_search(lp, tokens, beam_size, lm=None, lm_weight=0.0, word_bo
         total = 0.0
         for k, w in enumerate(words):
             total += word_bonus + (lm_weight * lm.score(w, ("<s>", *words[:k])) if lm else 0.0)
+        if not final and lm and partial and partial not in prefixes:
+            total += lm_weight * lm.score(partial, ("<s>", *words))
         if final and lm:
             total += lm_weight * lm.score("</s>", ("<s>", *words))
         return total
@@ -198,6 +205,24 @@ def test_beam_matches_textbook_reference(beam_size, use_lm, word_bonus):
         want = reference_beam_search(lp, tokens, beam_size, lm, 0.8, word_bonus)
         assert [ids for ids, _ in got] == [ids for ids, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-9)
+
+
+def test_words_run_together_pay_for_leaving_the_vocabulary_at_once():
+    # "a b a b" spoken; between words a space is a little less likely than a blank. Scoring words only when
+    # they end let glued prefixes ("abab": no word finished, nothing paid) push the spaced one out of a 2-wide
+    # beam, each space costing it a word's LM score, before the glued words were charged at the very end.
+    tokens = ["<blank>", " ", "a", "b"]
+    lm = train_ngram(["a b", "b a", "a a b"], order=1)
+    letter = {"a": [0.05, 0.05, 0.85, 0.05], "b": [0.05, 0.05, 0.05, 0.85]}
+    gap = [0.5, 0.45, 0.03, 0.02]
+    frames = [letter["a"], gap, letter["b"], gap, letter["a"], gap, letter["b"]]
+    lp = torch.tensor(frames, dtype=torch.float64).log()
+    best = prefix_beam_search(lp, tokens=tokens, beam_size=2, lm=lm, lm_weight=1.0, token_prune_threshold=None)
+    assert "".join(tokens[i] for i in best[0][0]) == "a b a b"
+    # Final scores are unchanged by charging early: equal to the acoustic score plus the LM of the labelling.
+    want = reference_beam_search(lp, tokens, 8, lm, 1.0)
+    exact = {tuple(ids): sc for ids, sc in want}
+    assert best[0][1] == pytest.approx(exact[tuple(best[0][0])], abs=1e-9)
 
 
 def test_beam_finds_better_labelling_than_best_path():
