@@ -48,14 +48,15 @@ class Corpus:
 class RnnlabRecogniser:
     """A CTC or attention checkpoint behind the peer interface: ``transcribe(waveforms) -> texts``."""
 
-    def __init__(self, ckpt: str, *, beam: int = 1, lm: str | None = None, batch_size: int = 8,
-                 device: str = "cpu") -> None:
+    def __init__(self, ckpt: str, *, beam: int = 1, lm: str | None = None, lm_weight: float = 0.5,
+                 word_bonus: float = 0.0, batch_size: int = 8, device: str = "cpu") -> None:
         try:
             self.model = load_checkpoint(COMMAND, ckpt, kind="speech", device=device)
         except RuntimeError as e:  # e.g. --device cuda on a machine without CUDA
             fail(COMMAND, f"{ckpt}: cannot load on {device}: {first_line(e)}")
         try:
-            self.decoder = self.model.make_decoder(beam_size=beam, lm_path=lm)
+            kw = {"lm_weight": lm_weight, "word_bonus": word_bonus} if lm else {}
+            self.decoder = self.model.make_decoder(beam_size=beam, lm_path=lm, **kw)
         except ValueError as e:
             fail(COMMAND, str(e))
         settings = [f"beam {beam}"] * (beam > 1) + ["LM"] * bool(lm)
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--limit", type=int, default=None, help="first N utterances of each corpus")
     ap.add_argument("--beam", type=int, default=1, help="rnnlab beam size (1 = greedy)")
     ap.add_argument("--lm", default=None, help="word n-gram LM (ARPA) for the rnnlab CTC beam search")
+    ap.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probability")
+    ap.add_argument("--word-bonus", type=float, default=0.0, help="score added per word (with --lm)")
     ap.add_argument("--batch-size", type=int, default=8, help="rnnlab decoding batch size")
     ap.add_argument("--device", default="cpu", help="device for the rnnlab model (pocketsphinx runs on the CPU)")
     ap.add_argument("--peer", choices=sorted(PEERS), default="pocketsphinx")
@@ -207,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         fail(COMMAND, "--lm applies to the rnnlab checkpoint: give --ckpt too")
     data = parse_data(args.data)
     # Both systems are loaded before any corpus is read, so a missing install or bad checkpoint fails at once.
-    systems = ([RnnlabRecogniser(args.ckpt, beam=args.beam, lm=args.lm, batch_size=args.batch_size,
+    systems = ([RnnlabRecogniser(args.ckpt, beam=args.beam, lm=args.lm, lm_weight=args.lm_weight,
+                                 word_bonus=args.word_bonus, batch_size=args.batch_size,
                                  device=args.device)]
                if args.ckpt else []) + [PEERS[args.peer]()]
     results, skipped = [], 0
