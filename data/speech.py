@@ -77,6 +77,10 @@ class SpeechSource:
     def split(self, stage: str) -> str | None:
         return {"train": self.train_split, "val": self.val_split, "test": self.test_split}[stage]
 
+    def takes_part(self, stage: str) -> bool:
+        """Whether the source has a split for ``stage`` (and, for training, a weight above 0)."""
+        return self.split(stage) is not None and not (stage == "train" and self.weight == 0)
+
 
 def _check_sources(sources: list) -> list[SpeechSource]:
     out = []
@@ -659,7 +663,7 @@ class SpeechDataModule(L.LightningDataModule):
         out: list[SplitIndex] = []
         for k, src in enumerate(self.sources):
             split = src.split(stage)
-            if split is None or (stage == "train" and src.weight == 0) or src.dataset == FSDD_DIGITS:
+            if not src.takes_part(stage) or src.dataset == FSDD_DIGITS:
                 continue
             out.append(self._read_source(k, src, split))
         if not out:
@@ -785,7 +789,7 @@ class SpeechDataModule(L.LightningDataModule):
                                  cache_audio=hp.cache_audio) if self._recorded_sources(stage) else None
         parts, ids = ([recorded], [0]) if recorded is not None else ([], [])
         for k, src in enumerate(self.sources):
-            if src.dataset != FSDD_DIGITS or src.split(stage) is None or (stage == "train" and src.weight == 0):
+            if src.dataset != FSDD_DIGITS or not src.takes_part(stage):
                 continue
             parts.append(fsdd_digits_dataset(
                 stage, self.tokenizer, data_dir=src.data_dir, sizes=hp.digits_size,
@@ -798,8 +802,7 @@ class SpeechDataModule(L.LightningDataModule):
         return parts[0] if len(parts) == 1 and recorded is not None else MixtureDataset(parts, ids)
 
     def _recorded_sources(self, stage: str) -> bool:
-        return any(s.dataset != FSDD_DIGITS and s.split(stage) is not None and not (stage == "train" and s.weight == 0)
-                   for s in self.sources)
+        return any(s.dataset != FSDD_DIGITS and s.takes_part(stage) for s in self.sources)
 
     def _setup_digits(self, names: list[str]) -> None:
         """``fsdd-digits``: connected-digit datasets (compositions, hence ``lengths``, known up front)."""
