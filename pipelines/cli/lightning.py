@@ -39,7 +39,7 @@ from pipelines.training.callbacks import (
     RunSummary,
     SaveOnPreemption,
 )
-from pipelines.training.checkpointing import AtomicCheckpointIO
+from pipelines.training.checkpointing import AtomicCheckpointIO, check_checkpoint
 from pipelines.training.tracking import make_loggers, make_run_dir
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -82,6 +82,18 @@ class RnnlabCLI(LightningCLI):
         parser.add_argument("--decode.ctc_weight", type=float | None, default=None,
                             help="attention models: CTC weight in joint beam search (default: the model's)")
         parser.link_arguments("data.vocab", "model.init_args.vocab", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # A bad --ckpt_path is one line naming the file, before Lightning opens it (for its hyperparameters).
+        command = self.config.get("subcommand")
+        cfg = self.config[command] if command else None
+        ckpt = cfg.get("ckpt_path") if cfg else None
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt):
+            try:
+                check_checkpoint(ckpt, class_path=cfg.model.class_path)
+            except (FileNotFoundError, ValueError) as e:
+                fail(command, str(e))
 
     def _set_eval_decoder(self) -> None:
         cfg = self.config[self.subcommand].decode
@@ -202,12 +214,11 @@ def _ckpt_shortcut(argv: list[str]) -> list[str]:
     ckpt, rest = _pop_option(argv[1:], "--ckpt")
     if ckpt is None:
         return argv
-    if not Path(ckpt).is_file():
-        fail(None, f"checkpoint not found: {ckpt}")
     try:
+        check_checkpoint(ckpt)  # a damaged file is named as such before its config is looked for
         config = run_config_for(ckpt)
-    except FileNotFoundError as e:
-        fail(None, str(e))
+    except (FileNotFoundError, ValueError) as e:
+        fail(argv[0], str(e))
     # The saved config names the training run's dir; evaluation writes next to the checkpoint instead.
     return [argv[0], "-c", str(config), *rest, "--ckpt_path", ckpt]
 

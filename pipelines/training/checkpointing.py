@@ -1,22 +1,32 @@
-"""Checkpoints that survive a kill while being written.
+"""Checkpoints that survive a kill while being written, and one check of a checkpoint file before it is used.
 
 Lightning's default writer streams the new checkpoint over the old path's content through ``fsspec``; a kill
 or a full disk in the middle can leave neither version loadable. :class:`AtomicCheckpointIO` writes to a
 temporary file in the same directory, flushes and ``fsync``-s it, and only then renames it over the target
 (``os.replace`` is atomic on POSIX file systems), then syncs the directory entry. A kill at any moment leaves
 either the previous checkpoint or the new one, never a torn file.
+
+:func:`read_checkpoint` / :func:`check_checkpoint` read a file only with ``weights_only`` (no pickled code ever
+runs) and turn every way a file can be unusable (code inside, truncated, empty, text, random bytes, another
+program's checkpoint, another pipeline's checkpoint) into one line naming the file. Every command that takes a
+checkpoint goes through them before the file reaches Lightning or ``load_from_checkpoint``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+# The entry every rnnlab checkpoint carries: {"class_path": <the pipeline class>, "format": 1}.
+CKPT_KEY = "rnnlab"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -52,3 +62,110 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO.save_checkpoint takes no storage_options")
         atomic_torch_save(checkpoint, path)
         return None
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a pickle file refers to, found by reading its opcodes (nothing is run)."""
+    import pickletools
+
+    names, strings = [], []
+    with contextlib.suppress(Exception), open(path, "rb") as f:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    return list(dict.fromkeys(names))
+
+
+def _holds_code(names: list[str]) -> str:
+    return (f"it holds code (it names {', '.join(names[:3])}, not allowed in a checkpoint); refused, nothing in it "
+            f"was run")
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words a user can act on."""
+    message = str(error)
+    blocked = re.search(r"GLOBAL ([\w.]+)", message)
+    if blocked:
+        # PyTorch's own text goes on to suggest weights_only=False: exactly what must not be done with this file.
+        return _holds_code([blocked.group(1)])
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a truncated or damaged checkpoint archive"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        names = _pickled_globals(path)
+        return _holds_code(names) if names else "a pickle, not a PyTorch checkpoint; refused, nothing in it was run"
+    if b"\0" not in head:
+        with contextlib.suppress(UnicodeDecodeError):
+            head.decode("utf-8", errors="strict" if len(head) < 4096 else "ignore")
+            return "a text file"
+    return "unrecognised content, neither a PyTorch checkpoint nor a pickle"
+
+
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
+    """The checkpoint dict at ``path`` on the CPU (``weights_only``: no pickled code runs).
+
+    Args:
+        path: The file.
+        mmap: Map tensor storage instead of reading it (cheap when only the metadata is wanted).
+
+    Raises:
+        FileNotFoundError: ``checkpoint not found: <path>``.
+        ValueError: ``<path>: not a readable checkpoint (<why>)``, one line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a directory, not a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the file is judged below
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - every failure becomes the one line below
+        if mmap and "mmap" in str(e):  # an old (non-archive) torch.save file cannot be mapped: read it whole
+            return read_checkpoint(path)
+        raise ValueError(f"{path}: not a readable checkpoint: {_unreadable_reason(path, e)}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a readable checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def _same_class(a: str, b: str) -> bool:
+    """Whether two ``module.Class`` paths name the same class (a re-export counts as the same)."""
+    if a == b:
+        return True
+    import importlib
+
+    try:
+        return all(getattr(importlib.import_module(x), y) is getattr(importlib.import_module(u), v)
+                   for (x, y), (u, v) in [(a.rsplit(".", 1), b.rsplit(".", 1))])
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
+def check_checkpoint(path: str | Path, *, class_path: str | None = None) -> dict:
+    """Checks that ``path`` is an rnnlab checkpoint (of the pipeline ``class_path`` if given); its rnnlab entry.
+
+    Only the metadata is needed, so tensors are memory-mapped, not read.
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the file and what is wrong with it.
+    """
+    meta = read_checkpoint(path, mmap=True).get(CKPT_KEY)
+    if not isinstance(meta, dict) or not isinstance(meta.get("class_path"), str):
+        raise ValueError(f"{path}: not an rnnlab checkpoint (no '{CKPT_KEY}' entry)")
+    if class_path is not None and not _same_class(meta["class_path"], class_path):
+        saved, wanted = meta["class_path"].rsplit(".", 1)[-1], class_path.rsplit(".", 1)[-1]
+        raise ValueError(f"{path}: a {saved} checkpoint, but the config builds a {wanted} (give the config it was "
+                         f"trained with)")
+    return meta
