@@ -40,7 +40,7 @@ from pipelines.training.callbacks import (
     SaveOnPreemption,
 )
 from pipelines.training.checkpointing import AtomicCheckpointIO, check_checkpoint
-from pipelines.training.tracking import make_loggers, make_run_dir
+from pipelines.training.tracking import make_loggers, make_run_dir, quiet_logger_advert
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
@@ -244,6 +244,7 @@ def run(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message=".*It is recommended to use `self.log.*sync_dist=True.*")  # lightning 2.6 internal deprecation
     # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    quiet_logger_advert()
     try:
         cli = RnnlabCLI(args=argv)
         trainer = getattr(cli, "trainer", None)

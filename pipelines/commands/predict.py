@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
+from data.errors import DataError
+from data.text import read_lines
 from pipelines.commands._common import fail, load_checkpoint, warn
 
 
@@ -38,17 +38,20 @@ def main(argv: list[str]) -> int:
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     lines: list[str] = []
+    skipped = 0
     for item in args.inputs or ["-"]:
-        if item == "-":
-            lines += sys.stdin.read().splitlines()
-            continue
+        # Text inputs are UTF-8, from files and stdin alike: a line that is not is named and skipped (exit 1).
         try:
-            lines += Path(item).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            fail("predict", f"cannot read {item}: {e.strerror}")
+            good, problems = read_lines(item)
+        except DataError as e:
+            fail("predict", str(e))
+        lines += [text for _, text in good]
+        for n, problem in problems:
+            warn("predict", f"skipped {'<stdin>' if item == '-' else item} line {n}: {problem}")
+        skipped += len(problems)
     lines = [ln for ln in (x.strip() for x in lines) if ln]
     if hasattr(model, "pronounce"):
-        return _pronounce(model, lines, as_json=args.json, beam=args.beam)
+        return max(_pronounce(model, lines, as_json=args.json, beam=args.beam), 1 if skipped else 0)
     if not hasattr(model, "tag_sentences"):
         fail("predict", f"{args.ckpt}: no predictor for a {type(model).__name__} checkpoint")
     for res in model.tag_sentences(lines):
@@ -56,7 +59,7 @@ def main(argv: list[str]) -> int:
             print(json.dumps(res))
         else:
             print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
-    return 0
+    return 1 if skipped else 0
 
 
 def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:
