@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
-from data.sources import load_split, local_split_file, row_place
+from data.sources import load_split, row_place, split_where
 from data.speech import SkipCounter
 from data.text import PAD, UNK, Vocabulary, read_lines
 
@@ -281,7 +281,7 @@ class SlotFillingDataModule(L.LightningDataModule):
         return {split: dict(s.counts) for split, s in self.skips.items() if s.total}
 
     def _where(self, split: str) -> str:
-        return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
+        return split_where(self.hparams.data_dir, self.hparams.dataset, split)
 
     def _read(self, split: str, *, source: str | None = None) -> list[SlotExample]:
         key = source or split
@@ -293,8 +293,7 @@ class SlotFillingDataModule(L.LightningDataModule):
             else:
                 rows = load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
                 local = hp.data_dir or (hp.dataset if hp.dataset and Path(hp.dataset).exists() else None)
-                found = local_split_file(local, split) if local else None
-                where = str(found) if found is not None else self._where(split)  # names the file when local
+                where = split_where(local, hp.dataset, split)  # names the file when local
             self._file[key] = where
             skips = self.skips.setdefault(key, SkipCounter(where))
             self._examples[key] = parse_rows(rows, where=where, tokens_column=hp.tokens_column,

@@ -46,6 +46,12 @@ def local_split_file(data_dir: str | os.PathLike, split: str) -> Path | None:
     return found
 
 
+def split_where(data_dir: str | os.PathLike | None, dataset: str | None, split: str) -> str:
+    """What messages about a split name: the file its rows are read from when local, else ``<corpus> [<split>]``."""
+    found = local_split_file(data_dir, split) if data_dir else None
+    return str(found) if found else f"{data_dir or dataset} [{split}]"
+
+
 def row_place(where: str | os.PathLike, i: int) -> str:
     """Where row ``i`` (0-based) of ``where`` is, counted as an editor counts: ``line N`` in a JSON Lines or
     CSV/TSV file (after its header line), else ``row N`` (1-based)."""
