@@ -142,13 +142,14 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
 
 def _same_class(a: str, b: str) -> bool:
     """Whether two ``module.Class`` paths name the same class (a re-export counts as the same)."""
-    if a == b:
-        return True
     import importlib
 
+    def resolve(path: str):
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
     try:
-        return all(getattr(importlib.import_module(x), y) is getattr(importlib.import_module(u), v)
-                   for (x, y), (u, v) in [(a.rsplit(".", 1), b.rsplit(".", 1))])
+        return a == b or resolve(a) is resolve(b)
     except (ImportError, AttributeError, ValueError):
         return False
 

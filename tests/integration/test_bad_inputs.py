@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,22 +51,34 @@ def _code_ckpt() -> bytes:
     return buf.getvalue()
 
 
-# name -> (file name, maker(trained run) -> bytes)
+def _latin1_training_copy(run: dict, path: Path) -> None:
+    """The training data with one Latin-1 line appended to train.jsonl (line 97, after 96 sentences)."""
+    path.mkdir()
+    for f in run["data"].iterdir():
+        (path / f.name).write_bytes(f.read_bytes())
+    with open(path / "train.jsonl", "ab") as f:
+        f.write(b'{"tokens": ["fly", "to", "caf\xe9"], "tags": ["O", "O", "O"], "intent": "atis_flight"}\n')
+
+
+def _file(content: Callable[[dict], bytes]) -> Callable[[dict, Path], None]:
+    return lambda run, path: path.write_bytes(content(run)) and None
+
+
+# name -> (file name, writer(trained run, path))
 MAKERS = {
-    "code": ("code.ckpt", lambda run: _code_ckpt()),
-    "raw_pickle": ("raw.ckpt", lambda run: pickle.dumps({"x": _Payload()}, protocol=2)),
-    "truncated": ("truncated.ckpt", lambda run: run["ckpt"].read_bytes()[:3000]),
-    "random": ("random.ckpt", lambda run: bytes(range(256)) * 16),
-    "text": ("notes.ckpt", lambda run: b"hello, this is not a checkpoint\n"),
-    "empty": ("empty.ckpt", lambda run: b""),
-    "other_kind": ("ctc.ckpt", lambda run: _with_class(run["ckpt"], "pipelines.ctc.CTCSpeechRecognizer")),
-    "no_tokens": ("no_tokens.jsonl", lambda run: _jsonl([GOOD, {"tags": ["O"], "intent": "atis_flight"}])),
-    "no_tags": ("no_tags.jsonl", lambda run: _jsonl([GOOD, GOOD, {"tokens": ["to", "denver"],
-                                                                   "intent": "atis_flight"}])),
-    "latin1_jsonl": ("latin1.jsonl", lambda run: _jsonl([GOOD, GOOD]) + b'{"tokens": ["caf\xe9"], "tags": ["O"]}\n'),
-    "latin1_txt": ("latin1.txt", lambda run: b"fly to boston\nfly to caf\xe9 denver\n"),
-    "stdin_latin1": ("stdin.txt", lambda run: b"fly to caf\xe9 denver\nfly to boston\n"),
-    "latin1_train": ("data", None),  # a copy of the training data whose train.jsonl has a Latin-1 line
+    "code": ("code.ckpt", _file(lambda run: _code_ckpt())),
+    "raw_pickle": ("raw.ckpt", _file(lambda run: pickle.dumps({"x": _Payload()}, protocol=2))),
+    "truncated": ("truncated.ckpt", _file(lambda run: run["ckpt"].read_bytes()[:3000])),
+    "random": ("random.ckpt", _file(lambda run: bytes(range(256)) * 16)),
+    "text": ("notes.ckpt", _file(lambda run: b"hello, this is not a checkpoint\n")),
+    "empty": ("empty.ckpt", _file(lambda run: b"")),
+    "other_kind": ("ctc.ckpt", _file(lambda run: _with_class(run["ckpt"], "pipelines.ctc.CTCSpeechRecognizer"))),
+    "no_tokens": ("no_tokens.jsonl", _file(lambda run: _jsonl([GOOD, {"tags": ["O"], "intent": "atis_flight"}]))),
+    "no_tags": ("no_tags.jsonl", _file(lambda run: _jsonl([GOOD, GOOD, {"tokens": ["to", "denver"]}]))),
+    "latin1_jsonl": ("latin1.jsonl", _file(lambda run: _jsonl([GOOD, GOOD]) + b'{"tokens": ["caf\xe9"]}\n')),
+    "latin1_txt": ("latin1.txt", _file(lambda run: b"fly to boston\nfly to caf\xe9 denver\n")),
+    "stdin_latin1": ("stdin.txt", _file(lambda run: b"fly to caf\xe9 denver\nfly to boston\n")),
+    "latin1_train": ("data", _latin1_training_copy),
 }
 
 CASES = [
@@ -77,7 +90,8 @@ CASES = [
     ("test-random-bytes", ["test", "--ckpt", "{random}"], ["random"], 2,
      "{random}: not a readable checkpoint: unrecognised content"),
     ("test-text-file", ["test", "--ckpt", "{text}"], ["text"], 2, "{text}: not a readable checkpoint: a text file"),
-    ("test-empty-file", ["test", "--ckpt", "{empty}"], ["empty"], 2, "{empty}: not a readable checkpoint: an empty file"),
+    ("test-empty-file", ["test", "--ckpt", "{empty}"], ["empty"], 2,
+     "{empty}: not a readable checkpoint: an empty file"),
     ("test-missing-ckpt", ["test", "--ckpt", "{run}/nope.ckpt"], [], 2, "rnnlab test: error: checkpoint not found"),
     ("validate-raw-pickle", ["validate", "--ckpt", "{raw_pickle}"], ["raw_pickle"], 2,
      "rnnlab validate: error: {raw_pickle}: not a readable checkpoint: it holds code (it names os.makedirs"),
@@ -139,17 +153,9 @@ def trained(tmp_path_factory) -> dict:
 
 
 def _make(name: str, trained: dict, where: Path) -> Path:
-    file_name, maker = MAKERS[name]
-    path = where / file_name
-    if name == "latin1_train":
-        path.mkdir()
-        for f in trained["data"].iterdir():
-            (path / f.name).write_bytes(f.read_bytes())
-        with open(path / "train.jsonl", "ab") as f:  # line 97, after the 96 generated sentences
-            f.write(b'{"tokens": ["fly", "to", "caf\xe9"], "tags": ["O", "O", "O"], "intent": "atis_flight"}\n')
-    else:
-        path.write_bytes(maker(trained))
-    return path
+    file_name, write = MAKERS[name]
+    write(trained, where / file_name)
+    return where / file_name
 
 
 @pytest.mark.parametrize(("argv", "files", "exit_code", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
