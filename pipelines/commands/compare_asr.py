@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.commands._common import fail, first_line, load_checkpoint, warn
+from pipelines.commands._common import ArgumentParser, fail, first_line, load_checkpoint, warn
 
 COMMAND = "compare-asr"
 SAMPLE_RATE = 16000  # pocketsphinx's en-us model and the shared corpora are 16 kHz
@@ -181,8 +181,8 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"rnnlab {COMMAND}", description="An rnnlab speech checkpoint beside a peer recogniser "
-                                 "(pocketsphinx en-us): CER, WER and real-time factor per corpus.")
+    ap = ArgumentParser(prog=f"rnnlab {COMMAND}", description="An rnnlab speech checkpoint beside a peer recogniser "
+                        "(pocketsphinx en-us): CER, WER and real-time factor per corpus.")
     ap.add_argument("--ckpt", default=None, help="CTC or attention checkpoint (without it only the peer runs)")
     ap.add_argument("--data", nargs="+", action="extend", required=True, metavar="NAME=DIR",
                     help="audiofolder corpora with <split>/metadata.jsonl (file_name, text); repeatable")
