@@ -13,7 +13,9 @@ with the config saved beside it.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -45,6 +47,57 @@ from pipelines.training.tracking import make_loggers, make_run_dir
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
 
 
+class _ParseError(SystemExit):
+    """A command-line or config error found by the parser; :class:`RnnlabCLI` prints it as one line (status 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(USER_ERROR)
+        self.message = message
+
+
+class _OneLineErrorParser(LightningArgumentParser):
+    """jsonargparse reports a bad option with the whole usage (60 lines) before the error: raise it instead."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # jsonargparse's own trial parses, which it catches
+            super().error(message, ex)
+        raise _ParseError(message)
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's (multi-line) error as one line naming the option, the value and what was expected."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    cls = re.search(r"Problem with given class_path '([^']+)':\s*(.*)", message)
+    option = None
+    if keys:  # a subclass's argument (model/data init_args) is reported as its own key inside the outer one
+        option = f"--{keys[0]}" + (f".init_args.{keys[-1]}" if cls and len(keys) > 1 else "")
+    if (m := re.search(r"Option '([^']+)' is not accepted", message)) and cls:
+        return f"unknown option --{keys[0]}.init_args.{m.group(1)} ({cls.group(1)} has no such argument)"
+    if option and (m := re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)):
+        choices = ", ".join(str(c) for c in ast.literal_eval(f"[{m.group(1)}]"))
+        return f"{option}: {m.group(2).strip()!r} is not one of {choices}"
+    if option and (m := re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)$", message, re.M)):
+        return f"{option}: expected {m.group(1)}, got {m.group(2).strip()!r}"
+    if option and not cls and (m := re.search(r"Given value: (.*)$", message, re.M)):
+        types = [t.replace("NoneType", "null") for t in re.findall(r"Expected a <class '(\w+)'>", message)]
+        return f"{option}: expected {' or '.join(types) or 'another value'}, got {m.group(1).strip()!r}"
+    if option and cls:
+        return f"{option}: {cls.group(1)}: {cls.group(2).strip() or 'cannot be used'}"
+    return " ".join(message.split())[:300]
+
+
+def _check_training_length(trainer) -> None:
+    """``max_epochs=-1`` (Lightning's "no limit") is refused unless ``max_time`` or ``max_steps`` bounds the run."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    bounded = (steps is not None and steps > 0) or bool(trainer.get("max_time"))
+    if epochs is not None and epochs < -1:
+        fail("fit", f"--trainer.max_epochs={epochs}: give a number of epochs >= 0 (or -1 together with "
+                    f"--trainer.max_time or --trainer.max_steps)")
+    if epochs == -1 and not bounded:
+        fail("fit", "--trainer.max_epochs=-1 trains until stopped: bound it with --trainer.max_time=DD:HH:MM:SS "
+                    "or --trainer.max_steps=N, or give a number of epochs")
+
+
 class RnnlabCLI(LightningCLI):
     """LightningCLI with rnnlab's run directories, loggers, checkpointing and the data -> model vocab link."""
 
@@ -53,8 +106,19 @@ class RnnlabCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"default_env": False})
-        super().__init__(RnnlabModule, None, subclass_mode_model=True, subclass_mode_data=True, args=args, run=run,
-                         **kwargs)
+        kwargs.setdefault("parser_class", _OneLineErrorParser)
+        try:
+            super().__init__(RnnlabModule, None, subclass_mode_model=True, subclass_mode_data=True, args=args,
+                             run=run, **kwargs)
+        except _ParseError as e:
+            given = list(sys.argv[1:] if args is None else args)
+            command = next((a for a in given if a in self.subcommands()), None)
+            fail(command, f"{parse_error_line(e.message)} (see rnnlab {command or 'COMMAND'} --help)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit":  # before anything runs (seeding prints a line)
+            _check_training_length(self.config.fit.trainer)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=str, default="runs", help="Directory that holds run directories.")
