@@ -74,6 +74,9 @@ COMMANDS = {
     "rnnlab embed --ckpt runs/autoencoder-.../checkpoints/best.ckpt a.wav dir/ --out embeddings.parquet": PARSE,
     "rnnlab evaluate-retrieval --ckpt ae=AE.ckpt --ckpt dae=DAE.ckpt --data ../shared/data/fsdd": PARSE,
     "rnnlab linear-probe --ckpt AE.ckpt --data ../shared/data/fsdd": PARSE,
+    # Tiny configs
+    "rnnlab fit -c defaults -c tiny/slots -c slots-local --data.init_args.data_dir=../shared/data/atis": PARSE,
+    "rnnlab fit -c defaults -c tiny/ctc --data.init_args.data_dir=my_corpus/": PARSE,
     # Results table
     'make train-ctc DATA=arctic ARGS="--run.average_best=5"': PARSE,
     "make train-seq2seq DATA=arctic": PARSE,
