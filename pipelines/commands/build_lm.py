@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from pipelines.commands._common import ArgumentParser, at_least, fail
+from pipelines.commands._common import ArgumentParser, fail
 
 CLOSED_UNK_LOGPROB = -69.0  # natural log, about 1e-30: the cost of one word outside a closed vocabulary
 
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     ap = ArgumentParser(prog="rnnlab build-lm", description="Build a word n-gram LM (ARPA) from text.")
     ap.add_argument("inputs", nargs="+", help="text files (one sentence a line) or metadata/manifest .jsonl files")
     ap.add_argument("--field", default="text", help="transcript field of .jsonl inputs")
-    ap.add_argument("--order", type=at_least(1), default=3)
+    ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--normalizer", default="asr_chars", choices=["asr_chars", "lower", "none"])
     ap.add_argument("--out", required=True, help="output ARPA file (.gz to compress)")
     ap.add_argument("--holdout", nargs="+", default=[], metavar="FILE",

@@ -56,7 +56,7 @@ ROWS = [
     Row("export-unknown-format", ["export", "--ckpt", "{ctc}", "--out", "{tmp}/x", "--formats", "tflite"], {}, 2,
         "rnnlab export: error: argument --formats: invalid choice: 'tflite'"),
     Row("build-lm-order-0", ["build-lm", "{tmp}/t.txt", "--order", "0", "--out", "{tmp}/lm.arpa"],
-        {"t.txt": b"a b\n"}, 2, "rnnlab build-lm: error: argument --order: must be an integer >= 1, got '0'"),
+        {"t.txt": b"a b\n"}, 2, "rnnlab build-lm: error: --order must be >= 1, got 0"),
     Row("unknown-command", ["trascribe", "--ckpt", "{ctc}"], {}, 2, "rnnlab: error: unknown command 'trascribe'"),
     # inputs that hold nothing, or not what they claim
     Row("transcribe-empty-directory", ["transcribe", "--ckpt", "{ctc}", "{tmp}/empty"], {"empty": None}, 2,
