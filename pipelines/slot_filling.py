@@ -134,12 +134,12 @@ class SlotFillingModule(RnnlabModule):
 
     def char_ids(self, words: list[list[str]], length: int) -> torch.Tensor:
         """``(B, length, L)`` character ids of each sentence's words (0 = padding, 1 = unseen character)."""
-        longest = max((len(w) for sent in words for w in sent), default=1)
-        out = torch.zeros(len(words), length, max(1, longest), dtype=torch.long)
-        for b, sent in enumerate(words):
-            for t, w in enumerate(sent[:length]):
-                out[b, t, :len(w)] = torch.tensor([self.chars.get(c, 1) for c in w], dtype=torch.long)
-        return out
+        longest = max(1, max((len(w) for sent in words for w in sent), default=1))
+        pad_word = [0] * longest
+        rows = [[[self.chars.get(c, 1) for c in w] + [0] * (longest - len(w)) for w in sent[:length]]
+                + [pad_word] * (length - len(sent[:length])) for sent in words]
+        # One tensor from nested lists: far cheaper than a small tensor per word.
+        return torch.tensor(rows, dtype=torch.long)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
                 words: list[list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
