@@ -243,7 +243,9 @@ class ExactResume(Callback):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        return {"rng": _rng_state()}
+        # Saved before the first resumed batch (e.g. on SIGTERM while the resumed run validates first): the states
+        # still to be restored are the run's, not the ones drawn while setting up.
+        return {"rng": self._pending if self._pending is not None else _rng_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = state_dict.get("rng")
