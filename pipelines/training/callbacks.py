@@ -181,7 +181,8 @@ class SaveOnPreemption(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         path = self.dirpath / "last.ckpt"
-        self._mid_validation = trainer.validating and not trainer.sanity_checking
+        during_validation = trainer.validating and not trainer.sanity_checking
+        self._mid_validation = during_validation
         try:
             trainer.save_checkpoint(path, weights_only=False)  # collective under DDP; rank 0 writes
         finally:
@@ -192,7 +193,7 @@ class SaveOnPreemption(Callback):
             if os.environ.get("MAKELEVEL"):
                 how += " (or the same make command with --ckpt_path last added to ARGS)"
             print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}"
-                  f"{' during validation' if trainer.validating else ''}; resume with: {how}", flush=True)
+                  f"{' during validation' if during_validation else ''}; resume with: {how}", flush=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._mid_validation:
