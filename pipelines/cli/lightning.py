@@ -41,7 +41,12 @@ from pipelines.training.callbacks import (
     RunSummary,
     SaveOnPreemption,
 )
-from pipelines.training.checkpointing import AtomicCheckpointIO
+from pipelines.training.checkpointing import (
+    AtomicCheckpointIO,
+    NothingToResume,
+    find_last_checkpoint,
+    quiet_resume_warnings,
+)
 from pipelines.training.tracking import make_loggers, make_run_dir
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -101,7 +106,8 @@ def _check_training_length(trainer) -> None:
 class RnnlabCLI(LightningCLI):
     """LightningCLI with rnnlab's run directories, loggers, checkpointing and the data -> model vocab link."""
 
-    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+    def __init__(self, args=None, run: bool = True, command: list[str] | None = None, **kwargs) -> None:
+        self.command = command  # the arguments as given, for the command that resumes a stopped run
         kwargs.setdefault("save_config_callback", LoggedSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
@@ -170,17 +176,32 @@ class RnnlabCLI(LightningCLI):
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
         ckpt = cfg.get("ckpt_path")
+        if ckpt == "last" and self.subcommand == "fit":
+            ckpt = self._last_checkpoint(cfg.run)
         if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
             p = Path(ckpt).resolve().parent
             return p.parent if p.name == "checkpoints" else p
         prefix = getattr(self.model, "run_prefix", "run")
         return make_run_dir(cfg.run.root, prefix, cfg.run.name)
 
+    def _last_checkpoint(self, run_cfg) -> str:
+        """``fit --ckpt_path last``: the checkpoint of the run to resume (the rule: `find_last_checkpoint`)."""
+        try:
+            last = find_last_checkpoint(run_cfg.root, getattr(self.model, "run_prefix", "run"),
+                                        run_cfg.name or os.environ.get("RNNLAB_RUN_NAME"))
+        except NothingToResume as e:
+            fail(self.subcommand, str(e))
+        os.environ["RNNLAB_RUN_NAME"] = last.parent.parent.name  # DDP processes started later resume the same
+        self.config_init[self.subcommand]["ckpt_path"] = str(last)
+        return str(last)
+
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]
         trainer_cfg = cfg["trainer"]
         run_dir = self._run_dir()
         self.run_dir = run_dir
+        if cfg.get("ckpt_path") and Path(cfg.ckpt_path).resolve().parent == (run_dir / "checkpoints").resolve():
+            quiet_resume_warnings(run_dir / "checkpoints")  # resuming into its own run directory
         kwargs["default_root_dir"] = str(run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(run_dir, project=cfg.run.project, mode=cfg.run.wandb,
@@ -201,7 +222,7 @@ class RnnlabCLI(LightningCLI):
                 callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                                  enable_version_counter=False,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
-            callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
+            callbacks.append(SaveOnPreemption(run_dir / "checkpoints", self.command))
             n_avg = cfg.run.get("average_best") or 0
             if n_avg == 1 or n_avg < 0:
                 raise DataError(f"run.average_best: {n_avg}: give 0 (off) or the number of checkpoints to average (>= 2)")
@@ -287,6 +308,7 @@ def run(argv: list[str]) -> int:
     non-finite training 3; SIGTERM 143.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # also when called without pipelines.cli.main
+    command = list(argv)
     if argv and argv[0] in ("test", "validate"):
         argv = _ckpt_shortcut(argv)
     argv = _resolve_config_names(argv)
@@ -298,7 +320,7 @@ def run(argv: list[str]) -> int:
     # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     try:
-        cli = RnnlabCLI(args=argv)
+        cli = RnnlabCLI(args=argv, command=command)
         trainer = getattr(cli, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             # Every rank reports, so multi-process logs show that no rank was left behind.
