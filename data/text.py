@@ -144,7 +144,9 @@ class CharTokenizer:
         return [self._stoi[c] for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.tokens[i] for i in ids if i != self.blank)
+        """Text of ``ids``: blanks dropped; runs of spaces (which CTC can emit) collapse to one, none at the ends."""
+        text = "".join(self.tokens[i] for i in ids if i != self.blank)
+        return " ".join(w for w in text.split(" ") if w)
 
     def to_dict(self) -> dict:
         return {"kind": "char", "alphabet": self.alphabet}

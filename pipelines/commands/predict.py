@@ -2,18 +2,18 @@
 
 Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
 
-Slot filling and G2P read lines from files or stdin (``-``); speech models take audio files/directories (the
-same as ``rnnlab transcribe``). Without ``--ckpt`` this is LightningCLI's ``predict`` over a config's data.
+Slot filling and G2P read lines from text files or stdin (``-``, the default); speech models take audio files and
+directories, as ``rnnlab transcribe`` does (with its options), and never stdin. Without ``--ckpt`` this is
+LightningCLI's ``predict`` over a config's data.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from data.errors import DataError
 from data.text import read_lines
-from pipelines.commands._common import fail, load_checkpoint, warn
+from pipelines.commands._common import ArgumentParser, at_least, fail, load_checkpoint, warn
 
 
 def main(argv: list[str]) -> int:
@@ -21,20 +21,26 @@ def main(argv: list[str]) -> int:
         from pipelines.cli.lightning import run
 
         return run(["predict", *argv])
-    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
-                                 "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
+    ap = ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
+                        "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
     ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
-    ap.add_argument("inputs", nargs="*", default=["-"], help="text files (or - for stdin), or audio files/dirs")
+    ap.add_argument("inputs", nargs="*", default=["-"],
+                    help="slot filling and G2P: text files, or - for stdin (the default); speech models: audio files "
+                         "or directories")
     ap.add_argument("--json", action="store_true", help="print one JSON object per input")
-    ap.add_argument("--beam", type=int, default=None, help="beam size for attention/CTC decoding (default: model's)")
+    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=None,
+                    help="beam size for attention/CTC decoding (default: model's)")
     args, rest = ap.parse_known_args(argv)
 
     model = load_checkpoint("predict", args.ckpt)
     if hasattr(model, "transcribe_waveforms"):
-        from pipelines.commands.transcribe import main as transcribe
+        from pipelines.commands.transcribe import transcribe
 
+        if "-" in args.inputs:
+            fail("predict", f"{args.ckpt} is a speech model ({type(model).__name__}): give audio files or "
+                            f"directories, not text on stdin ('-')")
         extra = (["--json"] if args.json else []) + (["--beam", str(args.beam)] if args.beam else [])
-        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest])
+        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest], command="predict")
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     lines: list[str] = []
