@@ -302,7 +302,8 @@ def _ckpt_shortcut(argv: list[str]) -> list[str]:
     if ckpt is None:
         return argv
     try:
-        check_checkpoint(ckpt)  # a damaged file is named as such before its config is looked for
+        if not any(a.startswith("--print_config") for a in rest):  # printing the config never reads the file
+            check_checkpoint(ckpt)  # a damaged file is named as such before its config is looked for
         config = run_config_for(ckpt)
     except (FileNotFoundError, ValueError) as e:
         fail(argv[0], str(e))
