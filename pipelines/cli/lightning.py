@@ -275,7 +275,7 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
                         out[i + 1] = str(cand)
                         break
                 else:
-                    fail(None, f"config {name!r} not found (neither a file nor one of "
+                    fail(argv[0] if argv else None, f"config {name!r} not found (neither a file nor one of "
                                f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
     return out
 
@@ -334,6 +334,8 @@ def run(argv: list[str]) -> int:
     # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     quiet_logger_advert()
+    # Every error names its subcommand, as the other commands' errors do: "rnnlab fit: error: ...".
+    prefix = f"rnnlab {command[0]}: error:" if command else "rnnlab: error:"
     try:
         cli = RnnlabCLI(args=argv, command=command)
         trainer = getattr(cli, "trainer", None)
@@ -342,15 +344,15 @@ def run(argv: list[str]) -> int:
             print(f"[rnnlab] rank {trainer.global_rank}/{trainer.world_size} finished {cli.subcommand}", flush=True)
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        print(f"{prefix} {e}", file=sys.stderr)
         return USER_ERROR
     except MisconfigurationException as e:
         # Trainer settings this machine cannot honour (e.g. accelerator=gpu without a GPU): one line, no traceback.
         hint = " (no usable GPU here: use --trainer.accelerator=cpu or auto)" if "gpu" in str(e).lower() else ""
-        print(f"rnnlab: error: {e}{hint}", file=sys.stderr)
+        print(f"{prefix} {e}{hint}", file=sys.stderr)
         return USER_ERROR
     except NonFiniteTrainingError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        print(f"{prefix} {e}", file=sys.stderr)
         return NON_FINITE
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job

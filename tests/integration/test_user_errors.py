@@ -96,7 +96,7 @@ ROWS = [
     Row("fit-max-epochs-negative", [*TINY_CTC, "--trainer.max_epochs=-3"], {}, 2,
         "rnnlab fit: error: --trainer.max_epochs=-3: give a number of epochs >= 0"),
     Row("fit-config-not-found", ["fit", "-c", "defaults", "-c", "tiny/cct"], {}, 2,
-        "rnnlab: error: config 'tiny/cct' not found"),
+        "rnnlab fit: error: config 'tiny/cct' not found"),
 ]
 
 
