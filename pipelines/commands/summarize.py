@@ -21,6 +21,9 @@ from pipelines.commands._common import ArgumentParser, fail
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 
 DEFAULT_METRICS = {"slots": ["val/slot_f1", "val/intent_acc", "val/exact_match"], "ctc": ["val/cer", "val/wer"]}
+# Monitored metrics where higher is better (the others, losses and error rates, are minimised).
+HIGHER_IS_BETTER = {"val/slot_f1", "val/intent_acc", "val/acc", "val/joint", "val/exact_match", "val/map",
+                    "val/p_at_1", "val/p_at_10"}
 
 
 def _best_row(run: Path, monitor: str, mode: str) -> dict:
@@ -38,9 +41,11 @@ def _run_info(run: Path, metrics: list[str] | None) -> dict:
     model = ((cfg or {}).get("model") or {}).get("init_args", {}) or {}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     monitor = summary.get("monitor", "val/loss")
-    mode = "max" if monitor in ("val/slot_f1", "val/intent_acc", "val/acc") else "min"
+    mode = "max" if monitor in HIGHER_IS_BETTER else "min"
     best = _best_row(run, monitor, mode)
-    kind = "slots" if "slot" in monitor else "ctc"
+    class_path = str(((cfg or {}).get("model") or {}).get("class_path", ""))
+    kind = ("slots" if "slot" in monitor or "slot_filling" in class_path
+            else "ctc" if monitor in ("val/cer", "val/wer") or ".ctc." in class_path else "other")
     names = metrics or DEFAULT_METRICS.get(kind, [monitor])
     cell = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman", "jordan": "Jordan", "rnn": "RNN"}.get(
         model.get("cell"), str(model.get("cell", "?")))

@@ -28,3 +28,21 @@ def test_summarize_picks_best_epoch_by_monitor(tmp_path):
     table = summarize([run])
     row = table.splitlines()[-1]
     assert row == "| atis-lstm | BiLSTM-64 x2 | 1 | 92.50 | 95.00 | 70.00 | 2.0 |"
+
+
+def test_summarize_maximises_joint_and_map_monitors(tmp_path):
+    """A slot run chosen by val/joint (and an autoencoder by val/map) reports its highest epoch, slot columns."""
+    run = tmp_path / "atis-combo"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(
+        {"model": {"class_path": "pipelines.slot_filling.SlotFillingModule",
+                   "init_args": {"cell": "lstm", "bidirectional": True, "hidden_size": 8}}}))
+    (run / "summary.json").write_text(json.dumps({"monitor": "val/joint"}))
+    (run / "metrics.csv").write_text("epoch,val/slot_f1,val/intent_acc,val/exact_match,val/joint\n"
+                                     "0,90.0,90.0,50.0,90.0\n1,94.0,98.0,70.0,96.0\n2,95.0,95.0,71.0,95.0\n")
+    assert summarize([run]).splitlines()[-1] == "| atis-combo | BiLSTM-8 x1 | 1 | 94.00 | 98.00 | 70.00 | - |"
+    ae = tmp_path / "ae"
+    ae.mkdir()
+    (ae / "summary.json").write_text(json.dumps({"monitor": "val/map"}))
+    (ae / "metrics.csv").write_text("epoch,val/map\n0,0.2\n1,0.6\n2,0.4\n")
+    assert summarize([ae]).splitlines()[-1].split(" | ")[2:4] == ["1", "0.60"]
