@@ -1,9 +1,11 @@
 """``rnnlab predict --ckpt``: any checkpoint on raw inputs (sentences, words or audio files).
 
 Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
+       rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt AUDIO... [--json] [--beam N] [--lm ARPA]
 
 Slot filling and G2P read lines from files or stdin (``-``); speech models take audio files/directories (the
-same as ``rnnlab transcribe``). Without ``--ckpt`` this is LightningCLI's ``predict`` over a config's data.
+same as ``rnnlab transcribe``); ``--asr`` speaks to a slot model through a speech model (spoken slot filling,
+:mod:`pipelines.commands.spoken`). Without ``--ckpt`` this is LightningCLI's ``predict`` over a config's data.
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ def main(argv: list[str]) -> int:
         from pipelines.cli.lightning import run
 
         return run(["predict", *argv])
+    if any(a.split("=")[0] == "--asr" for a in argv):
+        from pipelines.commands.spoken import main as spoken
+
+        return spoken(argv)
     ap = argparse.ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
                                  "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
     ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
     ap.add_argument("inputs", nargs="*", default=["-"], help="text files (or - for stdin), or audio files/dirs")
     ap.add_argument("--json", action="store_true", help="print one JSON object per input")
     ap.add_argument("--beam", type=int, default=None, help="beam size for attention/CTC decoding (default: model's)")
+    ap.add_argument("--asr", help="speech checkpoint: transcribe audio inputs, then tag them with the slot --ckpt")
     args, rest = ap.parse_known_args(argv)
 
     model = load_checkpoint("predict", args.ckpt)

@@ -40,17 +40,49 @@ def find_audio(inputs: list[str]) -> list[Path]:
     return out
 
 
-def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab transcribe", description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
-    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or seq2seq run")
-    ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
+def add_decoding_args(ap: argparse.ArgumentParser) -> None:
+    """The decoding options of a speech checkpoint: ``--beam --lm --lm-weight --word-bonus --batch-size --device``."""
     ap.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
     ap.add_argument("--lm", default=None, help="word n-gram language model (ARPA, optionally .gz)")
     ap.add_argument("--lm-weight", type=float, default=0.5)
     ap.add_argument("--word-bonus", type=float, default=0.0)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--json", action="store_true", help="one JSON object per file")
     ap.add_argument("--device", default="cpu")
+
+
+def make_decoder(command: str, model, args: argparse.Namespace):
+    """``model.make_decoder`` from the options of :func:`add_decoding_args`, or a one-line exit (status 2)."""
+    if args.lm and not Path(args.lm).is_file():
+        fail(command, f"language model not found: {args.lm}")
+    try:
+        return model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
+                                  word_bonus=args.word_bonus)
+    except ValueError as e:
+        fail(command, str(e))
+
+
+def read_audio(command: str, files: list[Path], sample_rate: int) -> tuple[list, list[Path], list[tuple[Path, str]]]:
+    """``(waveforms, their files, skipped)``: each file at ``sample_rate``; an unreadable one is warned about
+    on stderr and listed in ``skipped`` as ``(file, reason)``."""
+    from data.audio import AudioError, AudioRef, load_audio
+
+    wavs, ok, skipped = [], [], []
+    for f in files:
+        try:
+            wavs.append(load_audio(AudioRef(path=str(f)), sample_rate))
+            ok.append(f)
+        except AudioError as e:
+            skipped.append((f, str(e)))
+            warn(command, f"skipped {e}")
+    return wavs, ok, skipped
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="rnnlab transcribe", description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
+    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or seq2seq run")
+    ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
+    add_decoding_args(ap)
+    ap.add_argument("--json", action="store_true", help="one JSON object per file")
     ap.add_argument("--stream", action="store_true",
                     help="unidirectional CTC models: feed each file in chunks, showing the text as it grows on "
                          "stderr; the final line equals offline decoding of the file alone")
@@ -59,16 +91,8 @@ def main(argv: list[str]) -> int:
     if args.chunk_ms <= 0:
         fail("transcribe", f"--chunk-ms must be positive, got {args.chunk_ms:g}")
 
-    from data.audio import AudioError, AudioRef, load_audio
-
     model = load_checkpoint("transcribe", args.ckpt, kind="speech", device=args.device)
-    if args.lm and not Path(args.lm).is_file():
-        fail("transcribe", f"language model not found: {args.lm}")
-    try:
-        decoder = model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
-                                     word_bonus=args.word_bonus)
-    except ValueError as e:
-        fail("transcribe", str(e))
+    decoder = make_decoder("transcribe", model, args)
     try:
         files = find_audio(args.inputs)
     except FileNotFoundError as e:
@@ -76,14 +100,8 @@ def main(argv: list[str]) -> int:
     if args.stream:
         streamer = make_streamer(model, args.ckpt)
         return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json)
-    wavs, ok, failed = [], [], 0
-    for f in files:
-        try:
-            wavs.append(load_audio(AudioRef(path=str(f)), model.hparams.sample_rate))
-            ok.append(f)
-        except AudioError as e:
-            failed += 1
-            warn("transcribe", f"skipped {e}")
+    wavs, ok, skipped = read_audio("transcribe", files, model.hparams.sample_rate)
+    failed = len(skipped)
     t0 = time.perf_counter()
     texts = model.transcribe_waveforms(wavs, decoder=decoder, batch_size=args.batch_size)
     elapsed = time.perf_counter() - t0
