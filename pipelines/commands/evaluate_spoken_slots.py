@@ -126,8 +126,8 @@ def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Pa
         "speech": {"wer": 100 * errors["wer"], "cer": 100 * errors["cer"],
                    "slot_value": value_f1(gold, [slot_values(s["words"], s["tags"]) for s in spoken]),
                    "intent_acc": 100 * sum(s["intent"] == r["intent"] for s, r in zip(spoken, rows, strict=True)) / n},
-        "examples": [{"reference": ref, "transcript": s["transcript"], "tags": s["tags"], "intent": s["intent"],
-                      "gold_intent": r["intent"]} for ref, s, r in list(zip(refs, spoken, rows, strict=True))[:5]],
+        "examples": [{"reference": ref, "transcript": s["transcript"], "words": s["words"], "tags": s["tags"],
+                      "intent": s["intent"], "gold_intent": r["intent"]} for ref, s, r in list(zip(refs, spoken, rows, strict=True))[:5]],
     }
 
 
