@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table compare-rnns analyze train-ctc train-seq2seq train-g2p \
+.PHONY: help install test test-all lint train-slots slots-table compare-rnns compare-slots analyze train-ctc train-seq2seq train-g2p \
 	transcribe bench train-autoencoder train-digits retrieval-table install-peers compare-asr clean
 
 RNNLAB := $(BIN)/rnnlab
@@ -71,6 +71,33 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 	    --run.root=$(RUN_DIR)/compare-rnns --run.name=$$name $(ARGS) || exit 1; \
 	done; done; done
 	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-rnns/*
+
+SLOT_VARIANTS ?= base window crf chars attention gated intent all
+SLOT_VARIANT_DATA ?= atis snips
+
+# One row per variant of slots.yaml (each over COMPARE_SEEDS): the classic improvements, one at a time, then all.
+compare-slots: $(STAMP) ## Slot-filling variants (context window, CRF, char CNN, attention, slot gate...) x 3 seeds: mean +- std
+	for d in $(SLOT_VARIANT_DATA); do for v in $(SLOT_VARIANTS); do for s in $(COMPARE_SEEDS); do \
+	  case $$v in \
+	    base) a="";; \
+	    window) a="--model.init_args.context_window=1";; \
+	    crf) a="--model.init_args.crf=true";; \
+	    chars) a="--model.init_args.char_features=cnn";; \
+	    attention) a="--model.init_args.joint=attention";; \
+	    gated) a="--model.init_args.joint=slot_gated";; \
+	    intent) a="--model.init_args.intent_pooling=attention --model.init_args.select_by=joint";; \
+	    wdrop) a="--model.init_args.word_dropout=0.05";; \
+	    combo) a="--model.init_args.char_features=cnn --model.init_args.crf=true --model.init_args.word_dropout=0.05";; \
+	    all) a="--model.init_args.crf=true --model.init_args.char_features=cnn --model.init_args.joint=slot_gated --model.init_args.word_dropout=0.05 --model.init_args.select_by=joint";; \
+	    *) echo "compare-slots: unknown variant $$v" >&2; exit 2;; \
+	  esac; \
+	  name=$$d-$$v-seed$$s; \
+	  [ -f $(RUN_DIR)/compare-slots/$$name/summary.json ] && continue; \
+	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d $$a \
+	    --seed_everything=$$s --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false \
+	    --run.wandb=offline --run.root=$(RUN_DIR)/compare-slots --run.name=$$name $(ARGS) || exit 1; \
+	done; done; done
+	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-slots/*
 
 analyze: $(STAMP) ## The lecture's RNN claims on synthetic data: gradient flow, long-range memory, loss surface, clipping
 	$(RNNLAB) analyze gradient-flow --cell rnn lstm gru --out reports/gradient-flow

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -55,9 +57,9 @@ def audio_ref(cell, *, base_dir: str | None = None) -> AudioRef:
 def audio_duration(ref: AudioRef) -> float:
     """Duration in seconds from the file header (no decoding)."""
     try:
-        info = sf.info(ref.open())
+        info = _decode(sf.info, ref)
     except Exception as e:  # noqa: BLE001 - any decoder failure becomes a one-line message
-        raise AudioError(f"{ref.name}: unreadable audio ({_short(e)})") from None
+        raise _unreadable(ref, e) from None
     if info.samplerate <= 0:
         raise AudioError(f"{ref.name}: invalid sample rate {info.samplerate}")
     return info.frames / info.samplerate
@@ -70,9 +72,9 @@ def load_audio(ref: AudioRef, sample_rate: int) -> torch.Tensor:
         AudioError: unreadable or truncated file, empty audio, or non-finite samples (names the file).
     """
     try:
-        data, sr = sf.read(ref.open(), dtype="float32", always_2d=True)
+        data, sr = _decode(lambda f: sf.read(f, dtype="float32", always_2d=True), ref)
     except Exception as e:  # noqa: BLE001
-        raise AudioError(f"{ref.name}: unreadable audio ({_short(e)})") from None
+        raise _unreadable(ref, e) from None
     if data.shape[0] == 0:
         raise AudioError(f"{ref.name}: zero-length audio")
     if not np.isfinite(data).all():
@@ -89,6 +91,73 @@ def load_audio(ref: AudioRef, sample_rate: int) -> torch.Tensor:
 def resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     g = np.gcd(int(orig), int(new))
     return AF.resample(wav, int(orig) // g, int(new) // g)
+
+
+# How MPEG audio starts: an ID3 tag or a frame sync (11 set bits). Other formats libsndfile names by their magic.
+_MPEG_START = (b"ID3",)
+_CONTAINER_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"caff", b".snd")
+
+
+def _decode(fn, ref: AudioRef):
+    """``fn(ref.open())``; for a ``.mp3`` path that does not start like MPEG audio, with file descriptor 2 silenced.
+
+    libsndfile hands an unrecognised ``.mp3`` file to libmpg123, which writes its resync notes straight to the
+    process's stderr (not through Python); the one-line error raised afterwards says what matters.
+    """
+    if not _suspect_mp3(ref):
+        return fn(ref.open())
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            return fn(ref.open())
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _head(ref: AudioRef, n: int = 512) -> bytes:
+    if ref.data is not None:
+        return bytes(ref.data[:n])
+    try:
+        with open(ref.path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _suspect_mp3(ref: AudioRef) -> bool:
+    if ref.path is None or not ref.path.lower().endswith(".mp3") or not os.path.isfile(ref.path):
+        return False
+    head = _head(ref, 4)
+    mpeg = head.startswith(_MPEG_START) or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+    return not mpeg and not head.startswith(_CONTAINER_MAGIC)
+
+
+def _unreadable(ref: AudioRef, e: Exception) -> AudioError:
+    """The one-line error for a file the decoder refused: ``not audio (...)`` when it is no audio format at all."""
+    why = _short(e)
+    regular = ref.data is not None or (ref.path is not None and os.path.isfile(ref.path))
+    # libsndfile reports an .mp3 it cannot parse as "not a regular file (possibly a pipe?)", whatever it holds.
+    if regular and ("Format not recognised" in why or "possibly a pipe" in why):
+        head = _head(ref)
+        if not head:
+            what = "empty file"
+        elif b"\0" not in head and _is_text(head):
+            what = "a text file"
+        else:
+            what = "format not recognised"
+        return AudioError(f"{ref.name}: not audio ({what})")
+    return AudioError(f"{ref.name}: unreadable audio ({why})")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # a character cut at the end of the sample
+    return True
 
 
 def _short(e: Exception) -> str:

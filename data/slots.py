@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
-from data.sources import load_split, local_split_file
+from data.sources import load_split, row_place, split_where
 from data.speech import SkipCounter
-from data.text import PAD, UNK, Vocabulary
+from data.text import PAD, UNK, Vocabulary, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +34,48 @@ class SlotExample:
     intent: str | None
 
 
-def _as_list(value, *, field: str, where: str, row: int) -> list[str]:
+def _as_list(value, *, field: str) -> list[str]:
     if isinstance(value, str):
         return value.split()
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
-    raise SlotDataError(f"{where} row {row}: column {field!r} must be a list of strings or a space-joined string, "
-                        f"got {type(value).__name__}")
+    if value is None:
+        raise _RowProblem("missing_field", f"no {field!r} value")
+    raise _RowProblem("bad_field", f"column {field!r} must be a list of strings or a space-joined string, "
+                                   f"got {type(value).__name__}")
+
+
+class _RowProblem(Exception):
+    """What is wrong with one row: a skip reason (``skip_report`` key) and the words for the message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _undecodable(e: UnicodeDecodeError) -> _RowProblem:
+    return _RowProblem("not_utf8", f"not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8")
+
+
+def _rows_by_number(rows):
+    """``(i, row or _RowProblem)`` for every row: a row whose text is not UTF-8 comes as a problem, not an end.
+
+    pyarrow keeps invalid UTF-8 in JSON string cells and fails only when rows are read (a chunk at a time), so
+    after a failure the rest is read one row at a time, from the first row not yet given.
+    """
+    i = 0
+    try:
+        for row in rows:
+            yield i, row
+            i += 1
+        return
+    except UnicodeDecodeError:
+        pass
+    for j in range(i, len(rows)):
+        try:
+            yield j, rows[j]
+        except UnicodeDecodeError as e:
+            yield j, _undecodable(e)
 
 
 def resolve_column(name: str | list[str] | None, columns: list[str], *, where: str, field: str) -> str | None:
@@ -67,45 +101,50 @@ def parse_rows(
     strict: bool = True,
     skips: SkipCounter | None = None,
 ) -> list[SlotExample]:
-    """Validates rows and turns them into examples; every problem names ``where``, the row and the field.
+    """Validates rows and turns them into examples; every problem names ``where`` and the 1-based line or row.
 
-    A row whose token and tag counts differ (public copies of SNIPS have one) is an error if ``strict``, else
-    skipped: named in a warning (file and 1-based line) and counted in ``skips`` as ``tag_count_mismatch``.
+    A row that cannot be used (no tokens, tokens/tags of the wrong type, no tags in a labelled file, token and tag
+    counts that differ as in public copies of SNIPS, text that is not UTF-8) is an error if ``strict`` (or without
+    ``skips``), else skipped: named in a warning and counted in ``skips`` by reason.
     """
     columns = list(getattr(rows, "column_names", None) or [])
     tokens_column = resolve_column(tokens_column, columns, where=where, field="tokens_column")
     tags_column = resolve_column(tags_column, columns, where=where, field="tags_column")
     intent_column = resolve_column(intent_column, columns, where=where, field="intent_column")
+    # A file with a tags column is labelled: a row without tags there is a bad row, not an unlabelled one.
+    labelled = tags_column is not None and tags_column in columns
     out = []
-    for i, row in enumerate(rows):
-        words = _as_list(row.get(tokens_column), field=tokens_column, where=where, row=i)
-        if not words:
-            raise SlotDataError(f"{where} row {i}: empty sentence in column {tokens_column!r}")
-        if lowercase:
-            words = [w.lower() for w in words]
-        tags = None
-        if tags_column is not None and row.get(tags_column) is not None:
-            tags = _as_list(row[tags_column], field=tags_column, where=where, row=i)
-            if len(tags) != len(words):
-                problem = f"{len(words)} tokens but {len(tags)} tags (columns {tokens_column!r}/{tags_column!r})"
-                if strict or skips is None:
-                    raise SlotDataError(f"{where} row {i} ({_line(where, i)}): {problem}")
-                skips.skip("tag_count_mismatch", f"{_line(where, i)}: {problem}")
-                continue
-        intent = None
-        if intent_column is not None and row.get(intent_column) is not None:
-            intent = str(row[intent_column])
-        out.append(SlotExample(i, words, tags, intent))
+    for i, row in _rows_by_number(rows):
+        try:
+            if isinstance(row, _RowProblem):
+                raise row
+            out.append(_example(i, row, tokens_column, tags_column, intent_column, labelled, lowercase))
+        except _RowProblem as problem:
+            if strict or skips is None:
+                raise SlotDataError(f"{where} {row_place(where, i)}: {problem}") from None
+            skips.skip(problem.reason, f"{row_place(where, i)}: {problem}")
+    if not out and skips is not None and skips.total:
+        raise SlotDataError(f"{where}: no usable rows ({skips.total} skipped: {dict(skips.counts)})")
     return out
 
 
-def _line(where: str, i: int) -> str:
-    """Where row ``i`` (0-based) sits in its file: the 1-based line of a JSON Lines/CSV file, else the row."""
-    if where.endswith((".jsonl", ".json")):
-        return f"line {i + 1}"
-    if where.endswith((".csv", ".tsv")):
-        return f"line {i + 2}"  # after the header line
-    return f"row {i + 1} (1-based)"
+def _example(i: int, row: dict, tokens_column: str, tags_column: str | None, intent_column: str | None,
+             labelled: bool, lowercase: bool) -> SlotExample:
+    words = _as_list(row.get(tokens_column), field=tokens_column)
+    if not words:
+        raise _RowProblem("empty_sentence", f"empty sentence in column {tokens_column!r}")
+    if lowercase:
+        words = [w.lower() for w in words]
+    tags = None
+    if tags_column is not None and (labelled or row.get(tags_column) is not None):
+        tags = _as_list(row.get(tags_column), field=tags_column)
+        if len(tags) != len(words):
+            raise _RowProblem("tag_count_mismatch", f"{len(words)} tokens but {len(tags)} tags "
+                                                    f"(columns {tokens_column!r}/{tags_column!r})")
+    intent = None
+    if intent_column is not None and row.get(intent_column) is not None:
+        intent = str(row[intent_column])
+    return SlotExample(i, words, tags, intent)
 
 
 class SlotDataset(Dataset):
@@ -124,21 +163,22 @@ class SlotDataset(Dataset):
             for t in ex.tags or []:
                 if t not in tags:
                     if unknown_labels == "error":
-                        raise SlotDataError(f"{where} row {ex.id}: tag {t!r} does not occur in the training data")
+                        raise SlotDataError(f"{where} {row_place(where, ex.id)}: tag {t!r} does not occur in the "
+                                            f"training data")
                     unseen.setdefault(t, []).append(ex.id)
                 tag_ids.append(tags.get(t, IGNORE))
             intent_id = IGNORE
             if ex.intent is not None:
                 if ex.intent not in intents:
                     if unknown_labels == "error":
-                        raise SlotDataError(f"{where} row {ex.id}: intent {ex.intent!r} does not occur in the "
-                                            f"training data")
+                        raise SlotDataError(f"{where} {row_place(where, ex.id)}: intent {ex.intent!r} does not "
+                                            f"occur in the training data")
                     unseen.setdefault(ex.intent, []).append(ex.id)
                 intent_id = intents.get(ex.intent, IGNORE)
             self.items.append((self.words.encode(ex.words), tag_ids if ex.tags else None, intent_id))
         self.unseen_labels = {k: len(v) for k, v in unseen.items()}
         if unseen:
-            detail = "; ".join(f"{k!r} (rows {', '.join(map(str, v[:3]))}{'...' if len(v) > 3 else ''})"
+            detail = "; ".join(f"{k!r} ({', '.join(row_place(where, r) for r in v[:3])}{'...' if len(v) > 3 else ''})"
                                for k, v in sorted(unseen.items())[:5])
             log.warning("%s: %d labels in %d rows do not occur in the training data and count as errors in the "
                         "metrics (excluded from the loss): %s%s", where, len(unseen),
@@ -230,6 +270,7 @@ class SlotFillingDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
         self._examples: dict[str, list[SlotExample]] = {}
+        self._file: dict[str, str] = {}  # what messages name for each read source: its file when local
         self._vocab: dict | None = None
         self.datasets: dict[str, SlotDataset] = {}
         self.skips: dict[str, SkipCounter] = {}
@@ -240,7 +281,7 @@ class SlotFillingDataModule(L.LightningDataModule):
         return {split: dict(s.counts) for split, s in self.skips.items() if s.total}
 
     def _where(self, split: str) -> str:
-        return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
+        return split_where(self.hparams.data_dir, self.hparams.dataset, split)
 
     def _read(self, split: str, *, source: str | None = None) -> list[SlotExample]:
         key = source or split
@@ -252,8 +293,8 @@ class SlotFillingDataModule(L.LightningDataModule):
             else:
                 rows = load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
                 local = hp.data_dir or (hp.dataset if hp.dataset and Path(hp.dataset).exists() else None)
-                found = local_split_file(local, split) if local else None
-                where = str(found) if found is not None else self._where(split)  # names the file when local
+                where = split_where(local, hp.dataset, split)  # names the file when local
+            self._file[key] = where
             skips = self.skips.setdefault(key, SkipCounter(where))
             self._examples[key] = parse_rows(rows, where=where, tokens_column=hp.tokens_column,
                                              tags_column=hp.tags_column, intent_column=hp.intent_column,
@@ -283,29 +324,35 @@ class SlotFillingDataModule(L.LightningDataModule):
         hp = self.hparams
         vocab = self.vocab
         if stage in (None, "fit"):
-            self.datasets["train"] = SlotDataset(self._read(hp.train_split), vocab, where=self._where(hp.train_split))
+            self.datasets["train"] = SlotDataset(self._read(hp.train_split), vocab, where=self._file[hp.train_split])
         if stage in (None, "fit", "validate"):
-            self.datasets["val"] = SlotDataset(self._read(hp.val_split), vocab, where=self._where(hp.val_split),
+            self.datasets["val"] = SlotDataset(self._read(hp.val_split), vocab, where=self._file[hp.val_split],
                                                unknown_labels=hp.unknown_labels)
         if stage in (None, "test"):
-            if hp.test_file:
-                ex = self._read("test", source=hp.test_file)
-                where = hp.test_file
-            else:
-                ex = self._read(hp.test_split)
-                where = self._where(hp.test_split)
-            self.datasets["test"] = SlotDataset(ex, vocab, where=where, unknown_labels="warn")
+            key = hp.test_file or hp.test_split
+            ex = self._read("test", source=hp.test_file) if hp.test_file else self._read(hp.test_split)
+            self.datasets["test"] = SlotDataset(ex, vocab, where=self._file[key], unknown_labels="warn")
         if stage == "predict":
             self.datasets["predict"] = SlotDataset(self.read_sentences(hp.predict_file), vocab,
                                                    where=str(hp.predict_file), unknown_labels="warn")
 
     def read_sentences(self, path: str | None) -> list[SlotExample]:
-        """Sentences to tag: a data file with the tokens column, or plain text (``-`` = stdin), one per line."""
+        """Sentences to tag: a data file with the tokens column, or plain text (``-`` = stdin), one per line.
+
+        Text is UTF-8 (:func:`data.text.read_lines`): a line that is not is skipped and named, or with
+        ``strict`` an error, as a bad row of a data file is.
+        """
         if path is None:
             raise ValueError("data.predict_file is not set: give a text file with one sentence per line, or '-'")
         if path != "-" and path.endswith((".jsonl", ".json", ".csv", ".parquet")):
             return self._read("predict", source=path)
-        lines = sys.stdin.read().splitlines() if path == "-" else open(path, encoding="utf-8").read().splitlines()
+        name = "<stdin>" if path == "-" else path
+        lines, problems = read_lines(path)
+        skips = self.skips.setdefault(name, SkipCounter(name))
+        for n, problem in problems:
+            if self.hparams.get("strict", False):
+                raise SlotDataError(f"{name} line {n}: {problem}")
+            skips.skip("not_utf8", f"line {n}: {problem}")
         return sentences_to_examples(lines, lowercase=self.hparams.lowercase)
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
@@ -346,10 +393,17 @@ class SlotFillingDataModule(L.LightningDataModule):
         return self._loader("predict", False)
 
 
-def sentences_to_examples(lines: Sequence[str], *, lowercase: bool = True) -> list[SlotExample]:
-    """Plain sentences (whitespace-tokenised; blank lines skipped) as unlabelled examples."""
+def sentences_to_examples(lines: Sequence[str] | Sequence[tuple[int, str]], *,
+                           lowercase: bool = True) -> list[SlotExample]:
+    """Plain sentences (whitespace-tokenised; blank lines skipped) as unlabelled examples.
+
+    ``lines`` are strings or ``(1-based line number, text)`` pairs (:func:`data.text.read_lines`); an example's
+    ``id`` is its 0-based line.
+    """
     out = []
     for i, line in enumerate(lines):
+        if isinstance(line, tuple):
+            i, line = line[0] - 1, line[1]
         words = line.split()
         if not words:
             continue

@@ -7,6 +7,7 @@ of LibriSpeech's ``clean`` config never downloads or converts ``train.360``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -31,11 +32,35 @@ def _local_split_file(data_dir: Path, split: str) -> Path | None:
 
 
 def local_split_file(data_dir: str | os.PathLike, split: str) -> Path | None:
-    """The file a local copy's ``split`` is read from (``{split}.jsonl`` and so on), or None if it is not one file."""
+    """The file a local copy's ``split`` rows are read from (``{split}.jsonl``, an audiofolder's ``metadata.jsonl``
+    and so on), or None if it is not one file."""
     root = Path(data_dir).expanduser()
     if root.is_file():
         return root
-    return _local_split_file(root, split_bases(split)[0]) if root.is_dir() else None
+    if not root.is_dir():
+        return None
+    base = split_bases(split)[0]
+    found = _local_split_file(root, base)
+    if found is None:
+        found = next((m for m in (root / base / "metadata.jsonl", root / base / "metadata.csv") if m.is_file()), None)
+    return found
+
+
+def split_where(data_dir: str | os.PathLike | None, dataset: str | None, split: str) -> str:
+    """What messages about a split name: the file its rows are read from when local, else ``<corpus> [<split>]``."""
+    found = local_split_file(data_dir, split) if data_dir else None
+    return str(found) if found else f"{data_dir or dataset} [{split}]"
+
+
+def row_place(where: str | os.PathLike, i: int) -> str:
+    """Where row ``i`` (0-based) of ``where`` is, counted as an editor counts: ``line N`` in a JSON Lines or
+    CSV/TSV file (after its header line), else ``row N`` (1-based)."""
+    name = str(where)
+    if name.endswith(".jsonl"):
+        return f"line {i + 1}"
+    if name.endswith((".csv", ".tsv")):
+        return f"line {i + 2}"
+    return f"row {i + 1}"
 
 
 def _is_audiofolder(path: Path) -> bool:
@@ -256,13 +281,42 @@ def _classify(e: Exception, *, where, split, hub: bool, config_name: str | None 
     return DataSourceError(f"cannot read {where}: {type(e).__name__}: {first[:300]}")
 
 
+@contextlib.contextmanager
+def no_progress_bars(enabled: bool = True):
+    """Turns the ``datasets`` progress bars off for the block (restored afterwards if they were on)."""
+    import datasets
+
+    was_on = datasets.is_progress_bar_enabled()
+    if enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled and was_on:
+            datasets.enable_progress_bars()
+
+
+# Local data files smaller than this are prepared in about a second: a "Generating split" bar would be noise.
+_QUIET_BYTES = 64 * 2**20
+
+
+def _small_local(data_files) -> bool:
+    """Whether ``data_files`` (``{split: path or paths}``) are local files of under :data:`_QUIET_BYTES` in all."""
+    paths = [p for v in (data_files or {}).values() for p in ([v] if isinstance(v, str) else v)]
+    try:
+        return bool(paths) and sum(Path(p).stat().st_size for p in paths) < _QUIET_BYTES
+    except (OSError, TypeError):
+        return False  # a hub URL or pattern: keep datasets' own progress output
+
+
 def _load(datasets, path, *, where, hub: bool = False, delimiter=None, features=None, **kwargs):
     if delimiter is not None:
         kwargs["delimiter"] = delimiter
     if features is not None:
         kwargs["features"] = features
     try:
-        return datasets.load_dataset(path, **kwargs)
+        with no_progress_bars(not hub and _small_local(kwargs.get("data_files"))):
+            return datasets.load_dataset(path, **kwargs)
     except DataSourceError:
         raise
     except Exception as e:  # noqa: BLE001 - turned into a one-line, actionable message

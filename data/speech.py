@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.audio import AudioError, AudioRef, audio_duration, audio_ref, load_audio
 from data.errors import DataError
-from data.sources import load_split
+from data.sources import load_split, row_place, split_where
 from data.text import CharTokenizer, normalize_text
 from data.tokenizers import tokenizer_from_dict
 
@@ -163,10 +163,11 @@ class SplitIndex:
         row_no = int(self.rows[k])
         row = self.table[row_no]
         rid = row.get(self.id_column) if self.id_column else None
-        return Utterance(str(rid) if rid is not None else f"{row_no}",
-                         audio_ref(row.get(self.audio_column), base_dir=self.base_dir),
-                         normalize_text(row[self.text_column], self.normalizer), float(self.durations[k]),
-                         self.source)
+        ref = audio_ref(row.get(self.audio_column), base_dir=self.base_dir)
+        if rid is None:  # no id column: the audio file's name says which utterance it is, a bare row number does not
+            rid = os.path.basename(ref.path) if ref.path else f"row {row_no + 1}"
+        return Utterance(str(rid), ref, normalize_text(row[self.text_column], self.normalizer),
+                         float(self.durations[k]), self.source)
 
     def texts(self) -> Iterator[str]:
         """Normalised transcripts in index order, read from the table in chunks (no audio is read)."""
@@ -217,7 +218,7 @@ def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_colu
                 todo.append((i, rid))
                 continue
             if known < 0:
-                skips.skip("unreadable", f"row {i} ({rid}): unreadable audio (from the duration cache "
+                skips.skip("unreadable", f"{_at(skips, i, rid)}: unreadable audio (from the duration cache "
                                          f"{cache.path if cache else ''}; delete it to read the header again)")
                 continue
             if _duration_ok(i, rid, "", known, min_duration, max_duration, skips):
@@ -230,7 +231,7 @@ def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_colu
                     ref = audio_ref(cell, base_dir=base_dir)
                     duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
                 except AudioError as e:
-                    skips.skip("unreadable", f"row {i} ({rid}): {e}")
+                    skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
                     if cache is not None:
                         cache.put(i, -1.0)
                     continue
@@ -278,30 +279,35 @@ def _audio_cells(rows, audio_column: str, row_numbers: list[int]) -> list:
 def _check_text(i: int, row: dict, *, text_column: str, id_column: str | None, normalizer: str, tokenizer,
                 skips: SkipCounter) -> tuple[str, str] | None:
     """``(id, normalised text)`` of a row, or None (counted, named) if its transcript is unusable."""
-    rid = str(row[id_column]) if id_column and row.get(id_column) is not None else f"{i}"
+    rid = str(row[id_column]) if id_column and row.get(id_column) is not None else ""
     raw = row.get(text_column)
     if not isinstance(raw, str):
-        skips.skip("bad_text", f"row {i} ({rid}): text is {type(raw).__name__}, not a string")
+        skips.skip("bad_text", f"{_at(skips, i, rid)}: text is {type(raw).__name__}, not a string")
         return None
     text = normalize_text(raw, normalizer)
     if not text:
-        skips.skip("empty_text", f"row {i} ({rid}): empty transcript after normalisation ({raw[:40]!r})")
+        skips.skip("empty_text", f"{_at(skips, i, rid)}: empty transcript after normalisation ({raw[:40]!r})")
         return None
     bad = tokenizer.unknown_chars(text)
     if bad:
-        skips.skip("oov_chars", f"row {i} ({rid}): characters outside the vocabulary {''.join(sorted(bad))!r}")
+        skips.skip("oov_chars", f"{_at(skips, i, rid)}: characters outside the vocabulary {''.join(sorted(bad))!r}")
         return None
     return rid, text
+
+
+def _at(skips: SkipCounter, i: int, rid: str) -> str:
+    """Row ``i`` (0-based) of the file ``skips`` names, as an editor counts it, with the row's id if it has one."""
+    return f"{row_place(skips.where, i)} ({rid})" if rid else row_place(skips.where, i)
 
 
 def _duration_ok(i: int, rid: str, name: str, duration: float, min_duration: float, max_duration: float,
                  skips: SkipCounter) -> bool:
     name = f" {name}" if name else ""
     if duration <= 0:
-        skips.skip("empty_audio", f"row {i} ({rid}){name}: zero-length audio")
+        skips.skip("empty_audio", f"{_at(skips, i, rid)}{name}: zero-length audio")
         return False
     if duration < min_duration or duration > max_duration:
-        skips.skip("duration", f"row {i} ({rid}){name}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
+        skips.skip("duration", f"{_at(skips, i, rid)}{name}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
         return False
     return True
 
@@ -385,11 +391,11 @@ def _row_to_utterance(i: int, row, *, audio_column: str, text_column: str, id_co
         else:
             duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
     except AudioError as e:
-        skips.skip("unreadable", f"row {i} ({rid}): {e}")
+        skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
         return None
     if not _duration_ok(i, rid, ref.name, duration, min_duration, max_duration, skips):
         return None
-    return Utterance(rid, ref, text, duration)
+    return Utterance(rid or (os.path.basename(ref.path) if ref.path else f"row {i + 1}"), ref, text, duration)
 
 
 # Decoded audio kept by cache_audio=None (auto) at most, per split and process: float32 at the model's rate.
@@ -640,9 +646,10 @@ class SpeechDataModule(L.LightningDataModule):
         return [s.name for s in self.sources] if self.hparams.get("sources") else []
 
     def _where(self, split: str, src: SpeechSource | None = None) -> str:
+        """What messages about ``split`` name: the file its rows come from when local, else the corpus and split."""
         if src is not None and src.name:
-            return f"{src.name} ({src.data_dir or src.dataset}) [{split}]"
-        return f"{self.hparams.data_dir or self.hparams.dataset} [{split}]"
+            return f"{src.name}: {split_where(src.data_dir, src.dataset, split)}"
+        return split_where(self.hparams.data_dir, self.hparams.dataset, split)
 
     def _read_source(self, k: int, src: SpeechSource, split: str) -> SplitIndex:
         key = f"{k}:{split}"

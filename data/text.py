@@ -1,12 +1,15 @@
-"""Text side of the data layer: label vocabularies, text normalisers and the character tokenizer."""
+"""Text side of the data layer: label vocabularies, text normalisers, the character tokenizer, text input lines."""
 
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal
+
+from data.errors import DataError
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -141,7 +144,38 @@ class CharTokenizer:
         return [self._stoi[c] for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        return "".join(self.tokens[i] for i in ids if i != self.blank)
+        """Text of ``ids``: blanks dropped; runs of spaces (which CTC can emit) collapse to one, none at the ends."""
+        text = "".join(self.tokens[i] for i in ids if i != self.blank)
+        return " ".join(w for w in text.split(" ") if w)
 
     def to_dict(self) -> dict:
         return {"kind": "char", "alphabet": self.alphabet}
+
+
+def read_lines(path: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The lines of a text input, UTF-8 by rule: ``([(1-based line, text)], [(1-based line, problem)])``.
+
+    ``path`` ``-`` reads stdin (as bytes, so the same rule holds whatever the terminal's locale). A line that is
+    not valid UTF-8 is not guessed at (replacement characters would silently turn its words into ``<unk>``): it
+    is left out and listed in the problems (``not UTF-8 text (byte 0x..)``); the caller names it and skips it or
+    stops, as its ``strict`` rule says.
+
+    Raises:
+        DataError: the file cannot be read (one line naming it).
+    """
+    if path == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror}") from None
+    good, problems = [], []
+    for n, raw in enumerate(data.splitlines(), 1):
+        try:
+            good.append((n, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            problems.append((n, f"not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8"))
+    return good, problems

@@ -6,6 +6,7 @@ import gzip
 import io
 import math
 import os
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -32,6 +33,19 @@ def _open_text(path: str | os.PathLike, mode: str) -> io.TextIOBase:
     if path.endswith(".gz"):
         return gzip.open(path, "wt", encoding="utf-8")
     return open(path, "w", encoding="utf-8")
+
+
+def _arpa_lines(path: str | os.PathLike):
+    """Yields ``(line number, line)`` of an ARPA file; a file that is not (gzipped) UTF-8 text is a ``ValueError``."""
+    name, lineno = os.fspath(path), 0
+    try:
+        with _open_text(path, "r") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                yield lineno, raw
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: not an ARPA text file (line {lineno + 1} is not UTF-8 text)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{name}: not an ARPA text file (bad gzip data: {e})") from None
 
 
 class NGramLM:
@@ -180,70 +194,69 @@ class NGramLM:
                     f"\\data\\ declares ngram {n}={declared[n]} but the section has {found[n]} entries", line
                 )
 
-        with _open_text(path, "r") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                line = raw.strip()
-                if not line:
-                    continue
-                if state == "preamble":
-                    if line == "\\data\\":
-                        state = "data"
-                    continue  # free text before \data\ is allowed
-                if state == "end":
-                    continue  # anything after \end\ is ignored
-                if line == "\\end\\":
-                    if state == "data":
-                        raise fail("\\end\\ before any n-gram section")
-                    check_section_count(lineno)
-                    missing = sorted(set(declared) - set(found))
-                    if missing:
-                        raise fail(f"missing \\{missing[0]}-grams: section")
-                    state = "end"
-                    continue
-                if line.startswith("\\") and line.endswith("-grams:"):
-                    try:
-                        new_n = int(line[1 : -len("-grams:")])
-                    except ValueError:
-                        raise fail(f"bad section header {line[:60]!r}") from None
-                    if new_n not in declared:
-                        raise fail(f"section \\{new_n}-grams: not declared in \\data\\")
-                    check_section_count(lineno)
-                    state, n = "ngrams", new_n
-                    found[n] += 0
-                    continue
+        for lineno, raw in _arpa_lines(path):
+            line = raw.strip()
+            if not line:
+                continue
+            if state == "preamble":
+                if line == "\\data\\":
+                    state = "data"
+                continue  # free text before \data\ is allowed
+            if state == "end":
+                continue  # anything after \end\ is ignored
+            if line == "\\end\\":
                 if state == "data":
-                    if not line.startswith("ngram "):
-                        raise fail(f"expected 'ngram N=count' in \\data\\, got {line[:60]!r}")
-                    spec = line[len("ngram ") :].replace(" ", "")
-                    try:
-                        order_s, count_s = spec.split("=")
-                        order, count = int(order_s), int(count_s)
-                    except ValueError:
-                        raise fail(f"bad count line {line[:60]!r}") from None
-                    if order < 1 or count < 0:
-                        raise fail(f"bad count line {line[:60]!r}")
-                    declared[order] = count
-                    continue
-                # state == "ngrams": "logprob w1 .. wn [backoff]"
-                fields = line.split()
-                if len(fields) not in (n + 1, n + 2):
-                    raise fail(
-                        f"expected {n + 1} or {n + 2} fields in a {n}-gram entry, got {len(fields)}: {line[:60]!r}"
-                    )
+                    raise fail("\\end\\ before any n-gram section")
+                check_section_count(lineno)
+                missing = sorted(set(declared) - set(found))
+                if missing:
+                    raise fail(f"missing \\{missing[0]}-grams: section")
+                state = "end"
+                continue
+            if line.startswith("\\") and line.endswith("-grams:"):
                 try:
-                    logp = float(fields[0])
-                    bo = float(fields[n + 1]) if len(fields) == n + 2 else None
+                    new_n = int(line[1 : -len("-grams:")])
                 except ValueError:
-                    raise fail(f"non-numeric probability or back-off in {line[:60]!r}") from None
-                if logp > 1e-6 or math.isnan(logp):
-                    raise fail(f"log10 probability must be <= 0, got {fields[0]}")
-                gram = tuple(fields[1 : n + 1])
-                probs[gram] = logp * _LN10
-                if bo is not None:
-                    backoffs[gram] = bo * _LN10
-                found[n] += 1
+                    raise fail(f"bad section header {line[:60]!r}") from None
+                if new_n not in declared:
+                    raise fail(f"section \\{new_n}-grams: not declared in \\data\\")
+                check_section_count(lineno)
+                state, n = "ngrams", new_n
+                found[n] += 0
+                continue
+            if state == "data":
+                if not line.startswith("ngram "):
+                    raise fail(f"expected 'ngram N=count' in \\data\\, got {line[:60]!r}")
+                spec = line[len("ngram ") :].replace(" ", "")
+                try:
+                    order_s, count_s = spec.split("=")
+                    order, count = int(order_s), int(count_s)
+                except ValueError:
+                    raise fail(f"bad count line {line[:60]!r}") from None
+                if order < 1 or count < 0:
+                    raise fail(f"bad count line {line[:60]!r}")
+                declared[order] = count
+                continue
+            # state == "ngrams": "logprob w1 .. wn [backoff]"
+            fields = line.split()
+            if len(fields) not in (n + 1, n + 2):
+                raise fail(
+                    f"expected {n + 1} or {n + 2} fields in a {n}-gram entry, got {len(fields)}: {line[:60]!r}"
+                )
+            try:
+                logp = float(fields[0])
+                bo = float(fields[n + 1]) if len(fields) == n + 2 else None
+            except ValueError:
+                raise fail(f"non-numeric probability or back-off in {line[:60]!r}") from None
+            if logp > 1e-6 or math.isnan(logp):
+                raise fail(f"log10 probability must be <= 0, got {fields[0]}")
+            gram = tuple(fields[1 : n + 1])
+            probs[gram] = logp * _LN10
+            if bo is not None:
+                backoffs[gram] = bo * _LN10
+            found[n] += 1
         if state == "preamble":
-            raise fail("no \\data\\ header found")
+            raise fail("no \\data\\ header found (not an ARPA file?)")
         if state != "end":
             raise fail("missing \\end\\ marker (truncated file?)")
         if not probs:

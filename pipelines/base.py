@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
-CKPT_KEY = "rnnlab"
+from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint
 
 
 class RnnlabModule(L.LightningModule):
@@ -150,12 +150,12 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     ``weights_only=True`` (no pickled code runs).
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from: checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"init_from: {path} is not a readable checkpoint ({type(e).__name__})") from None
+        state = read_checkpoint(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"init_from: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"init_from: {e}") from None
     state = state.get("state_dict", state)
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
@@ -167,30 +167,14 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     return len(matched), [k for k in own if k not in matched]
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict at ``path`` on the CPU (``weights_only``: no pickled code runs).
-
-    Raises ``FileNotFoundError`` / ``ValueError`` with a one-line message naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: not a readable checkpoint (holds a {type(ckpt).__name__}, not a dict)")
-    return ckpt
-
-
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> RnnlabModule:
-    """Loads any rnnlab pipeline from its checkpoint (the class is recorded in the checkpoint)."""
+    """Loads any rnnlab pipeline from its checkpoint (the class is recorded in the checkpoint).
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the file (:func:`check_checkpoint`).
+    """
     path = Path(ckpt_path)
-    meta = read_checkpoint(path).get(CKPT_KEY)
-    if not meta:
-        raise ValueError(f"{path}: not an rnnlab checkpoint (no '{CKPT_KEY}' entry)")
+    meta = check_checkpoint(path)
     module_name, _, cls_name = meta["class_path"].rpartition(".")
     cls = getattr(importlib.import_module(module_name), cls_name)
     model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)

@@ -1,6 +1,8 @@
 """RNN slot filling: embedding -> recurrent encoder -> per-token tag head + sentence intent head, trained jointly.
 
-Run it with ``make train-slots`` or ``rnnlab fit -c defaults -c slots``.
+Run it with ``make train-slots`` or ``rnnlab fit -c defaults -c slots``. Options add the classic improvements:
+a word context window (Mesnil et al. 2015), character features, the attention-based joint model (Liu & Lane
+2016) or the slot-gated one (Goo et al. 2018), a CRF output layer and word dropout.
 """
 
 from __future__ import annotations
@@ -16,6 +18,16 @@ from torchmetrics import MeanMetric
 from data.slots import IGNORE, collate_slots, sentences_to_examples
 from data.text import Vocabulary
 from modules.encoders import RecurrentEncoder
+from modules.heads import SequencePooling
+from modules.tagging import (
+    CharCNN,
+    IntentAttention,
+    LinearChainCRF,
+    SlotAttention,
+    SlotGate,
+    bio_transition_mask,
+    context_window,
+)
 from pipelines.base import RnnlabModule
 from pipelines.training.metrics import SentenceExactMatch, SlotF1
 
@@ -31,8 +43,21 @@ class SlotFillingModule(RnnlabModule):
         implementation: ``fused`` (torch's nn.RNN/LSTM/GRU), ``reference`` (from-scratch cells) or ``auto``
             (fused where torch has the cell, reference for Jordan).
         hidden_size / num_layers / bidirectional / dropout: Encoder shape; dropout also on embeddings.
-        intent_pooling: How the sentence vector for the intent head is made from the encoder outputs.
+        intent_pooling: How the sentence vector for the intent head is made from the encoder outputs (``last``:
+            both directions' final states).
         intent_weight: Weight of the intent loss in the joint loss.
+        context_window: Each word's input also holds the embeddings of this many words on each side.
+        char_features: ``cnn`` adds a character-CNN vector to each word's embedding (helps unseen words).
+        char_dim / char_channels: Character embedding size and CNN output size.
+        joint: ``pooled`` (tags from each state, intent from the pooled states), ``attention`` (Liu & Lane
+            2016: each tag also reads an attention context; the intent adds an attention-pooled vector) or
+            ``slot_gated`` (Goo et al. 2018: the intent context gates each slot context).
+        crf: Score whole tag sequences with a linear-chain CRF (BIO-impossible transitions forbidden) and
+            decode with Viterbi, instead of an independent softmax per word.
+        word_dropout: Probability of replacing a training word by ``<unk>``, so the ``<unk>`` vector unseen
+            words get at test time is trained.
+        select_by: The validation metric that picks ``best.ckpt``: ``slot_f1``, ``joint`` (mean of slot F1 and
+            intent accuracy) or ``exact_match`` (all tags and the intent right).
     """
 
     monitor = "val/slot_f1"
@@ -50,8 +75,16 @@ class SlotFillingModule(RnnlabModule):
         num_layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.3,
-        intent_pooling: Literal["mean", "max", "last"] = "max",
+        intent_pooling: Literal["mean", "max", "last", "attention"] = "max",
         intent_weight: float = 1.0,
+        context_window: int = 0,
+        char_features: Literal["none", "cnn"] = "none",
+        char_dim: int = 32,
+        char_channels: int = 64,
+        joint: Literal["pooled", "attention", "slot_gated"] = "pooled",
+        crf: bool = False,
+        word_dropout: float = 0.0,
+        select_by: Literal["slot_f1", "joint", "exact_match"] = "slot_f1",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -62,37 +95,97 @@ class SlotFillingModule(RnnlabModule):
         self.words = Vocabulary.from_dict(vocab["words"])
         self.tags: list[str] = list(vocab["tags"])
         self.intents: list[str] = list(vocab["intents"])
+        if context_window < 0:
+            raise ValueError(f"context_window must be >= 0, got {context_window}")
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        self.monitor = {"slot_f1": "val/slot_f1", "joint": "val/joint", "exact_match": "val/exact_match"}[select_by]
         impl = implementation if implementation != "auto" else ("reference" if cell == "jordan" else "fused")
         self.embedding = nn.Embedding(len(self.words), embedding_dim, padding_idx=0)
         self.dropout = nn.Dropout(dropout)
-        self.encoder = RecurrentEncoder(input_size=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
-                                        cell=cell, bidirectional=bidirectional,
+        word_size = embedding_dim
+        if char_features == "cnn":
+            # Characters of the training vocabulary; 0 = padding, 1 = a character never seen in training.
+            self.chars = {c: i + 2 for i, c in enumerate(sorted({c for w in self.words.itos for c in w}))}
+            self.char_cnn = CharCNN(len(self.chars) + 2, char_dim, char_channels)
+            word_size += char_channels
+        self.encoder = RecurrentEncoder(input_size=word_size * (2 * context_window + 1), hidden_size=hidden_size,
+                                        num_layers=num_layers, cell=cell, bidirectional=bidirectional,
                                         dropout=dropout if num_layers > 1 else 0.0, implementation=impl)
         d = self.encoder.output_size
-        self.tag_head = nn.Linear(d, len(self.tags))
-        self.intent_head = nn.Linear(d, max(1, len(self.intents)))
+        self.pooling = SequencePooling(d, intent_pooling, bidirectional=bidirectional)
+        tag_in, intent_in = d, d
+        if joint != "pooled":
+            self.slot_attention = SlotAttention(d)
+            self.intent_attention = IntentAttention(d)
+            intent_in = 2 * d
+            if joint == "attention":
+                tag_in = 2 * d
+            else:
+                self.slot_gate = SlotGate(d)
+        self.tag_head = nn.Linear(tag_in, len(self.tags))
+        self.intent_head = nn.Linear(intent_in, max(1, len(self.intents)))
+        if crf:
+            allowed, start = bio_transition_mask(self.tags)
+            self.crf = LinearChainCRF(len(self.tags), allowed, start)
         self.slot_f1 = nn.ModuleDict({s: SlotF1() for s in ("val", "test")})
         self.intent_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.exact = nn.ModuleDict({s: SentenceExactMatch() for s in ("val", "test")})
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tag logits ``(B, T, n_tags)`` and intent logits ``(B, n_intents)`` for padded ``tokens (B, T)``."""
-        x = self.dropout(self.embedding(tokens))  # (B, T, E)
+    def char_ids(self, words: list[list[str]], length: int) -> torch.Tensor:
+        """``(B, length, L)`` character ids of each sentence's words (0 = padding, 1 = unseen character)."""
+        longest = max(1, max((len(w) for sent in words for w in sent), default=1))
+        pad_word = [0] * longest
+        rows = [[[self.chars.get(c, 1) for c in w] + [0] * (longest - len(w)) for w in sent[:length]]
+                + [pad_word] * (length - len(sent[:length])) for sent in words]
+        # One tensor from nested lists: far cheaper than a small tensor per word.
+        return torch.tensor(rows, dtype=torch.long)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                words: list[list[str]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tag scores ``(B, T, n_tags)`` and intent logits ``(B, n_intents)`` for padded ``tokens (B, T)``.
+
+        ``words`` (the sentences' words as strings) feed the character features; without them the words are
+        read back from the vocabulary (unknown words then have no characters).
+        """
+        x = self.embedding(tokens)  # (B, T, E)
+        if self.hparams.char_features == "cnn":
+            if words is None:
+                words = [[self.words.itos[i] for i in row[:n]]
+                         for row, n in zip(tokens.tolist(), lengths.tolist(), strict=True)]
+            x = torch.cat([x, self.char_cnn(self.char_ids(words, tokens.size(1)).to(tokens.device))], dim=-1)
+        x = context_window(self.dropout(x), lengths, self.hparams.context_window)
         h, _ = self.encoder(x, lengths)  # (B, T, D*H), zeros past each length
         h = self.dropout(h)
-        mask = (torch.arange(h.size(1), device=h.device)[None, :] < lengths[:, None].to(h.device))[..., None]
-        pooling = self.hparams.intent_pooling
-        if pooling == "mean":
-            pooled = h.sum(1) / lengths[:, None].to(h)
-        elif pooling == "max":
-            pooled = h.masked_fill(~mask, float("-inf")).amax(1)
-        else:
-            pooled = h[torch.arange(h.size(0)), (lengths - 1).to(h.device)]
-        return self.tag_head(h), self.intent_head(pooled)
+        pooled = self.pooling(h, lengths.to(h.device))
+        joint = self.hparams.joint
+        if joint == "pooled":
+            return self.tag_head(h), self.intent_head(pooled)
+        slot_context, _ = self.slot_attention(h, lengths)
+        intent_context = self.intent_attention(h, lengths)
+        tag_in = torch.cat([h, slot_context], -1) if joint == "attention" else self.slot_gate(h, slot_context,
+                                                                                               intent_context)
+        return self.tag_head(tag_in), self.intent_head(torch.cat([pooled, intent_context], -1))
+
+    def _tag_loss(self, tag_logits: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.hparams.crf:
+            return F.cross_entropy(tag_logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE)
+        # A sentence with a tag unseen in training (IGNORE inside its length) has no CRF path: leave it out.
+        valid = torch.arange(tags.size(1), device=tags.device)[None] < lengths[:, None].to(tags.device)
+        keep = ~((tags == IGNORE) & valid).any(1)
+        if not keep.any():
+            return tag_logits.sum() * 0.0
+        nll = self.crf.nll(tag_logits[keep], tags[keep].clamp_min(0), lengths[keep])
+        # Per word, as the softmax loss is, so intent_weight means the same with and without the CRF.
+        return nll.sum() / lengths[keep].sum().to(nll)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        tag_logits, intent_logits = self(batch["tokens"], batch["lengths"])
-        tag_loss = F.cross_entropy(tag_logits.flatten(0, 1), batch["tags"].flatten(), ignore_index=IGNORE)
+        tokens = batch["tokens"]
+        if stage == "train" and self.hparams.word_dropout > 0:
+            drop = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & (tokens > 0)
+            tokens = tokens.masked_fill(drop, self.words.index(self.words.unk))
+        tag_logits, intent_logits = self(tokens, batch["lengths"], batch.get("words"))
+        tag_loss = self._tag_loss(tag_logits, batch["tags"], batch["lengths"])
         has_intent = (batch["intent"] != IGNORE).any()
         intent_loss = (F.cross_entropy(intent_logits, batch["intent"], ignore_index=IGNORE) if has_intent
                        else intent_logits.sum() * 0.0)
@@ -113,17 +206,19 @@ class SlotFillingModule(RnnlabModule):
         return loss
 
     def _decode(self, tag_logits, intent_logits, lengths) -> tuple[list[list[str]], list[str]]:
-        tag_ids = tag_logits.argmax(-1).tolist()
+        tag_ids = self.crf.decode(tag_logits, lengths) if self.hparams.crf else tag_logits.argmax(-1).tolist()
         tags = [[self.tags[i] for i in row[:n]] for row, n in zip(tag_ids, lengths.tolist(), strict=True)]
         intents = [self.intents[i] if self.intents else "" for i in intent_logits.argmax(-1).tolist()]
         return tags, intents
 
     def _log_epoch_metrics(self, stage: str) -> None:
         f1 = self.slot_f1[stage].compute()
+        intent_acc = self.intent_acc[stage].compute() * 100
         self.log(f"{stage}/slot_f1", f1["f1"] * 100, prog_bar=True)
         self.log(f"{stage}/slot_precision", f1["precision"] * 100)
         self.log(f"{stage}/slot_recall", f1["recall"] * 100)
-        self.log(f"{stage}/intent_acc", self.intent_acc[stage].compute() * 100, prog_bar=True)
+        self.log(f"{stage}/intent_acc", intent_acc, prog_bar=True)
+        self.log(f"{stage}/joint", (f1["f1"] * 100 + intent_acc) / 2)
         self.log(f"{stage}/exact_match", self.exact[stage].compute() * 100)
         for m in (self.slot_f1[stage], self.intent_acc[stage], self.exact[stage]):
             m.reset()
@@ -144,7 +239,7 @@ class SlotFillingModule(RnnlabModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx):
-        tag_logits, intent_logits = self(batch["tokens"], batch["lengths"])
+        tag_logits, intent_logits = self(batch["tokens"], batch["lengths"], batch.get("words"))
         tags, intents = self._decode(tag_logits, intent_logits, batch["lengths"])
         return [{"words": w, "tags": t, "intent": i} for w, t, i in zip(batch["words"], tags, intents, strict=True)]
 

@@ -13,7 +13,9 @@ with the config saved beside it.
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -39,22 +41,92 @@ from pipelines.training.callbacks import (
     RunSummary,
     SaveOnPreemption,
 )
-from pipelines.training.checkpointing import AtomicCheckpointIO
-from pipelines.training.tracking import make_loggers, make_run_dir
+from pipelines.training.checkpointing import (
+    AtomicCheckpointIO,
+    NothingToResume,
+    check_checkpoint,
+    find_last_checkpoint,
+    quiet_resume_warnings,
+)
+from pipelines.training.tracking import make_loggers, make_run_dir, quiet_logger_advert
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
+
+
+class _ParseError(SystemExit):
+    """A command-line or config error found by the parser; :class:`RnnlabCLI` prints it as one line (status 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(USER_ERROR)
+        self.message = message
+
+
+class _OneLineErrorParser(LightningArgumentParser):
+    """jsonargparse reports a bad option with the whole usage (60 lines) before the error: raise it instead."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:  # jsonargparse's own trial parses, which it catches
+            super().error(message, ex)
+        raise _ParseError(message)
+
+
+def parse_error_line(message: str) -> str:
+    """jsonargparse's (multi-line) error as one line naming the option, the value and what was expected."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    cls = re.search(r"Problem with given class_path '([^']+)':\s*(.*)", message)
+    option = None
+    if keys:  # a subclass's argument (model/data init_args) is reported as its own key inside the outer one
+        option = f"--{keys[0]}" + (f".init_args.{keys[-1]}" if cls and len(keys) > 1 else "")
+    if (m := re.search(r"Option '([^']+)' is not accepted", message)) and cls:
+        return f"unknown option --{keys[0]}.init_args.{m.group(1)} ({cls.group(1)} has no such argument)"
+    if option and (m := re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)):
+        choices = ", ".join(str(c) for c in ast.literal_eval(f"[{m.group(1)}]"))
+        return f"{option}: {m.group(2).strip()!r} is not one of {choices}"
+    if option and (m := re.search(r"Expected a <class '(\w+)'>\. Got value: (.*)$", message, re.M)):
+        return f"{option}: expected {m.group(1)}, got {m.group(2).strip()!r}"
+    if option and not cls and (m := re.search(r"Given value: (.*)$", message, re.M)):
+        types = [t.replace("NoneType", "null") for t in re.findall(r"Expected a <class '(\w+)'>", message)]
+        return f"{option}: expected {' or '.join(types) or 'another value'}, got {m.group(1).strip()!r}"
+    if option and cls:
+        return f"{option}: {cls.group(1)}: {cls.group(2).strip() or 'cannot be used'}"
+    return " ".join(message.split())[:300]
+
+
+def _check_training_length(trainer) -> None:
+    """``max_epochs=-1`` (Lightning's "no limit") is refused unless ``max_time`` or ``max_steps`` bounds the run."""
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    bounded = (steps is not None and steps > 0) or bool(trainer.get("max_time"))
+    if epochs is not None and epochs < -1:
+        fail("fit", f"--trainer.max_epochs={epochs}: give a number of epochs >= 0 (or -1 together with "
+                    f"--trainer.max_time or --trainer.max_steps)")
+    if epochs == -1 and not bounded:
+        fail("fit", "--trainer.max_epochs=-1 trains until stopped: bound it with --trainer.max_time=DD:HH:MM:SS "
+                    "or --trainer.max_steps=N, or give a number of epochs")
 
 
 class RnnlabCLI(LightningCLI):
     """LightningCLI with rnnlab's run directories, loggers, checkpointing and the data -> model vocab link."""
 
-    def __init__(self, args=None, run: bool = True, **kwargs) -> None:
+    def __init__(self, args=None, run: bool = True, command: list[str] | None = None, **kwargs) -> None:
+        self.command = command  # the arguments as given, for the command that resumes a stopped run
         kwargs.setdefault("save_config_callback", LoggedSaveConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("parser_kwargs", {"default_env": False})
-        super().__init__(RnnlabModule, None, subclass_mode_model=True, subclass_mode_data=True, args=args, run=run,
-                         **kwargs)
+        kwargs.setdefault("parser_class", _OneLineErrorParser)
+        try:
+            super().__init__(RnnlabModule, None, subclass_mode_model=True, subclass_mode_data=True, args=args,
+                             run=run, **kwargs)
+        except _ParseError as e:
+            given = list(sys.argv[1:] if args is None else args)
+            command = next((a for a in given if a in self.subcommands()), None)
+            fail(command, f"{parse_error_line(e.message)} (see rnnlab {command or 'COMMAND'} --help)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "fit":  # before anything runs (seeding prints a line)
+            _check_training_length(self.config.fit.trainer)
+        self._check_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=str, default="runs", help="Directory that holds run directories.")
@@ -83,6 +155,17 @@ class RnnlabCLI(LightningCLI):
                             help="attention models: CTC weight in joint beam search (default: the model's)")
         parser.link_arguments("data.vocab", "model.init_args.vocab", apply_on="instantiate")
 
+    def _check_ckpt_path(self, ckpt: str | None = None) -> None:
+        # A bad --ckpt_path is one line naming the file, before Lightning opens it (for its hyperparameters).
+        command = self.config.get("subcommand")
+        cfg = self.config[command] if command else None
+        ckpt = ckpt or (cfg.get("ckpt_path") if cfg else None)
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry") and "://" not in str(ckpt):
+            try:
+                check_checkpoint(ckpt, class_path=cfg.model.class_path)
+            except (FileNotFoundError, ValueError) as e:
+                fail(command, str(e))
+
     def _set_eval_decoder(self) -> None:
         cfg = self.config[self.subcommand].decode
         if hasattr(self.model, "make_decoder"):
@@ -106,17 +189,33 @@ class RnnlabCLI(LightningCLI):
     def _run_dir(self) -> Path:
         cfg = self.config[self.subcommand]
         ckpt = cfg.get("ckpt_path")
+        if ckpt == "last" and self.subcommand == "fit":
+            ckpt = self._last_checkpoint(cfg.run)
         if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
             p = Path(ckpt).resolve().parent
             return p.parent if p.name == "checkpoints" else p
         prefix = getattr(self.model, "run_prefix", "run")
         return make_run_dir(cfg.run.root, prefix, cfg.run.name)
 
+    def _last_checkpoint(self, run_cfg) -> str:
+        """``fit --ckpt_path last``: the checkpoint of the run to resume (the rule: `find_last_checkpoint`)."""
+        try:
+            last = find_last_checkpoint(run_cfg.root, getattr(self.model, "run_prefix", "run"),
+                                        run_cfg.name or os.environ.get("RNNLAB_RUN_NAME"))
+        except NothingToResume as e:
+            fail(self.subcommand, str(e))
+        self._check_ckpt_path(str(last))
+        os.environ["RNNLAB_RUN_NAME"] = last.parent.parent.name  # DDP processes started later resume the same
+        self.config_init[self.subcommand]["ckpt_path"] = str(last)
+        return str(last)
+
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]
         trainer_cfg = cfg["trainer"]
         run_dir = self._run_dir()
         self.run_dir = run_dir
+        if cfg.get("ckpt_path") and Path(cfg.ckpt_path).resolve().parent == (run_dir / "checkpoints").resolve():
+            quiet_resume_warnings(run_dir / "checkpoints")  # resuming into its own run directory
         kwargs["default_root_dir"] = str(run_dir)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = make_loggers(run_dir, project=cfg.run.project, mode=cfg.run.wandb,
@@ -137,7 +236,7 @@ class RnnlabCLI(LightningCLI):
                 callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                                  enable_version_counter=False,
                                                  every_n_train_steps=cfg.run.last_every_n_steps))
-            callbacks.append(SaveOnPreemption(run_dir / "checkpoints"))
+            callbacks.append(SaveOnPreemption(run_dir / "checkpoints", self.command))
             n_avg = cfg.run.get("average_best") or 0
             if n_avg == 1 or n_avg < 0:
                 raise DataError(f"run.average_best: {n_avg}: give 0 (off) or the number of checkpoints to average (>= 2)")
@@ -176,7 +275,7 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
                         out[i + 1] = str(cand)
                         break
                 else:
-                    fail(None, f"config {name!r} not found (neither a file nor one of "
+                    fail(argv[0] if argv else None, f"config {name!r} not found (neither a file nor one of "
                                f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
     return out
 
@@ -202,12 +301,12 @@ def _ckpt_shortcut(argv: list[str]) -> list[str]:
     ckpt, rest = _pop_option(argv[1:], "--ckpt")
     if ckpt is None:
         return argv
-    if not Path(ckpt).is_file():
-        fail(None, f"checkpoint not found: {ckpt}")
     try:
+        if not any(a.startswith("--print_config") for a in rest):  # printing the config never reads the file
+            check_checkpoint(ckpt)  # a damaged file is named as such before its config is looked for
         config = run_config_for(ckpt)
-    except FileNotFoundError as e:
-        fail(None, str(e))
+    except (FileNotFoundError, ValueError) as e:
+        fail(argv[0], str(e))
     # The saved config names the training run's dir; evaluation writes next to the checkpoint instead.
     return [argv[0], "-c", str(config), *rest, "--ckpt_path", ckpt]
 
@@ -223,6 +322,7 @@ def run(argv: list[str]) -> int:
     non-finite training 3; SIGTERM 143.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # also when called without pipelines.cli.main
+    command = list(argv)
     if argv and argv[0] in ("test", "validate"):
         argv = _ckpt_shortcut(argv)
     argv = _resolve_config_names(argv)
@@ -233,23 +333,26 @@ def run(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message=".*It is recommended to use `self.log.*sync_dist=True.*")  # lightning 2.6 internal deprecation
     # The CSV log shares the run directory with W&B files; a resumed run logs elsewhere (tracking.make_loggers).
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+    quiet_logger_advert()
+    # Every error names its subcommand, as the other commands' errors do: "rnnlab fit: error: ...".
+    prefix = f"rnnlab {command[0]}: error:" if command else "rnnlab: error:"
     try:
-        cli = RnnlabCLI(args=argv)
+        cli = RnnlabCLI(args=argv, command=command)
         trainer = getattr(cli, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             # Every rank reports, so multi-process logs show that no rank was left behind.
             print(f"[rnnlab] rank {trainer.global_rank}/{trainer.world_size} finished {cli.subcommand}", flush=True)
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        print(f"{prefix} {e}", file=sys.stderr)
         return USER_ERROR
     except MisconfigurationException as e:
         # Trainer settings this machine cannot honour (e.g. accelerator=gpu without a GPU): one line, no traceback.
         hint = " (no usable GPU here: use --trainer.accelerator=cpu or auto)" if "gpu" in str(e).lower() else ""
-        print(f"rnnlab: error: {e}{hint}", file=sys.stderr)
+        print(f"{prefix} {e}{hint}", file=sys.stderr)
         return USER_ERROR
     except NonFiniteTrainingError as e:
-        print(f"rnnlab: error: {e}", file=sys.stderr)
+        print(f"{prefix} {e}", file=sys.stderr)
         return NON_FINITE
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job

@@ -41,7 +41,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("test", "pipelines.cli.lightning:test", TRAIN, "--ckpt CKPT [--decode.*]",
             "test metrics of a run's checkpoint (config saved beside it)"),
     Command("predict", "pipelines.commands.predict:main", TOOLS, "--ckpt CKPT [INPUT...]",
-            "slot filling (sentences), G2P (words), speech (audio); - = stdin; no --ckpt: LightningCLI"),
+            "slot filling (sentences), G2P (words): files or - = stdin; speech: audio files; no --ckpt: LightningCLI"),
     Command("transcribe", "pipelines.commands.transcribe:main", TOOLS, "--ckpt CKPT FILE|DIR...",
             "speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])"),
     Command("export", "pipelines.commands.export:main", TOOLS, "--ckpt CKPT --out DIR",

@@ -8,6 +8,7 @@ ONE line on stderr, ``rnnlab <command>: error: <what>``, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
@@ -55,6 +56,33 @@ def fail(command: str | None, message: str) -> NoReturn:
     err = CommandError(command, " ".join(str(message).split("\n")))
     print(str(err), file=sys.stderr, flush=True)
     raise err
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are the policy's one line (no usage dump), with a ``--help`` hint.
+
+    ``prog`` must be ``rnnlab <command>``.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("rnnlab").strip() or None
+        fail(command, f"{message} (see {self.prog} --help)")
+
+
+def at_least(low: int, meaning: str = ""):
+    """An argparse ``type``: an integer ``>= low``; ``meaning`` (e.g. ``"1 = greedy"``) is added to the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}{f' ({meaning})' if meaning else ''}, "
+                                             f"got {text!r}")
+        return value
+
+    return parse
 
 
 def warn(command: str, message: str) -> None:

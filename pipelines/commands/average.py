@@ -8,15 +8,13 @@ The averaging itself is :func:`pipelines.training.averaging.average_checkpoints`
 
 from __future__ import annotations
 
-import argparse
-
-from pipelines.commands._common import fail
+from pipelines.commands._common import ArgumentParser, fail
 from pipelines.training.averaging import average_checkpoints
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab average", description="Average the weights of checkpoints of one "
-                                 "model (e.g. a run's best epochs) into a new checkpoint.")
+    ap = ArgumentParser(prog="rnnlab average", description="Average the weights of checkpoints of one "
+                        "model (e.g. a run's best epochs) into a new checkpoint.")
     ap.add_argument("ckpts", nargs="+", help="checkpoints to average (e.g. runs/x/checkpoints/best-5/*.ckpt)")
     ap.add_argument("--out", required=True, help="where to write the averaged checkpoint")
     args = ap.parse_args(argv)

@@ -13,18 +13,17 @@ LM (e.g. digit words only, or real English words rather than misspellings and ru
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from pipelines.commands._common import fail
+from pipelines.commands._common import ArgumentParser, fail
 
 CLOSED_UNK_LOGPROB = -69.0  # natural log, about 1e-30: the cost of one word outside a closed vocabulary
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab build-lm", description="Build a word n-gram LM (ARPA) from text.")
+    ap = ArgumentParser(prog="rnnlab build-lm", description="Build a word n-gram LM (ARPA) from text.")
     ap.add_argument("inputs", nargs="+", help="text files (one sentence a line) or metadata/manifest .jsonl files")
     ap.add_argument("--field", default="text", help="transcript field of .jsonl inputs")
     ap.add_argument("--order", type=int, default=3)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.commands._common import fail, first_line, load_checkpoint, warn
+from pipelines.commands._common import ArgumentParser, at_least, fail, first_line, load_checkpoint, warn
 
 COMMAND = "compare-asr"
 SAMPLE_RATE = 16000  # pocketsphinx's en-us model and the shared corpora are 16 kHz
@@ -181,18 +181,18 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"rnnlab {COMMAND}", description="An rnnlab speech checkpoint beside a peer recogniser "
-                                 "(pocketsphinx en-us): CER, WER and real-time factor per corpus.")
+    ap = ArgumentParser(prog=f"rnnlab {COMMAND}", description="An rnnlab speech checkpoint beside a peer recogniser "
+                        "(pocketsphinx en-us): CER, WER and real-time factor per corpus.")
     ap.add_argument("--ckpt", default=None, help="CTC or attention checkpoint (without it only the peer runs)")
     ap.add_argument("--data", nargs="+", action="extend", required=True, metavar="NAME=DIR",
                     help="audiofolder corpora with <split>/metadata.jsonl (file_name, text); repeatable")
     ap.add_argument("--split", default="validation")
     ap.add_argument("--limit", type=int, default=None, help="first N utterances of each corpus")
-    ap.add_argument("--beam", type=int, default=1, help="rnnlab beam size (1 = greedy)")
+    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=1, help="rnnlab beam size (1 = greedy)")
     ap.add_argument("--lm", default=None, help="word n-gram LM (ARPA) for the rnnlab CTC beam search")
     ap.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probability")
     ap.add_argument("--word-bonus", type=float, default=0.0, help="score added per word (with --lm)")
-    ap.add_argument("--batch-size", type=int, default=8, help="rnnlab decoding batch size")
+    ap.add_argument("--batch-size", type=at_least(1), default=8, help="rnnlab decoding batch size")
     ap.add_argument("--device", default="cpu", help="device for the rnnlab model (pocketsphinx runs on the CPU)")
     ap.add_argument("--peer", choices=sorted(PEERS), default="pocketsphinx")
     ap.add_argument("--json", default=None, metavar="OUT", help="also write the results (and hypotheses) as JSON")

@@ -8,14 +8,13 @@ read (each is named on stderr), 2 for an error to fix (see :mod:`pipelines.comma
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from pipelines.commands._common import fail, load_checkpoint, warn
+from pipelines.commands._common import ArgumentParser, at_least, fail, load_checkpoint, warn
 
 
 def write_embeddings(paths: list[str], vectors: torch.Tensor, out: str | Path) -> Path:
@@ -32,25 +31,22 @@ def write_embeddings(paths: list[str], vectors: torch.Tensor, out: str | Path) -
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab embed", description="Embed speech segments with an audio autoencoder.")
+    ap = ArgumentParser(prog="rnnlab embed", description="Embed speech segments with an audio autoencoder.")
     ap.add_argument("--ckpt", required=True, help="checkpoint of an autoencoder run")
     ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
     ap.add_argument("--out", required=True, help="output Parquet file (columns: path, vector)")
     ap.add_argument("--trim-db", type=float, default=30.0,
                     help="trim leading/trailing audio quieter than this (dB under the peak), as in training; 0 = off")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=at_least(1), default=32)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     from data.audio import AudioError, AudioRef
     from data.words import decode_segment
-    from pipelines.commands.transcribe import find_audio
+    from pipelines.commands.transcribe import audio_inputs
 
     model = load_checkpoint("embed", args.ckpt, kind="autoencoder", device=args.device)
-    try:
-        files = find_audio(args.inputs)
-    except FileNotFoundError as e:
-        fail("embed", str(e))
-    wavs, ok, failed = [], [], 0
+    files, failed = audio_inputs("embed", args.inputs)
+    wavs, ok = [], []
     for f in files:
         try:
             wavs.append(decode_segment(AudioRef(path=str(f)), model.hparams.sample_rate, args.trim_db or None))

@@ -8,13 +8,12 @@ has the same label. Prints a Markdown table, one row per method.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from pipelines.commands._common import fail, load_checkpoint
+from pipelines.commands._common import ArgumentParser, fail, load_checkpoint
 
 BASELINES = ("mfcc-mean", "dtw")
 
@@ -76,7 +75,7 @@ def _named_ckpts(items: list[str]) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
+    ap = ArgumentParser(
         prog="rnnlab evaluate-retrieval",
         description="Query-by-example retrieval: every segment queries all others (cosine similarity of embeddings, "
                     "or DTW distance); a hit has the same label. Prints MAP and precision@k per method.")

@@ -21,14 +21,13 @@ tagged at the wrong place of the sentence still counts), so on text the two are 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.commands._common import fail
+from pipelines.commands._common import ArgumentParser, at_least, fail
 from pipelines.commands.transcribe import add_decoding_args
 
 
@@ -107,10 +106,11 @@ def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Pa
     from pipelines.training.metrics import SlotF1, wer_cer
 
     refs = [" ".join(spoken_form(r["tokens"])) for r in rows]
-    wavs, ok, skipped = read_audio("evaluate-spoken-slots", files, speech_model.hparams.sample_rate)
-    if skipped:
-        fail("evaluate-spoken-slots", f"{len(skipped)} synthesised files could not be read, e.g. {skipped[0][1]}")
-    hyps = speech_model.transcribe_waveforms(wavs, decoder=decoder, batch_size=batch_size)
+    wavs, errors = read_audio("evaluate-spoken-slots", files, speech_model.hparams.sample_rate)
+    if errors:
+        first = next(iter(errors.values()))
+        fail("evaluate-spoken-slots", f"{len(errors)} synthesised files could not be read, e.g. {first}")
+    hyps = speech_model.transcribe_waveforms(list(wavs.values()), decoder=decoder, batch_size=batch_size)
     spoken = tag_transcripts(slot_model, hyps)
     text = slot_model.tag_sentences([" ".join(r["tokens"]) for r in rows])
     gold = [slot_values(r["tokens"], r["tags"]) for r in rows]
@@ -150,22 +150,20 @@ def main(argv: list[str]) -> int:
     from data.synth import EVAL_VOICES
     from pipelines.commands.spoken import load_cascade
 
-    ap = argparse.ArgumentParser(prog="rnnlab evaluate-spoken-slots", description="Slot F1, intent accuracy and "
-                                 "WER of a speech -> slot cascade on synthesised speech, beside the same slot "
-                                 f"model on the text. Evaluation voices: {', '.join(EVAL_VOICES)}.")
+    ap = ArgumentParser(prog="rnnlab evaluate-spoken-slots", description="Slot F1, intent accuracy and WER of a "
+                        "speech -> slot cascade on synthesised speech, beside the same slot model on the text. "
+                        f"Evaluation voices: {', '.join(EVAL_VOICES)}.")
     ap.add_argument("--ckpt", required=True, help="slot filling checkpoint")
     ap.add_argument("--asr", required=True, help="speech checkpoint (CTC or attention)")
     ap.add_argument("--data", required=True, help="slot JSONL split (tokens, tags, intent), e.g. validation.jsonl")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    ap.add_argument("--limit", type=at_least(1), default=None, help="only the first N sentences")
     ap.add_argument("--seed", type=int, default=0, help="seed of voices, rates, pitches and noise")
-    ap.add_argument("--workers", type=int, default=2, help="synthesis processes")
+    ap.add_argument("--workers", type=at_least(1), default=2, help="synthesis processes")
     ap.add_argument("--synth-dir", default=None, help="where the audio is cached (default: beside the embedded corpus)")
     add_decoding_args(ap)
     ap.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     ap.add_argument("--out", default=None, help="also write the result as JSON to this file")
     args = ap.parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        fail("evaluate-spoken-slots", f"--limit must be at least 1, got {args.limit}")
 
     slot_model, speech_model, decoder = load_cascade("evaluate-spoken-slots", args)
     rows = _read_split(args.data, args.limit)

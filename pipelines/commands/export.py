@@ -18,7 +18,6 @@ the PyTorch model on several lengths before it is kept.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -34,13 +33,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.frontend import normalize_utterances
-from pipelines.commands._common import fail, first_line, quiet
+from pipelines.commands._common import ArgumentParser, fail, first_line, quiet
 
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
 INPUT_NAMES = ["waveforms", "lengths"]
 OUTPUT_NAMES = ["log_probs", "output_lengths"]
 FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+# What an export writes into its --out directory (the formats asked for, then the files that describe them).
+OUTPUTS = (*FILES.values(), "tokenizer.json", "export.json", "README.md")
 # Largest |exported - PyTorch| accepted on valid frames when an export checks itself (float32 rounding is ~1e-6).
 CHECK_TOLERANCE = 1e-3
 
@@ -356,10 +357,11 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *, formats: tuple[s
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab export",
-                                 description="Export a CTC checkpoint as a waveform -> log-probabilities model.")
+    ap = ArgumentParser(prog="rnnlab export",
+                        description="Export a CTC checkpoint as a waveform -> log-probabilities model.")
     ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC run")
-    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--out", required=True,
+                    help="output directory (created if needed; files of the same names in it are replaced)")
     ap.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     ap.add_argument("--onnx-exporter", choices=["legacy", "dynamo"], default="legacy",
@@ -367,11 +369,17 @@ def main(argv: list[str]) -> int:
                          "for recurrent models with torch 2.11)")
     args = ap.parse_args(argv)
     formats = tuple(dict.fromkeys(args.formats))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        # --out names a directory; an existing file there is never replaced (it may be the user's work).
+        fail("export", f"--out {args.out} is an existing file; export writes a directory ({', '.join(OUTPUTS)}): "
+                       f"give a new or existing directory")
     try:
         meta = export_checkpoint(args.ckpt, args.out, formats=formats, opset=args.opset,
                                  onnx_exporter=args.onnx_exporter)
     except (FileNotFoundError, ValueError) as e:
         fail("export", str(e))
+    except OSError as e:
+        fail("export", f"cannot write to {args.out}: {e.strerror or e}")
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in meta["max_abs_diff_vs_pytorch"].items())
     how = f" (ONNX: {meta['onnx']['exporter']}, opset {meta['onnx']['opset']})" if "onnx" in meta else ""
     print(f"[rnnlab] exported {', '.join(meta['files'].values())} to {args.out}; max |diff| vs PyTorch: {diffs}{how}",

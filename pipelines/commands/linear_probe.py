@@ -5,14 +5,13 @@ Usage: rnnlab linear-probe --ckpt CKPT --data DIR [--train-split train] [--test-
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from pipelines.commands._common import fail, load_checkpoint
+from pipelines.commands._common import ArgumentParser, fail, load_checkpoint
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
@@ -41,9 +40,9 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab linear-probe",
-                                 description="Train a linear classifier on frozen embeddings (train split) and "
-                                             "report its accuracy on the test split.")
+    ap = ArgumentParser(prog="rnnlab linear-probe",
+                        description="Train a linear classifier on frozen embeddings (train split) and "
+                                    "report its accuracy on the test split.")
     ap.add_argument("--ckpt", required=True, help="autoencoder checkpoint")
     ap.add_argument("--data", default="../shared/data/fsdd", help="labelled audio (local copy)")
     ap.add_argument("--train-split", default="train")

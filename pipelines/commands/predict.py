@@ -3,19 +3,19 @@
 Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
        rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt AUDIO... [--json] [--beam N] [--lm ARPA]
 
-Slot filling and G2P read lines from files or stdin (``-``); speech models take audio files/directories (the
-same as ``rnnlab transcribe``); ``--asr`` speaks to a slot model through a speech model (spoken slot filling,
-:mod:`pipelines.commands.spoken`). Without ``--ckpt`` this is LightningCLI's ``predict`` over a config's data.
+Slot filling and G2P read lines from text files or stdin (``-``, the default); speech models take audio files and
+directories, as ``rnnlab transcribe`` does (with its options), and never stdin; ``--asr`` puts a speech model before
+a slot model (spoken slot filling, :mod:`pipelines.commands.spoken`). Without ``--ckpt`` this is
+LightningCLI's ``predict`` over a config's data.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 
-from pipelines.commands._common import fail, load_checkpoint, warn
+from data.errors import DataError
+from data.text import read_lines
+from pipelines.commands._common import ArgumentParser, at_least, fail, load_checkpoint, warn
 
 
 def main(argv: list[str]) -> int:
@@ -27,35 +27,44 @@ def main(argv: list[str]) -> int:
         from pipelines.commands.spoken import main as spoken
 
         return spoken(argv)
-    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
-                                 "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
+    ap = ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
+                        "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
     ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
-    ap.add_argument("inputs", nargs="*", default=["-"], help="text files (or - for stdin), or audio files/dirs")
+    ap.add_argument("inputs", nargs="*", default=["-"],
+                    help="slot filling and G2P: text files, or - for stdin (the default); speech models: audio files "
+                         "or directories")
     ap.add_argument("--json", action="store_true", help="print one JSON object per input")
-    ap.add_argument("--beam", type=int, default=None, help="beam size for attention/CTC decoding (default: model's)")
+    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=None,
+                    help="beam size for attention/CTC decoding (default: model's)")
     ap.add_argument("--asr", help="speech checkpoint: transcribe audio inputs, then tag them with the slot --ckpt")
     args, rest = ap.parse_known_args(argv)
 
     model = load_checkpoint("predict", args.ckpt)
     if hasattr(model, "transcribe_waveforms"):
-        from pipelines.commands.transcribe import main as transcribe
+        from pipelines.commands.transcribe import transcribe
 
+        if "-" in args.inputs:
+            fail("predict", f"{args.ckpt} is a speech model ({type(model).__name__}): give audio files or "
+                            f"directories, not text on stdin ('-')")
         extra = (["--json"] if args.json else []) + (["--beam", str(args.beam)] if args.beam else [])
-        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest])
+        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest], command="predict")
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     lines: list[str] = []
+    skipped = 0
     for item in args.inputs or ["-"]:
-        if item == "-":
-            lines += sys.stdin.read().splitlines()
-            continue
+        # Text inputs are UTF-8, from files and stdin alike: a line that is not is named and skipped (exit 1).
         try:
-            lines += Path(item).read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            fail("predict", f"cannot read {item}: {e.strerror}")
+            good, problems = read_lines(item)
+        except DataError as e:
+            fail("predict", str(e))
+        lines += [text for _, text in good]
+        for n, problem in problems:
+            warn("predict", f"skipped {'<stdin>' if item == '-' else item} line {n}: {problem}")
+        skipped += len(problems)
     lines = [ln for ln in (x.strip() for x in lines) if ln]
     if hasattr(model, "pronounce"):
-        return _pronounce(model, lines, as_json=args.json, beam=args.beam)
+        return max(_pronounce(model, lines, as_json=args.json, beam=args.beam), 1 if skipped else 0)
     if not hasattr(model, "tag_sentences"):
         fail("predict", f"{args.ckpt}: no predictor for a {type(model).__name__} checkpoint")
     for res in model.tag_sentences(lines):
@@ -63,7 +72,7 @@ def main(argv: list[str]) -> int:
             print(json.dumps(res))
         else:
             print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
-    return 0
+    return 1 if skipped else 0
 
 
 def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:

@@ -6,8 +6,8 @@ A cascade: the speech model transcribes each file (the decoding of ``rnnlab tran
 beam with an optional word LM), the transcript becomes slot-tagger tokens (:func:`data.synth.slot_words`:
 lower-case words, ``saint`` -> ``st.``; numbers stay words) and the slot model tags them. Prints
 ``path<TAB>word/TAG ...<TAB>intent`` per file, or with ``--json`` one object per file: ``path, transcript,
-words, tags, intent``, and ``path, skipped`` (the reason) for a file that could not be read. Exit status 1
-when some files were skipped (each named on stderr), 2 for an error to fix.
+words, tags, intent``, or ``path, error`` (the reason) for a file that could not be read, in its place. Exit
+status 1 when some inputs were skipped (each named on stderr), 2 for an error to fix.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
-from pipelines.commands._common import fail, load_checkpoint
-from pipelines.commands.transcribe import add_decoding_args, find_audio, make_decoder, read_audio
+from pipelines.commands._common import ArgumentParser, load_checkpoint
+from pipelines.commands.transcribe import add_decoding_args, audio_inputs, make_decoder, read_audio
 
 
 def tag_transcripts(slot_model, transcripts: Sequence[str]) -> list[dict]:
@@ -46,29 +45,29 @@ def load_cascade(command: str, args: argparse.Namespace):
 
 def main(argv: list[str]) -> int:
     """``rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt FILE|DIR...`` (see the module docstring)."""
-    ap = argparse.ArgumentParser(prog="rnnlab predict", description="Spoken slot filling: transcribe audio with "
-                                 "a speech checkpoint (--asr), then tag the words with a slot checkpoint (--ckpt).")
+    ap = ArgumentParser(prog="rnnlab predict", description="Spoken slot filling: transcribe audio with a speech "
+                        "checkpoint (--asr), then tag the words with a slot checkpoint (--ckpt).")
     ap.add_argument("--ckpt", required=True, help="slot filling checkpoint")
     ap.add_argument("--asr", required=True, help="speech checkpoint (CTC or attention)")
     ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
     add_decoding_args(ap)
-    ap.add_argument("--json", action="store_true", help="one JSON object per file")
+    ap.add_argument("--json", action="store_true", help="one JSON object per file: {path, transcript, words, tags, "
+                    "intent}, or {path, error} for a file that was skipped")
     args = ap.parse_args(argv)
 
     slot_model, speech_model, decoder = load_cascade("predict", args)
-    try:
-        files = find_audio(args.inputs)
-    except FileNotFoundError as e:
-        fail("predict", str(e))
-    wavs, ok, skipped = read_audio("predict", files, speech_model.hparams.sample_rate)
-    transcripts = speech_model.transcribe_waveforms(wavs, decoder=decoder, batch_size=args.batch_size) if wavs else []
-    for f, res in zip(ok, tag_transcripts(slot_model, transcripts), strict=True):
-        if args.json:
-            print(json.dumps({"path": str(f), **res}))
+    files, empty = audio_inputs("predict", args.inputs)
+    wavs, errors = read_audio("predict", files, speech_model.hparams.sample_rate)
+    texts = speech_model.transcribe_waveforms(list(wavs.values()), decoder=decoder, batch_size=args.batch_size)
+    results = dict(zip(wavs, tag_transcripts(slot_model, texts), strict=True))
+    for f in files:  # in input order, skipped files in their place
+        if f not in results:
+            if args.json:
+                print(json.dumps({"path": str(f), "error": str(errors[f]).removeprefix(f"{f}: ")}))
+        elif args.json:
+            print(json.dumps({"path": str(f), **results[f]}))
         else:
+            res = results[f]
             pairs = " ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True))
             print(f"{f}\t{pairs}\t{res['intent'] or ''}")
-    if args.json:
-        for f, reason in skipped:
-            print(json.dumps({"path": str(Path(f)), "skipped": reason}))
-    return 1 if skipped else 0
+    return 1 if errors or empty else 0

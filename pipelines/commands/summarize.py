@@ -8,7 +8,6 @@ each metric, the parameter count and the training time per epoch.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.commands._common import fail
+from pipelines.commands._common import ArgumentParser, fail
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 
@@ -150,7 +149,7 @@ def summarize_seed_groups(runs: list[Path], metrics: list[str] | None = None, *,
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab summarize", description="Markdown table of run directories.")
+    ap = ArgumentParser(prog="rnnlab summarize", description="Markdown table of run directories.")
     ap.add_argument("runs", nargs="+", help="run directories (with config.yaml, metrics.csv, summary.json)")
     ap.add_argument("--metrics", nargs="*", default=None, help="metric columns (default: by pipeline)")
     ap.add_argument("--group-seeds", action="store_true",

@@ -2,21 +2,21 @@
 
 Usage: rnnlab transcribe --ckpt CKPT FILE|DIR... [--beam N] [--lm ARPA] [--json] [--stream [--chunk-ms MS]]
 
-Prints ``path<TAB>text`` per file (``--json``: one object per file) and the real-time factor on stderr. Exit
-status 1 when some files could not be read (each is named on stderr), 2 for an error to fix (see
-:mod:`pipelines.commands._common`).
+Prints ``path<TAB>text`` per file (``--json``: one object per file, ``{"path", "text"}``, or ``{"path", "error"}``
+for a file that was skipped) and the real-time factor on stderr. Exit status 1 when some inputs could not be used
+(a file that is not readable audio, a directory without audio files; each is named on stderr), 2 for an error to
+fix, such as inputs that hold no audio file at all (see :mod:`pipelines.commands._common`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from pipelines.commands._common import fail, load_checkpoint, warn
+from pipelines.commands._common import ArgumentParser, at_least, fail, load_checkpoint, warn
 
 
 def find_audio(inputs: list[str]) -> list[Path]:
@@ -25,32 +25,75 @@ def find_audio(inputs: list[str]) -> list[Path]:
     Raises:
         FileNotFoundError: an input that does not exist.
     """
+    return [f for item in inputs for f in _audio_in(item)]
+
+
+def _audio_in(item: str) -> list[Path]:
     from data.audio import supported_extensions
 
-    exts = set(supported_extensions())
-    out: list[Path] = []
+    p = Path(item)
+    if p.is_dir():
+        exts = set(supported_extensions())
+        return sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts)
+    if p.exists():
+        return [p]
+    raise FileNotFoundError(f"no such file or directory: {p}")
+
+
+def audio_inputs(command: str, inputs: list[str]) -> tuple[list[Path], int]:
+    """The audio files of ``inputs`` and how many inputs gave none (each named by a warning).
+
+    A missing input, or inputs holding no audio file at all, is a one-line exit (status 2).
+    """
+    files, empty = [], []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"no such file or directory: {p}")
-    return out
+        try:
+            found = _audio_in(item)
+        except FileNotFoundError as e:
+            fail(command, str(e))
+        if not found:
+            empty.append(item)
+        files += found
+    if not files:
+        from data.audio import supported_extensions
+
+        exts = ", ".join(sorted({e.lstrip(".") for e in supported_extensions()} & {"wav", "flac", "ogg", "mp3"}))
+        fail(command, f"no audio files in {', '.join(empty)} (looked for {exts}, ...)")
+    for item in empty:
+        warn(command, f"skipped {item}: no audio files in it")
+    return files, len(empty)
 
 
-def add_decoding_args(ap: argparse.ArgumentParser) -> None:
+def _record(path: Path, text: str | None = None, error: str | None = None, *, as_json: bool) -> None:
+    """Prints one file's result: ``path<TAB>text``; with ``as_json`` also the skipped files, with their reason."""
+    if as_json:
+        print(json.dumps({"path": str(path), "text": text} if error is None else {"path": str(path), "error": error}),
+              flush=True)
+    elif error is None:
+        print(f"{path}\t{text}", flush=True)
+
+
+def _skip(command: str, path: Path, e: Exception, *, as_json: bool) -> None:
+    """Names a file that could not be used on stderr (and, with ``as_json``, as a record on stdout)."""
+    warn(command, f"skipped {e}")
+    _record(path, error=_reason(path, e), as_json=as_json)
+
+
+def _reason(path: Path, e: Exception) -> str:
+    return str(e).removeprefix(f"{path}: ")
+
+
+def add_decoding_args(ap: ArgumentParser) -> None:
     """The decoding options of a speech checkpoint: ``--beam --lm --lm-weight --word-bonus --batch-size --device``."""
-    ap.add_argument("--beam", type=int, default=1, help="beam size (1 = greedy)")
+    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=1, help="beam size (1 = greedy)")
     ap.add_argument("--lm", default=None, help="word n-gram language model (ARPA, optionally .gz)")
     ap.add_argument("--lm-weight", type=float, default=0.5)
     ap.add_argument("--word-bonus", type=float, default=0.0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=at_least(1), default=8)
     ap.add_argument("--device", default="cpu")
 
 
-def make_decoder(command: str, model, args: argparse.Namespace):
+def make_decoder(command: str, model, args):
     """``model.make_decoder`` from the options of :func:`add_decoding_args`, or a one-line exit (status 2)."""
     if args.lm and not Path(args.lm).is_file():
         fail(command, f"language model not found: {args.lm}")
@@ -61,74 +104,82 @@ def make_decoder(command: str, model, args: argparse.Namespace):
         fail(command, str(e))
 
 
-def read_audio(command: str, files: list[Path], sample_rate: int) -> tuple[list, list[Path], list[tuple[Path, str]]]:
-    """``(waveforms, their files, skipped)``: each file at ``sample_rate``; an unreadable one is warned about
-    on stderr and listed in ``skipped`` as ``(file, reason)``."""
+def read_audio(command: str, files: list[Path], sample_rate: int) -> tuple[dict, dict]:
+    """``(waveforms, errors)``, both keyed by file: each file at ``sample_rate``, or the ``AudioError`` that
+    kept it out (named on stderr)."""
     from data.audio import AudioError, AudioRef, load_audio
 
-    wavs, ok, skipped = [], [], []
+    wavs, errors = {}, {}
     for f in files:
         try:
-            wavs.append(load_audio(AudioRef(path=str(f)), sample_rate))
-            ok.append(f)
+            wavs[f] = load_audio(AudioRef(path=str(f)), sample_rate)
         except AudioError as e:
-            skipped.append((f, str(e)))
+            errors[f] = e
             warn(command, f"skipped {e}")
-    return wavs, ok, skipped
+    return wavs, errors
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="rnnlab transcribe", description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
+    return transcribe(argv)
+
+
+def transcribe(argv: list[str], command: str = "transcribe") -> int:
+    """``rnnlab transcribe ARGV``; ``command`` names the command in messages (``predict`` on a speech model)."""
+    ap = ArgumentParser(prog=f"rnnlab {command}",
+                        description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
     ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or seq2seq run")
     ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
     add_decoding_args(ap)
-    ap.add_argument("--json", action="store_true", help="one JSON object per file")
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object per file: {path, text}, or {path, error} for a file that was skipped")
     ap.add_argument("--stream", action="store_true",
                     help="unidirectional CTC models: feed each file in chunks, showing the text as it grows on "
                          "stderr; the final line equals offline decoding of the file alone")
     ap.add_argument("--chunk-ms", type=float, default=200.0, help="chunk length for --stream (default 200 ms)")
     args = ap.parse_args(argv)
     if args.chunk_ms <= 0:
-        fail("transcribe", f"--chunk-ms must be positive, got {args.chunk_ms:g}")
+        fail(command, f"--chunk-ms must be positive, got {args.chunk_ms:g}")
 
-    model = load_checkpoint("transcribe", args.ckpt, kind="speech", device=args.device)
-    decoder = make_decoder("transcribe", model, args)
-    try:
-        files = find_audio(args.inputs)
-    except FileNotFoundError as e:
-        fail("transcribe", str(e))
+    model = load_checkpoint(command, args.ckpt, kind="speech", device=args.device)
+    decoder = make_decoder(command, model, args)
+    files, failed = audio_inputs(command, args.inputs)
     if args.stream:
-        streamer = make_streamer(model, args.ckpt)
-        return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json)
-    wavs, ok, skipped = read_audio("transcribe", files, model.hparams.sample_rate)
-    failed = len(skipped)
+        streamer = make_streamer(model, args.ckpt, command)
+        return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json,
+                            command=command, failed=failed)
+    wavs, errors = read_audio(command, files, model.hparams.sample_rate)
     t0 = time.perf_counter()
-    texts = model.transcribe_waveforms(wavs, decoder=decoder, batch_size=args.batch_size)
+    texts = dict(zip(wavs, model.transcribe_waveforms(list(wavs.values()), decoder=decoder,
+                                                      batch_size=args.batch_size), strict=True))
     elapsed = time.perf_counter() - t0
-    audio_s = sum(w.numel() for w in wavs) / model.hparams.sample_rate
-    for f, text in zip(ok, texts, strict=True):
-        print(json.dumps({"path": str(f), "text": text}) if args.json else f"{f}\t{text}")
+    audio_s = sum(w.numel() for w in wavs.values()) / model.hparams.sample_rate
+    for f in files:  # in input order, skipped files in their place
+        if f in texts:
+            _record(f, texts[f], as_json=args.json)
+        else:
+            _record(f, error=_reason(f, errors[f]), as_json=args.json)
+    failed += len(errors)
     if audio_s > 0:
-        print(f"[rnnlab] {len(ok)} files, {audio_s:.1f}s of audio in {elapsed:.2f}s (RTF {elapsed / audio_s:.3f})"
+        print(f"[rnnlab] {len(wavs)} files, {audio_s:.1f}s of audio in {elapsed:.2f}s (RTF {elapsed / audio_s:.3f})"
               + (f", {failed} skipped" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
 
 
-def make_streamer(model, ckpt: str):
+def make_streamer(model, ckpt: str, command: str = "transcribe"):
     """A :class:`modules.streaming.StreamingTranscriber` for ``model``, or a one-line exit (status 2)."""
     from modules.streaming import StreamingTranscriber
     from pipelines.ctc import CTCSpeechRecognizer
 
     if not isinstance(model, CTCSpeechRecognizer):
-        fail("transcribe", f"--stream needs a CTC checkpoint; {ckpt} is a {type(model).__name__} checkpoint")
+        fail(command, f"--stream needs a CTC checkpoint; {ckpt} is a {type(model).__name__} checkpoint")
     try:
         return StreamingTranscriber(model)
     except ValueError as e:
-        fail("transcribe", f"--stream: {e}")
+        fail(command, f"--stream: {e}")
 
 
 def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: float = 200.0,
-                 as_json: bool = False) -> int:
+                 as_json: bool = False, command: str = "transcribe", failed: int = 0) -> int:
     """Streams each file through ``streamer`` in ``chunk_ms`` chunks.
 
     The growing hypothesis goes to stderr (rewritten in place on a terminal, one ``[partial]`` line per change
@@ -144,13 +195,13 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
     chunk = max(1, round(chunk_ms * rate / 1000))
     tty = sys.stderr.isatty()
     clear = "\r\033[K" if tty else ""  # erases the partial line on a terminal
-    failed, done, audio_s, elapsed = 0, 0, 0.0, 0.0
+    done, audio_s, elapsed = 0, 0.0, 0.0
     for f in files:
         try:
             wav = load_audio(AudioRef(path=str(f)), rate)
         except AudioError as e:
             failed += 1
-            warn("transcribe", f"skipped {e}")
+            _skip(command, f, e, as_json=as_json)
             continue
         streamer.reset()
         t0 = time.perf_counter()
@@ -166,7 +217,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
         except ValueError as e:
             failed += 1
             print(clear, end="", file=sys.stderr)
-            warn("transcribe", f"skipped {f}: {e}")
+            _skip(command, f, ValueError(f"{f}: {e}"), as_json=as_json)
             continue
         if decoder is not None:
             lp = streamer.log_probs
@@ -176,7 +227,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
         audio_s += wav.numel() / rate
         done += 1
         print(clear, end="", file=sys.stderr, flush=True)
-        print(json.dumps({"path": str(f), "text": text}) if as_json else f"{f}\t{text}", flush=True)
+        _record(f, text, as_json=as_json)
     if audio_s > 0:
         print(f"[rnnlab] streamed {done} files in {chunk_ms:g} ms chunks, {audio_s:.1f}s of audio in {elapsed:.2f}s "
               f"(RTF {elapsed / audio_s:.3f})" + (f", {failed} skipped" if failed else ""), file=sys.stderr)

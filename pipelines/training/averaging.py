@@ -17,9 +17,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.base import read_checkpoint
 from pipelines.training.callbacks import KeepBest
-from pipelines.training.checkpointing import atomic_torch_save
+from pipelines.training.checkpointing import atomic_torch_save, read_checkpoint
 
 # Training state that belongs to one epoch's optimiser, not to the averaged weights.
 _DROP = ("optimizer_states", "lr_schedulers", "loops", "callbacks")

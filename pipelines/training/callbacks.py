@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +13,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from pipelines.training.checkpointing import mark_validation_unfinished, resume_command
 
 
 def _plain(metrics: dict) -> dict:
@@ -154,15 +157,23 @@ class LoggedSaveConfig(SaveConfigCallback):
 class SaveOnPreemption(Callback):
     """On SIGTERM (preemption, ``scancel``, a job scheduler's time limit): checkpoint, then stop cleanly.
 
-    Lightning notices the signal and stops after the current training step (every DDP rank together); this
-    callback then writes ``checkpoints/last.ckpt`` (atomically), so relaunching the same command with
-    ``--ckpt_path last`` resumes from that step. SLURM's requeue signal is handled by Lightning's own
-    ``SLURMEnvironment(auto_requeue=True)``, which writes an ``hpc_ckpt`` that ``--ckpt_path hpc`` resumes.
+    Lightning notices the signal and stops after the current training or validation step (every DDP rank
+    together); this callback then writes ``checkpoints/last.ckpt`` (atomically) and prints the command that
+    resumes from it: the command as given, with ``--ckpt_path last``. A checkpoint written during validation
+    records that this validation did not finish, so the resumed run validates that epoch before it trains on.
+    SLURM's requeue signal is handled by Lightning's own ``SLURMEnvironment(auto_requeue=True)``, which writes an
+    ``hpc_ckpt`` that ``--ckpt_path hpc`` resumes.
+
+    Args:
+        dirpath: The run's checkpoint directory.
+        command: The command's arguments as given (``["fit", "-c", ...]``), for the resume command.
     """
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, command: list[str] | None = None) -> None:
         self.dirpath = Path(dirpath)
+        self.command = command
         self.saved: Path | None = None
+        self._mid_validation = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -170,11 +181,23 @@ class SaveOnPreemption(Callback):
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
         path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)  # collective under DDP; rank 0 writes
+        during_validation = trainer.validating and not trainer.sanity_checking
+        self._mid_validation = during_validation
+        try:
+            trainer.save_checkpoint(path, weights_only=False)  # collective under DDP; rank 0 writes
+        finally:
+            self._mid_validation = False
         self.saved = path
         if trainer.is_global_zero:
-            print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}; resume with the same command "
-                  f"and --ckpt_path last", flush=True)
+            how = resume_command(self.command, path) if self.command else "the same command and --ckpt_path last"
+            if os.environ.get("MAKELEVEL"):
+                how += " (or the same make command with --ckpt_path last added to ARGS)"
+            print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}"
+                  f"{' during validation' if during_validation else ''}; resume with: {how}", flush=True)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._mid_validation:
+            mark_validation_unfinished(checkpoint)
 
 
 def _rng_state() -> dict:
@@ -221,7 +244,9 @@ class ExactResume(Callback):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        return {"rng": _rng_state()}
+        # Saved before the first resumed batch (e.g. on SIGTERM while the resumed run validates first): the states
+        # still to be restored are the run's, not the ones drawn while setting up.
+        return {"rng": self._pending if self._pending is not None else _rng_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = state_dict.get("rng")

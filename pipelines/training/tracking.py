@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import netrc
 import os
 import secrets
@@ -13,6 +14,25 @@ from pathlib import Path
 from typing import Literal
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
+
+
+class _NoLoggerAdvert(logging.Filter):
+    """Drops Lightning's "Tip: ... try installing litlogger" line (an advert, printed by every Trainer)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def quiet_logger_advert() -> None:
+    """Keeps Lightning's litlogger tip off the console; its other info lines stay.
+
+    Lightning prints the tip through Python logging with no setting of its own, so a logging filter on the
+    loggers that carry its rank-zero info lines is the way to hold it back.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoLoggerAdvert) for f in logger.filters):
+            logger.addFilter(_NoLoggerAdvert())
 
 
 def _has_api_key() -> bool:

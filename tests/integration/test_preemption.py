@@ -1,52 +1,70 @@
-"""SIGTERM mid-training: a checkpoint is saved, the process exits 143, and `--ckpt_path last` resumes from it."""
+"""SIGTERM: a checkpoint is saved, the process exits 143 and prints the command that resumes it; that command
+continues the same run (directory, W&B run) and ends with the uninterrupted run's weights."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
+import csv
+import shlex
 
 import pytest
 import torch
 
-from tests.integration.helpers import REPO, rnnlab
+from tests.integration.helpers import rnnlab
+
+ENV = {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+NOISE = ("Traceback", "could not find the monitored key", "exists and is not empty", "`weights_only` was not set")
 
 
-def test_sigterm_saves_and_resume_continues(slot_data_dir, tmp_path):
-    run = tmp_path / "r"
-    args = ["-c", "defaults", "-c", "tiny/slots.yaml", f"--data.init_args.data_dir={slot_data_dir}",
-            f"--run.root={tmp_path}", "--run.name=r"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", *args, "--trainer.max_epochs=10000"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.time() + 120
-        while not last.exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert last.exists(), "no epoch finished in time"
-        first = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, err[-2000:]
-    assert "SIGTERM: saved" in out and "Traceback" not in err
-    saved = torch.load(last, map_location="cpu", weights_only=True)
-    assert saved["global_step"] > first
-    # Relaunch the same command with --ckpt_path last: training continues from the saved step.
-    epoch = saved["epoch"]
-    rnnlab("fit", *args, f"--trainer.max_epochs={epoch + 2}", "--ckpt_path", "last", timeout=300)
-    resumed = torch.load(last, map_location="cpu", weights_only=True)
-    assert resumed["global_step"] > saved["global_step"] and resumed["epoch"] >= epoch
-    # The resumed run's log starts after the saved step (it did not start over).
-    import csv
+def _make_args(data_dir, root):
+    # As `make train-slots ARGS=...` starts it: no run name, so the run directory is named by the time.
+    return ["-c", "defaults", "-c", "tiny/slots.yaml", "--trainer.devices=1", "--trainer.num_nodes=1",
+            f"--data.init_args.data_dir={data_dir}", f"--run.root={root}", "--trainer.max_epochs=2"]
 
-    rows = list(csv.DictReader(open(run / "resume-1" / "metrics.csv")))
-    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
-    assert steps and min(steps) >= saved["global_step"]
+
+def _final(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return ckpt["global_step"], ckpt["epoch"], ckpt["state_dict"]
+
+
+def _val_loss(metrics_csv, epoch):
+    rows = [r for r in csv.DictReader(open(metrics_csv)) if r.get("val/loss") and r["epoch"] == str(epoch)]
+    assert len(rows) == 1, f"epoch {epoch} validated {len(rows)} times in {metrics_csv}"
+    return float(rows[0]["val/loss"])
+
+
+def test_sigterm_during_validation_then_the_printed_command_resumes_the_same_run(slot_data_dir, tmp_path):
+    # The callback sends SIGTERM after the first of epoch 0's 3 validation batches, so validation is unfinished.
+    # (Mid-epoch training state is restored exactly too: test_exact_resume.py.)
+    full = tmp_path / "full"
+    rnnlab("fit", *_make_args(slot_data_dir, full), env={"OMP_NUM_THREADS": "1"})
+    (full,) = full.iterdir()
+    root = tmp_path / "runs"
+    args = [*_make_args(slot_data_dir, root), "--trainer.callbacks+=tests.fixtures.callbacks.SigtermAt",
+            "--trainer.callbacks.stage=validation"]
+    proc = rnnlab("fit", *args, env=ENV, check=False, timeout=120)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    (run,) = root.iterdir()
+    saved = _final(run / "checkpoints" / "last.ckpt")
+    assert saved[0] == 12
+    line = next(x for x in proc.stdout.splitlines() if "SIGTERM: saved" in x)
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    assert command == ["rnnlab", "fit", *args, "--ckpt_path", "last"]
+    wandb_id = (run / "wandb_id").read_text().strip()
+
+    resumed = rnnlab(*command[1:], env=ENV, timeout=120)
+    assert [p.name for p in root.iterdir()] == [run.name]
+    assert (run / "wandb_id").read_text().strip() == wandb_id
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (run / "wandb").glob("offline-run-*")) == [wandb_id] * 2
+    out = proc.stdout + proc.stderr + resumed.stdout + resumed.stderr
+    assert not [n for n in NOISE if n in out]
+    # The resumed run validates epoch 0 (once, all of it) before it trains on from the saved step.
+    log = run / "resume-1" / "metrics.csv"
+    assert _val_loss(log, 0) == pytest.approx(_val_loss(full / "metrics.csv", 0), abs=1e-6)
+    assert min(int(r["step"]) for r in csv.DictReader(open(log)) if r.get("train/loss")) >= saved[0]
+    step, epoch, weights = _final(run / "checkpoints" / "last.ckpt")
+    full_step, full_epoch, full_weights = _final(full / "checkpoints" / "last.ckpt")
+    assert (step, epoch) == (full_step, full_epoch) == (24, 1)
+    assert weights.keys() == full_weights.keys()
+    for k in full_weights:
+        torch.testing.assert_close(weights[k], full_weights[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

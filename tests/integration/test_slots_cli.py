@@ -93,7 +93,7 @@ def test_print_config_composes_later_wins(slot_data_dir):
 def test_missing_data_dir_is_one_line_error(tmp_path):
     proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={tmp_path / 'nowhere'}", check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("rnnlab: error: data directory not found")
+    assert proc.stderr.strip().splitlines()[-1].startswith("rnnlab fit: error: data directory not found")
     assert "Traceback" not in proc.stderr
 
 

@@ -71,20 +71,6 @@ def print_notes(lines: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def no_progress_bars():
-    """Turns the ``datasets`` progress bars off for the block (restored afterwards if they were on)."""
-    import datasets
-
-    was_disabled = datasets.is_progress_bar_enabled() is False
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
-@contextlib.contextmanager
 def quiet():
     """Keeps Lightning's info lines and known harmless warnings out of the tables."""
     names = ("lightning", "lightning.pytorch", "lightning.fabric", "datasets")

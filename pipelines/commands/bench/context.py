@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.bench.common import DEFAULT_DATA_DIR, no_progress_bars, quiet
+from data.sources import no_progress_bars
+from pipelines.commands.bench.common import DEFAULT_DATA_DIR, quiet
 
 
 class BenchContext:

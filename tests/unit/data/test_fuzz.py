@@ -90,7 +90,7 @@ def test_any_audio_file_is_used_or_skipped_by_name(data, suffix):
                                normalizer="asr_chars", tokenizer=tok, min_duration=0.0, max_duration=30.0,
                                validate=True, skips=skips)
     if not len(utts):
-        assert skips.total == 1 and path in skips.messages[0] and "row 0" in skips.messages[0]
+        assert skips.total == 1 and path in skips.messages[0] and "row 1" in skips.messages[0]
         return
     ds = SpeechDataset([utts], tok, sample_rate=SR, skips=skips)
     item = ds[0]
@@ -143,10 +143,10 @@ def test_any_transcript_or_column_type_is_used_or_skipped_by_row(text, audio):
                                    duration_column=None, base_dir=str(_DIR), normalizer="asr_chars", tokenizer=tok,
                                    min_duration=0.05, max_duration=30.0, validate=True, skips=skips)
     except DataError as e:
-        assert "fuzz.jsonl" in str(e) or "row 0" in str(e)
+        assert "fuzz.jsonl" in str(e) or "row 1" in str(e)
         return
     if not len(utts):
-        assert skips.total == 1 and "row 0" in skips.messages[0]
+        assert skips.total == 1 and "row 1" in skips.messages[0]
         return
     text = utts.utterance(0).text
     ids = tok.encode(text)
@@ -167,7 +167,7 @@ def test_slot_rows_parse_or_fail_with_row_and_field(rows):
                               intent_column="intent", lowercase=True)
     except DataError as e:
         msg = str(e)
-        assert msg.startswith("train.jsonl") and "row " in msg and "\n" not in msg
+        assert msg.startswith("train.jsonl line ") and "\n" not in msg
         return
     assert len(examples) == len(rows)
     for ex in examples:

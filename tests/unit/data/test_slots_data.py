@@ -48,9 +48,9 @@ def test_collate_shapes_and_padding(slot_data_dir):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ({"tokens": ["a", "b"], "tags": ["O"], "intent": "x"}, r"train.jsonl row 1 \(line 2\): 2 tokens but 1 tags"),
-        ({"tokens": [], "tags": [], "intent": "x"}, r"row 1: empty sentence"),
-        ({"tokens": 5, "tags": ["O"], "intent": "x"}, r"row 1: column 'tokens' must be a list"),
+        ({"tokens": ["a", "b"], "tags": ["O"], "intent": "x"}, r"train.jsonl line 2: 2 tokens but 1 tags"),
+        ({"tokens": [], "tags": [], "intent": "x"}, r"train.jsonl line 2: empty sentence"),
+        ({"tokens": 5, "tags": ["O"], "intent": "x"}, r"train.jsonl line 2: column 'tokens' must be a list"),
     ],
 )
 def test_bad_rows_name_file_row_and_problem(tmp_path, row, message):
@@ -72,7 +72,7 @@ def test_token_tag_count_mismatch_is_a_named_counted_skip(tmp_path, caplog):
     assert dm.skip_report == {"train": {"tag_count_mismatch": 1}, "validation": {"tag_count_mismatch": 1}}
     assert f"{tmp_path / 'train.jsonl'}: skipped line 3: 3 tokens but 1 tags" in caplog.text
     assert "validation.jsonl: skipped line 2: 1 tokens but 2 tags" in caplog.text
-    with pytest.raises(DataError, match=r"train.jsonl row 2 \(line 3\): 3 tokens but 1 tags"):
+    with pytest.raises(DataError, match=r"train.jsonl line 3: 3 tokens but 1 tags"):
         _dm(tmp_path, strict=True).setup("fit")
 
 
@@ -97,8 +97,8 @@ def test_unknown_validation_label_warns_or_errors(slot_data_dir, caplog):
     dm.setup("fit")
     assert dm.datasets["val"].unseen_labels == {"B-never_seen": 1}
     assert dm.datasets["val"][0]["tag_ids"][1] == IGNORE
-    assert "B-never_seen" in caplog.text and "rows 0" in caplog.text
-    with pytest.raises(DataError, match=r"\[validation\] row 0: tag 'B-never_seen' does not occur"):
+    assert "B-never_seen" in caplog.text and "validation.jsonl" in caplog.text and "(line 1)" in caplog.text
+    with pytest.raises(DataError, match=r"validation.jsonl line 1: tag 'B-never_seen' does not occur"):
         _dm(slot_data_dir, unknown_labels="error").setup("fit")
 
 

@@ -38,6 +38,19 @@ def test_loads_audiofolder_and_batches(speech_corpus_dir):
     assert 0.0 <= dm.padding_fraction("train") < 0.5
 
 
+def test_rows_without_ids_go_by_file_name_and_skips_name_file_and_line(speech_corpus_dir, tmp_path, caplog):
+    root = _copy_corpus(speech_corpus_dir, tmp_path / "c")
+    meta = root / "train" / "metadata.jsonl"
+    rows = [{k: v for k, v in json.loads(line).items() if k != "id"} for line in meta.read_text().splitlines()]
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _append_rows(root / "train", [{**rows[0], "text": "\u4f60\u597d"}])  # line 17: normalises to nothing
+    dm = SpeechDataModule(dataset=None, data_dir=str(root), batch_size=4)
+    dm.setup("fit")
+    ids = [u.id for u in dm.datasets["train"].utterances]
+    assert sorted(ids) == sorted(r["file_name"] for r in rows)  # what examples and messages print
+    assert f"{meta}: skipped line 17: empty transcript" in caplog.text
+
+
 def test_bad_rows_are_skipped_counted_and_named(speech_corpus_dir, tmp_path, caplog):
     root = _copy_corpus(speech_corpus_dir, tmp_path / "c")
     train = root / "train"

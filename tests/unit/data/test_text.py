@@ -45,3 +45,21 @@ def test_char_tokenizer_round_trip_and_errors():
     with pytest.raises(ValueError, match="outside the tokenizer alphabet"):
         tok.encode("cat!")
     assert tokenizer_from_dict(tok.to_dict()).tokens == tok.tokens
+
+
+def test_ctc_transcripts_have_no_double_or_edge_spaces():
+    """CTC may emit the space token twice in a row (with a blank between) or at the ends; the text never shows it."""
+    import torch
+
+    from modules.ctc_decoding import CTCBeamDecoder, greedy_decode
+
+    tok = CharTokenizer()
+    sp, a, b = tok.encode(" ab")
+    path = [sp, 0, sp, a, 0, sp, 0, sp, sp, b, 0, sp]  # per-frame best tokens
+    log_probs = torch.full((1, len(path), len(tok)), -10.0)
+    log_probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+    lengths = torch.tensor([len(path)])
+    assert tok.decode(greedy_decode(log_probs, lengths)[0]) == "a b"
+    beam = CTCBeamDecoder(tokens=tok.tokens, blank=0, beam_size=4)
+    assert tok.decode(beam.decode(log_probs, lengths)[0]) == "a b"
+    assert tok.decode([]) == "" and tok.decode([sp, sp]) == ""

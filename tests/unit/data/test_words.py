@@ -59,7 +59,8 @@ def test_unreadable_and_unlabelled_rows_are_skipped_with_their_names(tone_dir, t
     with caplog.at_level(logging.WARNING):
         segs = load_word_segments(None, "train", data_dir=str(tmp_path / "bad"))
     assert len(segs) == 4
-    assert "broken.wav" in caplog.text and "row 5" in caplog.text and "empty 'label'" in caplog.text
+    assert "metadata.jsonl: skipped line 5 (broken.wav)" in caplog.text
+    assert "metadata.jsonl: skipped line 6" in caplog.text and "empty 'label'" in caplog.text
 
 
 def test_missing_label_column_is_one_line_error(tone_dir):

@@ -98,7 +98,7 @@ def test_cli_stops_with_one_line_and_keeps_the_last_good_checkpoint(slot_data_di
     proc = rnnlab("fit", *args, "--ckpt_path", "last", "--trainer.callbacks+=tests.fixtures.callbacks.NaNGradients",
                   check=False)
     assert proc.returncode == 3, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("rnnlab: error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rnnlab fit: error:")]
     assert len(errors) == 1 and "2 consecutive" in errors[0] and "batch ids:" in errors[0]
     assert "Traceback" not in proc.stderr
     after = torch.load(last, map_location="cpu", weights_only=True)
