@@ -619,7 +619,10 @@ class SpeechDataModule(L.LightningDataModule):
 
             voices = TRAIN_VOICES if hp.get("embedded_voices") == "train" else VOICES
             if hp.get("embedded_texts"):
-                return None, str(ensure_text_corpus(hp.embedded_texts, hp.embedded_size, voices=voices))
+                try:
+                    return None, str(ensure_text_corpus(hp.embedded_texts, hp.embedded_size, voices=voices))
+                except (OSError, ValueError) as e:  # a missing file or a bad row: one line, not a traceback
+                    raise DataError(f"data.embedded_texts: {e}") from None
             n_train, n_val, n_test = hp.embedded_size
             # One cache directory per size, so a small test corpus never replaces the full one.
             base = default_corpus_dir()

@@ -70,7 +70,7 @@ COMMANDS = {
     "rnnlab evaluate-spoken-slots --ckpt SLOTS.ckpt --asr SPEECH.ckpt --data ../shared/data/atis/validation.jsonl":
         PARSE,
     "rnnlab predict --ckpt SLOTS.ckpt --asr CTC.ckpt taipei.wav --beam 8 --lm atis-synth-3gram.arpa --word-bonus 1":
-        RUN,
+        PARSE,
     'printf "rnnlab\\nlightning\\n" | rnnlab predict --ckpt runs/g2p-.../checkpoints/best.ckpt [--beam 8 --json]':
         PARSE,
     "rnnlab predict --ckpt runs/seq2seq-.../checkpoints/best.ckpt audio.wav [--beam 8]": PARSE,
@@ -113,7 +113,6 @@ PATHS = {
     "SPEECH.ckpt": "{ctc}",
     "CTC.ckpt": "{ctc}",
     "taipei.wav": "{wav}",
-    "atis-synth-3gram.arpa": "{tmp}/words.arpa",
     "init_from=...": "init_from={ctc}",
     "audio.wav": "{wav}",
     "a.wav": "{wav}",
