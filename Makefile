@@ -112,7 +112,7 @@ SPEECH_DATA = $(if $(DATA),-c speech-$(DATA) $(if $(wildcard $(CONFIGS)/$(1)-$(D
 CTC_CFG := -c defaults -c ctc $(call SPEECH_DATA,ctc)
 SEQ2SEQ_CFG := -c defaults -c seq2seq $(call SPEECH_DATA,seq2seq)
 
-train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=english|arctic|fsdd-digits|librispeech-100, ARGS=...)
+train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=english|arctic|fsdd-digits|atis-synth|librispeech-100, ARGS=...)
 	$(RNNLAB) fit $(CTC_CFG) $(TRAINER) $(ARGS)
 
 train-seq2seq: $(STAMP) ## Listen-Attend-Spell + joint CTC (embedded corpus; DATA=arctic|fsdd-digits|..., ARGS=...)

@@ -540,6 +540,10 @@ class SpeechDataModule(L.LightningDataModule):
             cache grows in every process (rank and worker) until the run ends. Encoded audio is never held: rows
             stay in the memory-mapped Arrow table and are read when a batch needs them.
         embedded_size: Utterances the embedded corpus has in train/validation/test.
+        embedded_texts: A slot JSONL or text file whose sentences the embedded corpus speaks instead of generated
+            ones (validation: its last ``embedded_size[1]`` sentences; see :func:`data.synth.ensure_text_corpus`).
+        embedded_voices: ``all`` eSpeak NG voices, or ``train``: all but the evaluation voices
+            (:data:`data.synth.EVAL_VOICES`).
         digits_per_utterance: ``fsdd-digits``: inclusive range of digits per string.
         digits_size: ``fsdd-digits``: strings in train (per epoch)/validation/test.
         num_workers: DataLoader workers.
@@ -580,6 +584,8 @@ class SpeechDataModule(L.LightningDataModule):
         validate: bool = True,
         cache_audio: bool | None = None,
         embedded_size: tuple[int, int, int] = (3000, 200, 200),
+        embedded_texts: str | None = None,
+        embedded_voices: Literal["all", "train"] = "all",
         num_workers: int = 0,
         seed: int = 0,
         digits_per_utterance: tuple[int, int] = (2, 7),
@@ -603,13 +609,26 @@ class SpeechDataModule(L.LightningDataModule):
         hp = self.hparams
         dataset, data_dir = (hp.dataset, hp.data_dir) if src is None else (src.dataset, src.data_dir)
         if data_dir is None and dataset == EMBEDDED:
-            from data.synth import default_corpus_dir, ensure_default_corpus
+            from data.synth import (
+                TRAIN_VOICES,
+                VOICES,
+                default_corpus_dir,
+                ensure_default_corpus,
+                ensure_text_corpus,
+            )
 
+            voices = TRAIN_VOICES if hp.get("embedded_voices") == "train" else VOICES
+            if hp.get("embedded_texts"):
+                try:
+                    return None, str(ensure_text_corpus(hp.embedded_texts, hp.embedded_size, voices=voices))
+                except (OSError, ValueError) as e:  # a missing file or a bad row: one line, not a traceback
+                    raise DataError(f"data.embedded_texts: {e}") from None
             n_train, n_val, n_test = hp.embedded_size
             # One cache directory per size, so a small test corpus never replaces the full one.
             base = default_corpus_dir()
-            root = base.with_name(f"{base.name}_{n_train}-{n_val}-{n_test}")
-            root = ensure_default_corpus(root, n_train=n_train, n_validation=n_val, n_test=n_test)
+            suffix = "" if voices == VOICES else "_train-voices"
+            root = base.with_name(f"{base.name}_{n_train}-{n_val}-{n_test}{suffix}")
+            root = ensure_default_corpus(root, n_train=n_train, n_validation=n_val, n_test=n_test, voices=voices)
             return None, str(root)
         return dataset, data_dir
 

@@ -23,7 +23,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CORPUS_VERSION",
+    "EVAL_VOICES",
     "SPLITS",
+    "TRAIN_VOICES",
     "VOICES",
     "build_corpus",
     "default_corpus_dir",
     "ensure_default_corpus",
+    "ensure_text_corpus",
     "load_corpus",
     "load_metadata",
     "main",
@@ -67,6 +70,12 @@ VOICES: tuple[str, ...] = (
     "en-us-nyc+m2",
 )
 
+#: Voices kept for evaluation only: corpora built from sentence files for training (``voices="train"``) never
+#: use them, so a model is scored on voices it has not heard. Each is a variant of an accent that training keeps.
+EVAL_VOICES: tuple[str, ...] = ("en-us+f4", "en+m1", "en-gb-x-rp+m7")
+#: :data:`VOICES` without :data:`EVAL_VOICES`.
+TRAIN_VOICES: tuple[str, ...] = tuple(v for v in VOICES if v not in EVAL_VOICES)
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -89,8 +98,14 @@ class _Job:
     sample_rate: int
 
 
-def _make_jobs(split: str, n: int, seed: int, sample_rate: int, exclude: set[str]) -> list[_Job]:
-    texts = generate_with_kinds(n, seed=seed, split=split, exclude=exclude)
+def _make_jobs(
+    split: str, n: int, seed: int, sample_rate: int, exclude: set[str],
+    given: Sequence[str] | None = None, voices: Sequence[str] = VOICES,
+) -> list[_Job]:  # fmt: skip
+    if given is None:
+        texts = generate_with_kinds(n, seed=seed, split=split, exclude=exclude)
+    else:
+        texts = [(t, "file") for t in given]
     rng = random.Random(f"rnnlab-synth-params-{seed}-{split}")
     split_code = SPLITS.index(split)
     jobs = []
@@ -101,7 +116,7 @@ def _make_jobs(split: str, n: int, seed: int, sample_rate: int, exclude: set[str
                 index=i,
                 text=text,
                 kind=kind,
-                voice=rng.choice(VOICES),
+                voice=rng.choice(voices),
                 rate=rng.randint(130, 210),
                 pitch=rng.randint(30, 70),
                 pitch_range=rng.randint(30, 80),
@@ -170,7 +185,7 @@ def _process(args: tuple[_Job, str]) -> dict:
     }
 
 
-def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate: int) -> dict:
+def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate: int, **extra) -> dict:
     return {
         "version": CORPUS_VERSION,
         "n_train": int(n_train),
@@ -178,6 +193,7 @@ def _params(n_train: int, n_validation: int, n_test: int, seed: int, sample_rate
         "n_test": int(n_test),
         "seed": int(seed),
         "sample_rate": int(sample_rate),
+        **{k: v for k, v in extra.items() if v is not None},  # only set for corpora of given texts
     }
 
 
@@ -221,6 +237,8 @@ def build_corpus(
     sample_rate: int = 16000,
     workers: int = 2,
     progress: bool = True,
+    texts: Mapping[str, Sequence[str]] | None = None,
+    voices: Sequence[str] | None = None,
 ) -> Path:
     """Synthesises a speech corpus in Hugging Face ``audiofolder`` layout and returns ``root``.
 
@@ -237,11 +255,24 @@ def build_corpus(
     (JSON of the parameters). If that marker already holds the same parameters, nothing is done.
     ``workers`` does not change the result (only how fast it comes).
 
+    ``texts`` (split -> sentences, e.g. from :func:`data.synth.sentences.read_sentences`) speaks those
+    sentences instead of generated ones; the ``n_*`` sizes are then the lengths of its lists. ``voices``
+    replaces :data:`VOICES` as the voices drawn from (e.g. :data:`TRAIN_VOICES` or :data:`EVAL_VOICES`).
+
     Raises:
         FileExistsError: When ``root`` exists, is not empty and is not a corpus built here.
     """
     root = Path(root).expanduser().absolute()
-    params = _params(n_train, n_validation, n_test, seed, sample_rate)
+    voices = tuple(voices) if voices is not None else VOICES
+    digest = None
+    if texts is not None:
+        from data.synth.sentences import texts_digest
+
+        texts = {s: list(texts.get(s, ())) for s in SPLITS}
+        n_train, n_validation, n_test = (len(texts[s]) for s in SPLITS)
+        digest = texts_digest([t for s in SPLITS for t in texts[s]] + [str(len(texts[s])) for s in SPLITS])
+    params = _params(n_train, n_validation, n_test, seed, sample_rate, texts=digest,
+                     voices=list(voices) if voices != VOICES else None)
     marker = _read_marker(root)
     if marker is not None and marker.get("params") == params:
         return root
@@ -267,7 +298,8 @@ def build_corpus(
     train_texts: set[str] = set()
     for split in SPLITS:
         split_jobs = _make_jobs(
-            split, counts[split], seed, sample_rate, exclude=train_texts if split != "train" else set()
+            split, counts[split], seed, sample_rate, exclude=train_texts if split != "train" else set(),
+            given=None if texts is None else texts[split], voices=voices,
         )
         if split == "train":
             train_texts = {j.text for j in split_jobs}
@@ -313,7 +345,7 @@ def build_corpus(
                 for row in rows[split]:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
         (tmp / MARKER).write_text(
-            json.dumps({"params": params, "stats": stats, "voices": list(VOICES)}, indent=1)
+            json.dumps({"params": params, "stats": stats, "voices": list(voices)}, indent=1)
         )
         _move_into_place(tmp, root, params)
     except BaseException:
@@ -384,6 +416,38 @@ def default_corpus_dir() -> Path:
 def ensure_default_corpus(root: str | Path | None = None, **kwargs) -> Path:
     """Builds the default corpus (see :func:`build_corpus` for ``kwargs``) unless cached; returns its root."""
     return build_corpus(default_corpus_dir() if root is None else root, **kwargs)
+
+
+def ensure_text_corpus(
+    path: str | Path, sizes: Sequence[int], *, voices: Sequence[str] = TRAIN_VOICES, root: str | Path | None = None,
+    **kwargs,
+) -> Path:
+    """Speaks the sentences of a file (slot JSONL or text lines) once into a cached corpus; returns its root.
+
+    ``sizes = (n_train, n_validation, n_test)``: validation is the file's last ``n_validation`` sentences,
+    test the ``n_test`` before them and training the first ``n_train`` of the rest (all of it when
+    ``n_train`` is larger), so the held-out sentences are fixed by the file. The cache directory
+    (``root``, default beside :func:`default_corpus_dir`) is named after the file, its contents and the sizes.
+
+    Raises:
+        ValueError: When the file has fewer sentences than validation and test need.
+    """
+    from data.synth.sentences import read_sentences, texts_digest
+
+    sentences = read_sentences(path)
+    n_train, n_val, n_test = (int(n) for n in sizes)
+    rest = len(sentences) - n_val - n_test
+    if rest < 1 or min(n_train, n_val, n_test) < 0:
+        raise ValueError(f"{path}: {len(sentences)} sentences cannot give {n_val} validation and {n_test} test")
+    texts = {"train": sentences[: min(n_train, rest)], "test": sentences[rest : rest + n_test],
+             "validation": sentences[rest + n_test :]}  # fmt: skip
+    if root is None:
+        base = default_corpus_dir()
+        tag = "all" if tuple(voices) == VOICES else texts_digest(list(voices))[:6]
+        root = base.with_name(
+            f"{base.name}_{Path(path).stem}-{texts_digest(sentences)}_{len(texts['train'])}-{n_val}-{n_test}_{tag}"
+        )
+    return build_corpus(root, texts=texts, voices=voices, **kwargs)
 
 
 def load_metadata(root: str | Path, split: str) -> list[dict]:

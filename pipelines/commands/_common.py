@@ -25,6 +25,7 @@ OK, SKIPPED, USER_ERROR, NON_FINITE, SIGTERM = 0, 1, 2, 3, 143
 KINDS = {
     "speech": ("transcribe_waveforms", "a speech recogniser"),
     "autoencoder": ("embed_waveforms", "an audio autoencoder"),
+    "slots": ("tag_sentences", "a slot filling model"),
 }
 
 

@@ -1,9 +1,11 @@
 """``rnnlab predict --ckpt``: any checkpoint on raw inputs (sentences, words or audio files).
 
 Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
+       rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt AUDIO... [--json] [--beam N] [--lm ARPA]
 
 Slot filling and G2P read lines from text files or stdin (``-``, the default); speech models take audio files and
-directories, as ``rnnlab transcribe`` does (with its options), and never stdin. Without ``--ckpt`` this is
+directories, as ``rnnlab transcribe`` does (with its options), and never stdin; ``--asr`` puts a speech model before
+a slot model (spoken slot filling, :mod:`pipelines.commands.spoken`). Without ``--ckpt`` this is
 LightningCLI's ``predict`` over a config's data.
 """
 
@@ -21,6 +23,10 @@ def main(argv: list[str]) -> int:
         from pipelines.cli.lightning import run
 
         return run(["predict", *argv])
+    if any(a.split("=")[0] == "--asr" for a in argv):
+        from pipelines.commands.spoken import main as spoken
+
+        return spoken(argv)
     ap = ArgumentParser(prog="rnnlab predict", description="Run a trained checkpoint on raw inputs: "
                         "sentences (slot filling), words (G2P, one per line) or audio files (speech).")
     ap.add_argument("--ckpt", required=True, help="checkpoint of an rnnlab run")
@@ -30,6 +36,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object per input")
     ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=None,
                     help="beam size for attention/CTC decoding (default: model's)")
+    ap.add_argument("--asr", help="speech checkpoint: transcribe audio inputs, then tag them with the slot --ckpt")
     args, rest = ap.parse_known_args(argv)
 
     model = load_checkpoint("predict", args.ckpt)

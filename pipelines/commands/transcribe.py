@@ -83,6 +83,42 @@ def _reason(path: Path, e: Exception) -> str:
     return str(e).removeprefix(f"{path}: ")
 
 
+def add_decoding_args(ap: ArgumentParser) -> None:
+    """The decoding options of a speech checkpoint: ``--beam --lm --lm-weight --word-bonus --batch-size --device``."""
+    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=1, help="beam size (1 = greedy)")
+    ap.add_argument("--lm", default=None, help="word n-gram language model (ARPA, optionally .gz)")
+    ap.add_argument("--lm-weight", type=float, default=0.5)
+    ap.add_argument("--word-bonus", type=float, default=0.0)
+    ap.add_argument("--batch-size", type=at_least(1), default=8)
+    ap.add_argument("--device", default="cpu")
+
+
+def make_decoder(command: str, model, args):
+    """``model.make_decoder`` from the options of :func:`add_decoding_args`, or a one-line exit (status 2)."""
+    if args.lm and not Path(args.lm).is_file():
+        fail(command, f"language model not found: {args.lm}")
+    try:
+        return model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
+                                  word_bonus=args.word_bonus)
+    except ValueError as e:
+        fail(command, str(e))
+
+
+def read_audio(command: str, files: list[Path], sample_rate: int) -> tuple[dict, dict]:
+    """``(waveforms, errors)``, both keyed by file: each file at ``sample_rate``, or the ``AudioError`` that
+    kept it out (named on stderr)."""
+    from data.audio import AudioError, AudioRef, load_audio
+
+    wavs, errors = {}, {}
+    for f in files:
+        try:
+            wavs[f] = load_audio(AudioRef(path=str(f)), sample_rate)
+        except AudioError as e:
+            errors[f] = e
+            warn(command, f"skipped {e}")
+    return wavs, errors
+
+
 def main(argv: list[str]) -> int:
     return transcribe(argv)
 
@@ -93,14 +129,9 @@ def transcribe(argv: list[str], command: str = "transcribe") -> int:
                         description="Transcribe audio with a CTC or attention (LAS) checkpoint.")
     ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or seq2seq run")
     ap.add_argument("inputs", nargs="+", help="audio files or directories (searched recursively)")
-    ap.add_argument("--beam", type=at_least(1, "1 = greedy"), default=1, help="beam size (1 = greedy)")
-    ap.add_argument("--lm", default=None, help="word n-gram language model (ARPA, optionally .gz)")
-    ap.add_argument("--lm-weight", type=float, default=0.5)
-    ap.add_argument("--word-bonus", type=float, default=0.0)
-    ap.add_argument("--batch-size", type=at_least(1), default=8)
+    add_decoding_args(ap)
     ap.add_argument("--json", action="store_true",
                     help="one JSON object per file: {path, text}, or {path, error} for a file that was skipped")
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--stream", action="store_true",
                     help="unidirectional CTC models: feed each file in chunks, showing the text as it grows on "
                          "stderr; the final line equals offline decoding of the file alone")
@@ -109,29 +140,14 @@ def transcribe(argv: list[str], command: str = "transcribe") -> int:
     if args.chunk_ms <= 0:
         fail(command, f"--chunk-ms must be positive, got {args.chunk_ms:g}")
 
-    from data.audio import AudioError, AudioRef, load_audio
-
     model = load_checkpoint(command, args.ckpt, kind="speech", device=args.device)
-    if args.lm and not Path(args.lm).is_file():
-        fail(command, f"language model not found: {args.lm}")
-    try:
-        decoder = model.make_decoder(beam_size=args.beam, lm_path=args.lm, lm_weight=args.lm_weight,
-                                     word_bonus=args.word_bonus)
-    except ValueError as e:
-        fail(command, str(e))
+    decoder = make_decoder(command, model, args)
     files, failed = audio_inputs(command, args.inputs)
     if args.stream:
         streamer = make_streamer(model, args.ckpt, command)
         return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json,
                             command=command, failed=failed)
-    wavs: dict[Path, object] = {}
-    errors: dict[Path, AudioError] = {}
-    for f in files:
-        try:
-            wavs[f] = load_audio(AudioRef(path=str(f)), model.hparams.sample_rate)
-        except AudioError as e:
-            errors[f] = e
-            warn(command, f"skipped {e}")
+    wavs, errors = read_audio(command, files, model.hparams.sample_rate)
     t0 = time.perf_counter()
     texts = dict(zip(wavs, model.transcribe_waveforms(list(wavs.values()), decoder=decoder,
                                                       batch_size=args.batch_size), strict=True))

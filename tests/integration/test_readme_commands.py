@@ -36,6 +36,7 @@ COMMANDS = {
     "make train-ctc DATA=arctic": PARSE,
     "make train-ctc DATA=fsdd-digits": PARSE,
     "make train-ctc DATA=digits-voices": PARSE,
+    "make train-ctc DATA=atis-synth": PARSE,
     "make train-ctc DATA=librispeech-100": PARSE,
     "make train-seq2seq": PARSE,
     "make train-g2p": PARSE,
@@ -64,6 +65,12 @@ COMMANDS = {
     "rnnlab validate --ckpt runs/ctc-.../checkpoints/best.ckpt --decode.beam_size=8 --decode.lm=lm.arpa": PARSE,
     'echo "i want to fly from boston to denver" | rnnlab predict --ckpt runs/slots-.../checkpoints/best.ckpt': RUN,
     "rnnlab test --ckpt runs/slots-.../checkpoints/best.ckpt --data.init_args.test_file=my_test.jsonl": PARSE,
+    "rnnlab predict --ckpt runs/slots-.../checkpoints/best.ckpt --asr runs/ctc-.../checkpoints/best.ckpt audio.wav "
+    "[--json]": RUN,
+    "rnnlab evaluate-spoken-slots --ckpt SLOTS.ckpt --asr SPEECH.ckpt --data ../shared/data/atis/validation.jsonl":
+        PARSE,
+    "rnnlab predict --ckpt SLOTS.ckpt --asr CTC.ckpt taipei.wav --beam 8 --lm atis-synth-3gram.arpa --word-bonus 1":
+        PARSE,
     'printf "rnnlab\\nlightning\\n" | rnnlab predict --ckpt runs/g2p-.../checkpoints/best.ckpt [--beam 8 --json]':
         PARSE,
     "rnnlab predict --ckpt runs/seq2seq-.../checkpoints/best.ckpt audio.wav [--beam 8]": PARSE,
@@ -86,6 +93,7 @@ COMMANDS = {
     "make slots-table SLOTS_EPOCHS=10": PARSE,
     "rnnlab test --ckpt ...": PARSE,
     "rnnlab evaluate-retrieval ...": PARSE,
+    "rnnlab evaluate-spoken-slots ...": PARSE,
 }
 
 # README placeholder -> generated file (keys of the `workspace` fixture), longest first when substituted.
@@ -100,6 +108,11 @@ PATHS = {
     "runs/autoencoder-.../checkpoints/best.ckpt": "{autoencoder}",
     "--ckpt ...": "--ckpt {seq2seq}",
     "evaluate-retrieval ...": "evaluate-retrieval --data {tmp}/fsdd",
+    "evaluate-spoken-slots ...": "evaluate-spoken-slots --ckpt {slots} --asr {ctc} --data {tmp}/validation.jsonl",
+    "SLOTS.ckpt": "{slots}",
+    "SPEECH.ckpt": "{ctc}",
+    "CTC.ckpt": "{ctc}",
+    "taipei.wav": "{wav}",
     "init_from=...": "init_from={ctc}",
     "audio.wav": "{wav}",
     "a.wav": "{wav}",

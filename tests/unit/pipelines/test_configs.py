@@ -23,6 +23,7 @@ COMBOS = [
     ["ctc", "speech-librispeech-100", "ctc-librispeech-100"],
     ["ctc", "speech-librispeech-960", "ctc-librispeech-100", "ctc-librispeech-960"],
     ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
+    ["ctc", "speech-atis-synth", "ctc-atis-synth"],
     ["tiny/ctc.yaml"],
     ["seq2seq"],
     ["seq2seq", "speech-arctic", "seq2seq-arctic"],
