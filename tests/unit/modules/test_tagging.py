@@ -5,15 +5,8 @@ import itertools
 import pytest
 import torch
 
-from modules.tagging import (
-    CharCNN,
-    IntentAttention,
-    LinearChainCRF,
-    SlotAttention,
-    SlotGate,
-    bio_transition_mask,
-    context_window,
-)
+from modules import tagging
+from modules.tagging import LinearChainCRF
 
 
 def _path_score(crf: LinearChainCRF, emissions: torch.Tensor, path: list[int]) -> torch.Tensor:
@@ -62,7 +55,7 @@ def test_viterbi_finds_the_best_path_by_enumeration():
 
 def test_bio_mask_forbids_i_after_o_and_at_the_start():
     tags = ["O", "B-city", "I-city", "B-day", "I-day"]
-    allowed, start = bio_transition_mask(tags)
+    allowed, start = tagging.bio_transition_mask(tags)
     assert start.tolist() == [True, True, False, True, False]
     assert allowed[tags.index("B-city"), tags.index("I-city")] and allowed[tags.index("I-city"), tags.index("I-city")]
     assert not allowed[tags.index("O"), tags.index("I-city")]
@@ -72,7 +65,7 @@ def test_bio_mask_forbids_i_after_o_and_at_the_start():
 
 def test_constrained_viterbi_never_outputs_an_impossible_bio_sequence():
     tags = ["O", "B-city", "I-city", "B-day", "I-day"]
-    allowed, start = bio_transition_mask(tags)
+    allowed, start = tagging.bio_transition_mask(tags)
     crf = LinearChainCRF(len(tags), allowed, start)
     emissions = torch.zeros(1, 3, len(tags))
     emissions[0, :, tags.index("I-city")] = 5.0  # the softmax argmax would be I-city I-city I-city
@@ -97,16 +90,16 @@ def test_crf_learns_a_transition_the_emissions_cannot_tell():
 
 def test_context_window_concatenates_neighbours_and_never_reads_padding():
     x = torch.arange(1, 7, dtype=torch.float).reshape(1, 6, 1).repeat(2, 1, 1)
-    out = context_window(x, torch.tensor([6, 3]), 1)
+    out = tagging.context_window(x, torch.tensor([6, 3]), 1)
     assert out.shape == (2, 6, 3)
     assert out[0, 0].tolist() == [0.0, 1.0, 2.0] and out[0, 5].tolist() == [5.0, 6.0, 0.0]
     assert out[1, 2].tolist() == [2.0, 3.0, 0.0]  # step 3 lies past the row's length: zero, not 4
-    assert context_window(x, torch.tensor([6, 3]), 0) is x
+    assert tagging.context_window(x, torch.tensor([6, 3]), 0) is x
 
 
 def test_char_cnn_ignores_character_padding():
     torch.manual_seed(0)
-    cnn = CharCNN(10, char_dim=4, channels=6)
+    cnn = tagging.CharCNN(10, char_dim=4, channels=6)
     short = torch.tensor([[[3, 4, 5]]])
     padded = torch.tensor([[[3, 4, 5, 0, 0, 0]]])
     assert torch.allclose(cnn(short), cnn(padded))
@@ -120,7 +113,7 @@ def test_attention_blocks_ignore_padded_steps():
     h_other = h.clone()
     h_other[:, 3:] = 100.0  # padding content must not change anything
     lengths = torch.tensor([3])
-    slot, intent, gate = SlotAttention(d), IntentAttention(d), SlotGate(d)
+    slot, intent, gate = tagging.SlotAttention(d), tagging.IntentAttention(d), tagging.SlotGate(d)
     c1, a1 = slot(h, lengths)
     c2, _ = slot(h_other, lengths)
     assert torch.allclose(c1[:, :3], c2[:, :3]) and torch.allclose(a1[0, :, 3:], torch.zeros(5, 2))
