@@ -87,6 +87,7 @@ compare-slots: $(STAMP) ## Slot-filling variants (context window, CRF, char CNN,
 	    gated) a="--model.init_args.joint=slot_gated";; \
 	    intent) a="--model.init_args.intent_pooling=attention --model.init_args.select_by=joint";; \
 	    wdrop) a="--model.init_args.word_dropout=0.05";; \
+	    intent2) a="--model.init_args.intent_weight=2";; \
 	    combo) a="--model.init_args.char_features=cnn --model.init_args.crf=true --model.init_args.word_dropout=0.05";; \
 	    all) a="--model.init_args.crf=true --model.init_args.char_features=cnn --model.init_args.joint=slot_gated --model.init_args.word_dropout=0.05 --model.init_args.select_by=joint";; \
 	    *) echo "compare-slots: unknown variant $$v" >&2; exit 2;; \
