@@ -46,11 +46,14 @@ train-slots: $(STAMP) ## Slot filling (ATIS from the hub; DATA=snips, DATA_DIR=.
 SLOT_MODELS := elman:false jordan:false lstm:true gru:true
 SLOTS_DATA_ROOT ?= ../shared/data
 SLOTS_EPOCHS ?= 12
+# The plain tagger (no character CNN, CRF or word dropout, which slots.yaml ships): the recurrent-family tables
+# compare cells, and each compare-slots row adds one change to it.
+SLOTS_PLAIN := --model.init_args.char_features=none --model.init_args.crf=false --model.init_args.word_dropout=0.0
 
 slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS copies, then a Markdown table
 	for d in atis snips; do for m in $(SLOT_MODELS); do \
 	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
-	    --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} \
+	    $(SLOTS_PLAIN) --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} \
 	    --trainer.max_epochs=$(SLOTS_EPOCHS) --trainer.enable_progress_bar=false \
 	    --run.root=$(RUN_DIR)/slots-table --run.name=$$d-$${m%%:*}-bi$${m##*:} $(ARGS) || exit 1; \
 	done; done
@@ -66,7 +69,7 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 	  name=$$d-$${m%%:*}-bi$${m##*:}-seed$$s; \
 	  [ -f $(RUN_DIR)/compare-rnns/$$name/summary.json ] && continue; \
 	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
-	    --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} --seed_everything=$$s \
+	    $(SLOTS_PLAIN) --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} --seed_everything=$$s \
 	    --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false --run.wandb=offline \
 	    --run.root=$(RUN_DIR)/compare-rnns --run.name=$$name $(ARGS) || exit 1; \
 	done; done; done
@@ -75,7 +78,8 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 SLOT_VARIANTS ?= base window crf chars attention gated intent all
 SLOT_VARIANT_DATA ?= atis snips
 
-# One row per variant of slots.yaml (each over COMPARE_SEEDS): the classic improvements, one at a time, then all.
+# One row per variant of a plain BiLSTM tagger (each over COMPARE_SEEDS): the classic improvements one at a time,
+# then together.
 compare-slots: $(STAMP) ## Slot-filling variants (context window, CRF, char CNN, attention, slot gate...) x 3 seeds: mean +- std
 	for d in $(SLOT_VARIANT_DATA); do for v in $(SLOT_VARIANTS); do for s in $(COMPARE_SEEDS); do \
 	  case $$v in \
@@ -94,8 +98,8 @@ compare-slots: $(STAMP) ## Slot-filling variants (context window, CRF, char CNN,
 	  esac; \
 	  name=$$d-$$v-seed$$s; \
 	  [ -f $(RUN_DIR)/compare-slots/$$name/summary.json ] && continue; \
-	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d $$a \
-	    --seed_everything=$$s --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false \
+	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
+	    $(SLOTS_PLAIN) $$a --seed_everything=$$s --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false \
 	    --run.wandb=offline --run.root=$(RUN_DIR)/compare-slots --run.name=$$name $(ARGS) || exit 1; \
 	done; done; done
 	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-slots/*
