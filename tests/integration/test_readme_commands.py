@@ -52,6 +52,7 @@ COMMANDS = {
     'make train-seq2seq ARGS="--model.init_args.ctc_weight=0 --model.init_args.attention=additive"': PARSE,
     "make slots-table": PARSE,
     "make compare-rnns": PARSE,
+    "make compare-slots": PARSE,
     "make bench": PARSE,
     'make train-autoencoder ARGS="-c autoencoder-denoising"': PARSE,
     "make analyze": PARSE,
