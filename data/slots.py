@@ -147,6 +147,47 @@ def _example(i: int, row: dict, tokens_column: str, tags_column: str | None, int
     return SlotExample(i, words, tags, intent)
 
 
+def spoken_tokens(words: Sequence[str], tags: Sequence[str] | None = None) -> tuple[list[str], list[str] | None]:
+    """A sentence in spoken form (:func:`data.synth.spoken_form` per token), each token's tag spread over its words.
+
+    A token that becomes several words gives its ``B-x`` to the first and ``I-x`` to the rest; an ``I-x`` token
+    gives ``I-x`` to all of its words; ``O`` stays ``O``. A token with no spoken words (punctuation) is dropped,
+    and where it began a slot the next token, if it continues that slot, begins it instead.
+
+    Example:
+        >>> spoken_tokens(["at", "838", "am"], ["O", "B-time", "I-time"])
+        (['at', 'eight', 'hundred', 'thirty', 'eight', 'am'], ['O', 'B-time', 'I-time', 'I-time', 'I-time', 'I-time'])
+    """
+    # data.synth pulls in the corpus writer and eSpeak binding: only spoken-form runs pay for the import.
+    from data.synth.sentences import spoken_form
+
+    out_words: list[str] = []
+    out_tags: list[str] = []
+    begin = None  # the slot type a dropped B- token began, handed to the next token
+    for n, word in enumerate(words):
+        pieces = spoken_form([word])
+        tag = tags[n] if tags is not None else "O"
+        if not pieces:
+            begin = tag[2:] if tag.startswith("B-") else (begin if tag.startswith("I-") else None)
+            continue
+        if begin is not None and tag == f"I-{begin}":
+            tag = f"B-{begin}"
+        begin = None
+        out_words += pieces
+        out_tags += [tag] + [f"I-{tag[2:]}" if tag != "O" else "O"] * (len(pieces) - 1)
+    return out_words, (out_tags if tags is not None else None)
+
+
+def to_spoken_form(examples: list[SlotExample]) -> list[SlotExample]:
+    """:func:`spoken_tokens` of every example; one whose every token is dropped is left out."""
+    out = []
+    for ex in examples:
+        words, tags = spoken_tokens(ex.words, ex.tags)
+        if words:
+            out.append(SlotExample(ex.id, words, tags, ex.intent))
+    return out
+
+
 class SlotDataset(Dataset):
     """Encoded examples; unknown words map to ``<unk>``; unknown labels either raise or map to ``IGNORE``."""
 
@@ -240,6 +281,10 @@ class SlotFillingDataModule(L.LightningDataModule):
             Test and predict data always warn.
         strict: Stop at a row whose token and tag counts differ (one-line error naming the file and line)
             instead of skipping it; skipped rows are named in a warning and counted in :attr:`skip_report`.
+        spoken_form: Rewrite every sentence (all splits and predict input) as a speech recogniser writes it
+            (:func:`spoken_tokens`: ``838 am`` -> ``eight hundred thirty eight am``, ``ap57`` -> ``a p fifty
+            seven``, tags spread over the words), so a model trained on it tags transcripts as they come. Saved
+            in :attr:`vocab` (``"spoken_form": true``), so the model converts typed text the same way.
         batch_size: Sentences per batch (per device).
         num_workers: DataLoader workers.
     """
@@ -262,6 +307,7 @@ class SlotFillingDataModule(L.LightningDataModule):
         min_word_freq: int = 1,
         unknown_labels: Literal["error", "warn"] = "warn",
         strict: bool = False,
+        spoken_form: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
@@ -302,6 +348,8 @@ class SlotFillingDataModule(L.LightningDataModule):
             if skips.total:
                 log.warning("%s: %d rows kept, %d skipped %s (data.init_args.strict=true makes this an error)",
                             where, len(self._examples[key]), skips.total, dict(skips.counts))
+            if hp.get("spoken_form", False):
+                self._examples[key] = to_spoken_form(self._examples[key])
         return self._examples[key]
 
     @property
@@ -314,6 +362,8 @@ class SlotFillingDataModule(L.LightningDataModule):
             tags = sorted({t for ex in train for t in (ex.tags or [])}, key=lambda t: (t != "O", t))
             intents = sorted({ex.intent for ex in train if ex.intent is not None})
             self._vocab = {"words": words.to_dict(), "tags": tags, "intents": intents}
+            if self.hparams.get("spoken_form", False):
+                self._vocab["spoken_form"] = True
         return self._vocab
 
     @vocab.setter
@@ -353,7 +403,8 @@ class SlotFillingDataModule(L.LightningDataModule):
             if self.hparams.get("strict", False):
                 raise SlotDataError(f"{name} line {n}: {problem}")
             skips.skip("not_utf8", f"line {n}: {problem}")
-        return sentences_to_examples(lines, lowercase=self.hparams.lowercase)
+        examples = sentences_to_examples(lines, lowercase=self.hparams.lowercase)
+        return to_spoken_form(examples) if self.hparams.get("spoken_form", False) else examples
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         # rnnlab trains with use_distributed_sampler=False (the speech batch sampler shards itself), so the

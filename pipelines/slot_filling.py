@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
-from data.slots import IGNORE, collate_slots, sentences_to_examples
+from data.slots import IGNORE, collate_slots, sentences_to_examples, to_spoken_form
 from data.text import Vocabulary
 from modules.encoders import RecurrentEncoder
 from modules.heads import SequencePooling
@@ -37,7 +37,8 @@ class SlotFillingModule(RnnlabModule):
 
     Args:
         vocab: ``{"words": Vocabulary dict, "tags": [...], "intents": [...]}`` from the DataModule (linked by the
-            CLI, saved in the checkpoint).
+            CLI, saved in the checkpoint); ``"spoken_form": true`` where the data was in spoken form
+            (``data.spoken_form``), which :meth:`tag_sentences` then applies to its input.
         embedding_dim: Word embedding size.
         cell: Recurrent cell: ``elman`` (simple RNN), ``jordan`` (output fed back), ``lstm`` or ``gru``.
         implementation: ``fused`` (torch's nn.RNN/LSTM/GRU), ``reference`` (from-scratch cells) or ``auto``
@@ -95,6 +96,7 @@ class SlotFillingModule(RnnlabModule):
         self.words = Vocabulary.from_dict(vocab["words"])
         self.tags: list[str] = list(vocab["tags"])
         self.intents: list[str] = list(vocab["intents"])
+        self.spoken_form = bool(vocab.get("spoken_form", False))
         if context_window < 0:
             raise ValueError(f"context_window must be >= 0, got {context_window}")
         if not 0.0 <= word_dropout < 1.0:
@@ -245,9 +247,15 @@ class SlotFillingModule(RnnlabModule):
 
     @torch.no_grad()
     def tag_sentences(self, sentences: list[str], batch_size: int = 64) -> list[dict]:
-        """Tags raw sentences (whitespace-tokenised); returns ``[{"words", "tags", "intent"}]`` per non-empty line."""
+        """Tags raw sentences (whitespace-tokenised); returns ``[{"words", "tags", "intent"}]`` per non-empty line.
+
+        A model trained on spoken form tags the spoken form of each sentence (``5 pm`` -> ``five pm``; words
+        already spoken stay as they are), and ``words`` are those spoken words.
+        """
         self.eval()
         examples = sentences_to_examples(sentences)
+        if self.spoken_form:
+            examples = to_spoken_form(examples)
         out = []
         for start in range(0, len(examples), batch_size):
             chunk = examples[start:start + batch_size]

@@ -16,7 +16,10 @@ so both rows are scored on slot values, as spoken slot filling is usually scored
 are one value); a predicted pair is correct when the reference holds it, counted with multiplicity; precision,
 recall and F1 are summed over the corpus (:func:`value_f1`). The text row also gives the usual conlleval chunk
 F1 (type and boundaries); the value score differs from it only where it ignores positions (a right value
-tagged at the wrong place of the sentence still counts), so on text the two are close.
+tagged at the wrong place of the sentence still counts), so on text the two are close. A slot model trained on
+spoken form (``data.spoken_form``) tags the spoken form of the reference words, and its conlleval references
+are their tags spread over the spoken words (:func:`data.slots.spoken_tokens`); the value score is the same
+for both kinds of model, values being compared in spoken form.
 """
 
 from __future__ import annotations
@@ -115,7 +118,12 @@ def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Pa
     text = slot_model.tag_sentences([" ".join(r["tokens"]) for r in rows])
     gold = [slot_values(r["tokens"], r["tags"]) for r in rows]
     conll = SlotF1()
-    conll.update([t["tags"] for t in text], [r["tags"] for r in rows])
+    ref_tags = [r["tags"] for r in rows]
+    if getattr(slot_model, "spoken_form", False):  # it tagged the spoken words: score against their tags
+        from data.slots import spoken_tokens
+
+        ref_tags = [spoken_tokens(r["tokens"], r["tags"])[1] for r in rows]
+    conll.update([t["tags"] for t in text], ref_tags)
     n = len(rows)
     errors = wer_cer(hyps, refs)
     return {

@@ -4,7 +4,8 @@ Usage: rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt FILE|DIR... [--beam N]
 
 A cascade: the speech model transcribes each file (the decoding of ``rnnlab transcribe``: greedy, or a prefix
 beam with an optional word LM), the transcript becomes slot-tagger tokens (:func:`data.synth.slot_words`:
-lower-case words, ``saint`` -> ``st.``; numbers stay words) and the slot model tags them. Prints
+lower-case words, ``saint`` -> ``st.``; numbers stay words; a slot model trained on spoken form,
+``data.spoken_form``, gets the lower-case words as they are) and the slot model tags them. Prints
 ``path<TAB>word/TAG ...<TAB>intent`` per file, or with ``--json`` one object per file: ``path, transcript,
 words, tags, intent``, or ``path, error`` (the reason) for a file that could not be read, in its place. Exit
 status 1 when some inputs were skipped (each named on stderr), 2 for an error to fix.
@@ -23,11 +24,15 @@ from pipelines.commands.transcribe import add_decoding_args, audio_inputs, make_
 def tag_transcripts(slot_model, transcripts: Sequence[str]) -> list[dict]:
     """Tags transcripts with a slot model: one ``{"transcript", "words", "tags", "intent"}`` per transcript.
 
-    An empty transcript (nothing recognised) gets no words, no tags and intent ``None``.
+    A model trained on spoken form (``data.spoken_form``) gets the recogniser's words as they are; any other
+    gets :func:`data.synth.slot_words` (``saint`` -> ``st.``). An empty transcript (nothing recognised) gets no
+    words, no tags and intent ``None``.
     """
     from data.synth.sentences import slot_words
+    from data.synth.texts import normalize_text
 
-    words = [slot_words(t) for t in transcripts]
+    as_words = (lambda t: normalize_text(t).split()) if getattr(slot_model, "spoken_form", False) else slot_words
+    words = [as_words(t) for t in transcripts]
     tagged = iter(slot_model.tag_sentences([" ".join(w) for w in words if w]) if any(words) else [])
     out = []
     for text, w in zip(transcripts, words, strict=True):

@@ -43,6 +43,7 @@ COMMANDS = {
     "make train-slots": PARSE,
     "make train-slots DATA_DIR=../shared/data/atis": PARSE,
     "make train-slots DATA=snips": PARSE,
+    "make train-slots DATA=spoken": PARSE,
     "make train-autoencoder": PARSE,
     "make train-digits": PARSE,
     # Pipelines: overrides and the other targets
@@ -92,6 +93,7 @@ COMMANDS = {
     'make train-ctc DATA=digits-voices ARGS="--model.init_args.init_from=..."': PARSE,
     "rnnlab test --ckpt ... --decode.ctc_weight=0.3 --decode.beam_size=4": PARSE,
     "make slots-table SLOTS_EPOCHS=10": PARSE,
+    "make train-slots DATA=spoken DATA_DIR=...": PARSE,
     "rnnlab test --ckpt ...": PARSE,
     "rnnlab evaluate-retrieval ...": PARSE,
     "rnnlab evaluate-spoken-slots ...": PARSE,

@@ -122,3 +122,41 @@ def test_split_slicing_on_local_files(slot_data_dir):
     dm = _dm(slot_data_dir, train_split="train[:50%]", val_split="train[50%:]")
     dm.setup("fit")
     assert len(dm.datasets["train"]) == 48 and len(dm.datasets["val"]) == 48
+
+
+@pytest.mark.parametrize("words, tags, spoken, spoken_tags", [
+    (["at", "838", "am"], ["O", "B-time", "I-time"],
+     "at eight hundred thirty eight am", ["O", "B-time", "I-time", "I-time", "I-time", "I-time"]),
+    (["fare", "ap57"], ["O", "B-code"], "fare a p fifty seven", ["O", "B-code", "I-code", "I-code", "I-code"]),
+    # An I- token's words all continue the slot; O tokens that grow stay O; st. is one word.
+    (["st.", "louis", "after", "12"], ["B-city", "I-city", "O", "O"], "saint louis after twelve",
+     ["B-city", "I-city", "O", "O"]),
+    (["new", "york", "1991"], ["B-city", "I-city", "I-city"], "new york nineteen ninety one",
+     ["B-city", "I-city", "I-city", "I-city", "I-city"]),
+    # A token with no spoken words is dropped; the slot it began begins at the next token.
+    (["to", "-", "dallas"], ["O", "B-city", "I-city"], "to dallas", ["O", "B-city"]),
+])
+def test_spoken_tokens_spread_each_tag_over_its_words(words, tags, spoken, spoken_tags):
+    from data.slots import spoken_tokens
+
+    out_words, out_tags = spoken_tokens(words, tags)
+    assert " ".join(out_words) == spoken and out_tags == spoken_tags
+    assert spoken_tokens(words) == (out_words, None)
+
+
+def test_spoken_form_option_rewrites_every_split_and_marks_the_vocab(tmp_path):
+    rows = [{"tokens": ["flight", "ap57", "at", "5", "pm"], "tags": ["O", "B-code", "O", "B-time", "I-time"],
+             "intent": "atis_flight"}]
+    for split in ("train", "validation"):
+        _write(tmp_path / f"{split}.jsonl", rows)
+    (tmp_path / "typed.txt").write_text("Flight 12 at 5 pm\n")
+    assert "spoken_form" not in _dm(tmp_path).vocab
+    dm = _dm(tmp_path, spoken_form=True, predict_file=str(tmp_path / "typed.txt"))
+    assert dm.vocab["spoken_form"] is True
+    dm.setup("fit")
+    dm.setup("predict")
+    val = dm.datasets["val"][0]
+    assert val["words"] == ["flight", "a", "p", "fifty", "seven", "at", "five", "pm"]
+    assert val["tags"] == ["O", "B-code", "I-code", "I-code", "I-code", "O", "B-time", "I-time"]
+    assert 1 not in val["word_ids"]  # every spoken word is in the (spoken) training vocabulary
+    assert dm.datasets["predict"][0]["words"] == ["flight", "twelve", "at", "five", "pm"]

@@ -14,6 +14,7 @@ COMBOS = [
     ["slots"],
     ["slots", "slots-local"],
     ["slots", "slots-snips"],
+    ["slots", "slots-spoken", "slots-local"],
     ["tiny/slots.yaml"],
     ["ctc"],
     ["ctc", "speech-arctic", "ctc-arctic"],

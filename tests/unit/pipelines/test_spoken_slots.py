@@ -130,3 +130,62 @@ def test_value_f1_hand_made_cases():
     assert value_f1([Counter()], [Counter()]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
     with pytest.raises(ValueError, match="1 predicted sentences but 2 references"):
         value_f1(ref, hyp[:1])
+
+
+@pytest.fixture(scope="module")
+def spoken_slots(tmp_path_factory):
+    """A slot checkpoint built from spoken-form data (``data.spoken_form``) that tags every word ``B-x``."""
+    from data.slots import SlotFillingDataModule
+    from pipelines.slot_filling import SlotFillingModule
+    from tests.unit.pipelines.test_export import save_checkpoint
+
+    root = tmp_path_factory.mktemp("spoken-form")
+    row = json.dumps({"tokens": ["at", "5", "pm", "st.", "louis"], "tags": ["O", "B-x", "I-x", "B-y", "I-y"],
+                      "intent": "i1"})
+    for split in ("train", "validation"):
+        (root / f"{split}.jsonl").write_text(row + "\n")
+    vocab = SlotFillingDataModule(dataset=None, data_dir=str(root), spoken_form=True).vocab
+    torch.manual_seed(0)
+    model = SlotFillingModule(vocab=vocab, embedding_dim=4, hidden_size=8)
+    with torch.no_grad():
+        model.tag_head.weight.zero_()
+        model.tag_head.bias.zero_()
+        model.tag_head.bias[model.tags.index("B-x")] = 5.0
+    return save_checkpoint(model, root / "slots.ckpt")
+
+
+def test_spoken_form_flag_reaches_predict_from_the_checkpoint(spoken_slots, cascade, tmp_path, capsys):
+    from pipelines.commands._common import load_checkpoint
+    from pipelines.commands.spoken import tag_transcripts
+
+    typed = tmp_path / "typed.txt"
+    typed.write_text("At 5 pm\n")
+    assert predict_main(["--ckpt", spoken_slots, str(typed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["words"] == ["at", "five", "pm"]  # typed text in spoken form
+    assert predict_main(["--ckpt", cascade["slots"], str(typed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["words"] == ["at", "5", "pm"]  # a model trained on digits: as typed
+    # A recogniser's words reach a spoken-form model as they are; any other model gets the slot data's st.
+    spoken, plain = (load_checkpoint("predict", c, kind="slots") for c in (spoken_slots, cascade["slots"]))
+    assert spoken.spoken_form and not plain.spoken_form
+    assert tag_transcripts(spoken, ["from saint louis"])[0]["words"] == ["from", "saint", "louis"]
+    assert tag_transcripts(plain, ["from saint louis"])[0]["words"] == ["from", "st.", "louis"]
+    wav = cascade["root"] / "a.wav"
+    assert predict_main(["--ckpt", spoken_slots, "--asr", cascade["asr"], str(wav)]) == 0
+    assert capsys.readouterr().out == f"{wav}\ta/B-x\ti1\n"
+
+
+def test_evaluate_spoken_slots_scores_a_spoken_form_model_on_spoken_references(spoken_slots, cascade, tmp_path,
+                                                                                capsys):
+    data = tmp_path / "validation.jsonl"
+    rows = [{"tokens": ["fly", "to", "boston"], "tags": ["O", "O", "B-x"], "intent": "i2"},
+            {"tokens": ["at", "5", "pm"], "tags": ["O", "B-x", "I-x"], "intent": "i1"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "result.json"
+    assert evaluate_main(["--ckpt", spoken_slots, "--asr", cascade["asr"], "--data", str(data), "--workers", "1",
+                          "--synth-dir", str(tmp_path / "audio"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    text = json.loads(out.read_text())["text"]
+    # It tags "at five pm" (3 words, each B-x): conlleval reads the reference tags spread the same way
+    # (O B-x I-x), so both scores agree: 1 right chunk, (x, boston), of 6 predicted and 2 gold.
+    assert text["slot_value"] == pytest.approx({"precision": 100 / 6, "recall": 50.0, "f1": 25.0})
+    assert text["slot_conlleval"]["f1"] == pytest.approx(25.0) and text["intent_acc"] == 50.0
