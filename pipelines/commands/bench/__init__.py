@@ -16,6 +16,8 @@ Sections (``--only`` picks some, in this order; one module each in this package)
 - ``memory``: peak memory of a training step of the default CTC model, measured in a fresh process.
 - ``encoder``: exact length handling (``reverse``, ``packed``) vs torch's padded bidirectional ``nn.LSTM``
   (:func:`~pipelines.commands.bench.encoder.bench_encoder`).
+- ``slots`` (only when named in ``--only``): time per training step and per decoded batch of each
+  ``make compare-slots`` variant of the slot tagger on the same ATIS batches (``--slots-data``), ratio to the plain one.
 - ``data-scale`` (only when named in ``--only``: minutes): a hub-shaped parquet corpus of ``--scale-sizes`` rows
   loaded through the real SpeechDataModule, cold and warm, as one rank and as 2 simulated ranks: peak RSS growth
   and time to the first batch against corpus size.
@@ -38,16 +40,17 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.bench import data, data_scale, encoder, flops, memory, padding, rtf, train
+from pipelines.commands.bench import data, data_scale, encoder, flops, memory, padding, rtf, slots, train
 from pipelines.commands.bench.common import DEFAULT_DATA_DIR, first_line
 from pipelines.commands.bench.context import BenchContext
 from pipelines.commands.bench.models import MODEL_CONFIGS
 
 PROG = "rnnlab bench"
 SECTION_MODULES = {"train": train, "flops": flops, "data": data, "padding": padding, "rtf": rtf, "memory": memory,
-                   "encoder": encoder, "data-scale": data_scale}
+                   "encoder": encoder, "slots": slots, "data-scale": data_scale}
 SECTIONS = tuple(SECTION_MODULES)
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "data-scale")  # data-scale takes minutes: asked for by name
+# data-scale takes minutes and slots needs the slot data: both are asked for by name.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots"))
 
 
 class _UsageError(Exception):
@@ -63,7 +66,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
                  + " (tables printed, all numbers in one JSON file).")
     ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
-                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but data-scale)")
+                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots and data-scale)")
     ap.add_argument("--scale-sizes", type=int, nargs="+", default=None,
                     help="corpus sizes of the data-scale section (default 10000 30000 100000; 500 1000 with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere (seconds; for tests)")
@@ -73,6 +76,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--data-dir", default=None,
                     help=f"audiofolder with train/ and validation/ (default {DEFAULT_DATA_DIR} if present, else the "
                          f"embedded synthetic corpus)")
+    ap.add_argument("--slots-data", default=None,
+                    help=f"slot data (train/validation.jsonl) of the slots section (default {slots.DEFAULT_SLOTS_DATA})")
     ap.add_argument("--ckpt", default=None, help="trained CTC checkpoint for the rtf section (default: random weights)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16; 4 with --quick)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per repetition (default 8)")

@@ -127,3 +127,26 @@ def test_data_scale_section_is_opt_in_and_reports_each_rank(report, tmp_path):
         assert r["rows"] == 300 and r["first_batch_s"] > 0 and r["anon_growth_mb"] < 200
     # The two simulated ranks split the corpus between them.
     assert rows[2]["train_utterances"] + rows[3]["train_utterances"] >= rows[1]["train_utterances"]
+
+
+def test_slots_section_times_every_compare_slots_variant(tmp_path, capsys):
+    """Asked for by name; every variant of the Makefile's compare-slots, ratios from its own numbers."""
+    import re
+    from pathlib import Path
+
+    from pipelines.commands.bench.slots import VARIANTS
+    from tests.fixtures.slot_corpus import write_slot_corpus
+
+    data = write_slot_corpus(tmp_path / "data")
+    out = tmp_path / "b.json"
+    assert main(["--only", "slots", "--quick", "--slots-data", str(data), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["slots"]["variants"]
+    makefile = (Path(__file__).resolve().parents[3] / "Makefile").read_text()
+    assert set(rows) == set(VARIANTS) == set(re.findall(r"^\s+(\w+)\) a=", makefile, re.M))
+    assert rows["base"]["train_ratio_vs_base"] == 1.0
+    for r in rows.values():
+        assert r["train_s_per_step"] > 0 and r["decode_s_per_batch"] > 0
+        assert close(r["train_ratio_vs_base"], r["train_s_per_step"] / rows["base"]["train_s_per_step"])
+    assert rows["window"]["params"] > rows["base"]["params"] and rows["wdrop"]["params"] == rows["base"]["params"]
+    assert "combo" in capsys.readouterr().out
+    assert main(["--only", "slots", "--quick", "--slots-data", str(tmp_path / "none"), "--out", str(out)]) == 1
