@@ -92,7 +92,6 @@ COMMANDS = {
     "make train-seq2seq DATA=arctic": PARSE,
     'make train-ctc DATA=digits-voices ARGS="--model.init_args.init_from=..."': PARSE,
     "rnnlab test --ckpt ... --decode.ctc_weight=0.3 --decode.beam_size=4": PARSE,
-    "make slots-table SLOTS_EPOCHS=10": PARSE,
     "make train-slots DATA=spoken DATA_DIR=...": PARSE,
     "rnnlab test --ckpt ...": PARSE,
     "rnnlab evaluate-retrieval ...": PARSE,
