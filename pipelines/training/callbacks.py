@@ -190,10 +190,12 @@ class SaveOnPreemption(Callback):
         self.saved = path
         if trainer.is_global_zero:
             how = resume_command(self.command, path) if self.command else "the same command and --ckpt_path last"
-            if os.environ.get("MAKELEVEL"):
-                how += " (or the same make command with --ckpt_path last added to ARGS)"
+            # The resume line ends with the command alone, so it can be copied as it is.
             print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}"
                   f"{' during validation' if during_validation else ''}; resume with: {how}", flush=True)
+            if os.environ.get("MAKELEVEL"):
+                print("[rnnlab] started by make: the same make command with --ckpt_path last added to ARGS "
+                      "resumes too", flush=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if self._mid_validation:
