@@ -29,10 +29,11 @@ class AudioRef:
 
     path: str | None = None
     data: bytes | None = None
+    label: str | None = None  # how messages name bytes (e.g. an upload's file name)
 
     @property
     def name(self) -> str:
-        return self.path or "<bytes>"
+        return self.path or self.label or "<bytes>"
 
     def open(self):
         return io.BytesIO(self.data) if self.data is not None else self.path

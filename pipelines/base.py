@@ -47,7 +47,32 @@ class RnnlabModule(L.LightningModule):
         self.init_from = init_from
         self._unalignable: dict[str, int] = {}
 
+    def build_augment(self, augment: dict | None, noise_dir: str | None, sample_rate: int) -> None:
+        """Sets :attr:`wave_augment` (a :class:`modules.augment.WaveformAugment`, or None) from the task's options.
+
+        ``augment`` holds its keyword arguments (``{}`` for the defaults); ``noise_dir`` a local corpus whose
+        ``silence`` training clips become the noise bank, read when fitting starts (never at inference).
+        """
+        from modules.augment import WaveformAugment
+
+        self.noise_dir = noise_dir
+        self.wave_augment = WaveformAugment(sample_rate=sample_rate, **augment) if augment is not None else None
+
+    def augment_batch(self, batch: dict) -> dict:
+        """The batch with its waveforms degraded by :attr:`wave_augment` (training only)."""
+        aug = getattr(self, "wave_augment", None)
+        if aug is None or batch is None or not self.training:
+            return batch
+        waveforms, _ = aug(batch["waveforms"], batch["lengths"])
+        return {**batch, "waveforms": waveforms}
+
     def setup(self, stage: str) -> None:
+        if stage == "fit" and getattr(self, "wave_augment", None) is not None and self.noise_dir \
+                and not self.wave_augment.noise:
+            from data.noise import load_noise_clips
+
+            self.wave_augment.set_noise(load_noise_clips(self.noise_dir, sample_rate=self.wave_augment.sample_rate))
+            rank_zero_only(print)(f"[rnnlab] noise bank: {len(self.wave_augment.noise)} clips from {self.noise_dir}")
         # Runs before Lightning restores a checkpoint given with --ckpt_path, so a resumed run keeps its weights.
         if stage == "fit" and self.init_from:
             copied, kept = load_matching_weights(self, self.init_from)

@@ -28,6 +28,8 @@ class UtteranceClassifier(RnnlabModule):
         sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend.
         spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment while training.
         speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        augment / noise_dir: Waveform degradations while training and their noise bank, as for
+            :class:`~pipelines.ctc.CTCSpeechRecognizer`.
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder (dropout also before the output layer).
         pooling: ``last`` / ``mean`` / ``max`` / ``attention`` over the encoder's outputs.
         label_smoothing: Cross-entropy label smoothing.
@@ -53,6 +55,8 @@ class UtteranceClassifier(RnnlabModule):
         time_masks: int = 2,
         time_mask_width: int = 8,
         speed_perturb: list[float] | None = None,
+        augment: dict | None = None,
+        noise_dir: str | None = None,
         cell: Literal["lstm", "gru"] = "lstm",
         hidden_size: int = 128,
         num_layers: int = 2,
@@ -77,6 +81,7 @@ class UtteranceClassifier(RnnlabModule):
                                   time_mask_max_frac=0.2, stack_frames=stack_frames, speed_perturb=speed_perturb)
         encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
                                    cell=cell, bidirectional=bidirectional, dropout=dropout)
+        self.build_augment(augment, noise_dir, sample_rate)
         self.model = SequenceClassifier(frontend=frontend, encoder=encoder, num_classes=len(labels), pooling=pooling,
                                         dropout=dropout)
         self.metrics = nn.ModuleDict({
@@ -88,6 +93,8 @@ class UtteranceClassifier(RnnlabModule):
         return self.model(waveforms, lengths)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        if stage == "train":
+            batch = self.augment_batch(batch)
         logits = self(batch["waveforms"], batch["lengths"])
         labels = batch["labels"]
         # -1 marks a label the training vocabulary lacks: it cannot be predicted, so it counts as neither loss
@@ -120,6 +127,12 @@ class UtteranceClassifier(RnnlabModule):
     @torch.no_grad()
     def classify_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> list[str]:
         """Predicted labels of mono waveforms already at ``sample_rate``."""
+        probs = self.class_probabilities(waveforms, batch_size)
+        return [self.labels[i] for i in probs.argmax(-1).tolist()]
+
+    @torch.no_grad()
+    def class_probabilities(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
+        """Softmax probabilities ``(N, C)`` (columns in :attr:`labels` order) of mono waveforms at ``sample_rate``."""
         self.eval()
         logits = batched_by_length(lambda w, n: self(w, n), waveforms, batch_size, self.device)
-        return [self.labels[i] for i in logits.argmax(-1).tolist()]
+        return logits.float().softmax(-1)

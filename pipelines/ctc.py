@@ -39,6 +39,10 @@ class CTCSpeechRecognizer(RnnlabModule):
         length_handling: Exact length handling of the fused encoder (``reverse`` is fastest, ``packed`` uses
             PackedSequence); both give the same numbers.
         speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        augment: Waveform degradations while training (noise, reverberation, band limits, EQ, codec, gain, DC):
+            keyword arguments of :class:`modules.augment.WaveformAugment` (``{}``: its defaults); None disables.
+        noise_dir: Local corpus whose ``silence`` training clips are the noise bank of ``augment`` (e.g.
+            ``../shared/data/speech_commands``); None: synthetic white/pink noise.
         val_examples: Reference/hypothesis pairs printed and logged each validation epoch.
         init_from: Checkpoint to start from (fine-tuning); see :class:`~pipelines.base.RnnlabModule`.
     """
@@ -69,6 +73,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         dropout: float = 0.15,
         length_handling: Literal["reverse", "packed"] = "reverse",
         speed_perturb: list[float] | None = None,
+        augment: dict | None = None,
+        noise_dir: str | None = None,
         val_examples: int = 4,
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -89,6 +95,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
                                    cell=cell, bidirectional=bidirectional, dropout=dropout,
                                    length_handling=length_handling)
+        self.build_augment(augment, noise_dir, sample_rate)
         self.model = CTCAcousticModel(frontend=frontend, encoder=encoder, vocab_size=len(self.tokenizer),
                                       head_dropout=dropout)
         self.metrics = nn.ModuleDict({
@@ -113,6 +120,8 @@ class CTCSpeechRecognizer(RnnlabModule):
             # Every file of the batch failed to decode (already counted and warned). A zero loss that touches
             # every parameter keeps DDP ranks in step (each expects gradients for all parameters).
             return sum(p.sum() for p in self.parameters()) * 0.0 if stage == "train" else None
+        if stage == "train":
+            batch = self.augment_batch(batch)
         log_probs, out_lengths = self(batch["waveforms"], batch["lengths"])
         need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
         loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],

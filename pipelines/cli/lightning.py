@@ -302,6 +302,12 @@ def _ckpt_shortcut(argv: list[str]) -> list[str]:
     if ckpt is None:
         return argv
     try:
+        from pipelines.inference import InferenceError, resolve_checkpoint
+
+        try:  # a shipped model's name or hf:// address becomes its file
+            ckpt = str(resolve_checkpoint(ckpt))
+        except InferenceError as e:
+            raise FileNotFoundError(str(e)) from None
         if not any(a.startswith("--print_config") for a in rest):  # printing the config never reads the file
             check_checkpoint(ckpt)  # a damaged file is named as such before its config is looked for
         config = run_config_for(ckpt)
@@ -376,3 +382,13 @@ def test(argv: list[str]) -> int:
     """``rnnlab test``: test metrics of a checkpoint (``--ckpt`` uses the run's saved config)."""
     return run(["test", *argv])
 
+
+
+def predict(argv: list[str]) -> int:
+    """``rnnlab predict``: with ``--ckpt``, a checkpoint on raw inputs (:mod:`pipelines.commands.predict`);
+    without, LightningCLI's ``predict`` over a config's data."""
+    if any(a.split("=")[0] == "--ckpt" for a in argv):
+        from pipelines.commands.predict import main
+
+        return main(argv)
+    return run(["predict", *argv])

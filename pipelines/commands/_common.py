@@ -21,14 +21,6 @@ from typing import NoReturn
 # Exit statuses of the policy above.
 OK, SKIPPED, USER_ERROR, NON_FINITE, SIGTERM = 0, 1, 2, 3, 143
 
-# Checkpoint kinds a command can ask for: the method the model must have and how the error names the kind.
-KINDS = {
-    "speech": ("transcribe_waveforms", "a speech recogniser"),
-    "autoencoder": ("embed_waveforms", "an audio autoencoder"),
-    "slots": ("tag_sentences", "a slot filling model"),
-}
-
-
 def _prefix(command: str | None) -> str:
     return f"rnnlab {command}" if command else "rnnlab"
 
@@ -91,25 +83,21 @@ def warn(command: str, message: str) -> None:
 
 
 def load_checkpoint(command: str, path: str | Path, *, kind: str | None = None, device: str = "cpu"):
-    """The rnnlab pipeline saved in ``path`` (:func:`pipelines.base.load_module`), or a one-line exit (status 2).
+    """The rnnlab pipeline ``path`` names (a checkpoint, a shipped model's name or ``hf://...``; see
+    :func:`pipelines.inference.load_model`), or a one-line exit (status 2).
 
     Args:
         command: The subcommand, for the error line.
-        path: Checkpoint file.
-        kind: A key of :data:`KINDS` the model must be (``speech``, ``autoencoder``); None accepts any.
+        path: Checkpoint file, shipped model name or hub address.
+        kind: A key of :data:`pipelines.inference.KINDS` the model must be; None accepts any.
         device: ``map_location`` of the weights.
     """
-    from pipelines.base import load_module
+    from pipelines.inference import InferenceError, load_model
 
     try:
-        model = load_module(path, map_location=device)
-    except (FileNotFoundError, ValueError) as e:
+        return load_model(path, kind=kind, device=device)
+    except InferenceError as e:
         fail(command, str(e))
-    if kind is not None:
-        method, name = KINDS[kind]
-        if not hasattr(model, method):
-            fail(command, f"{path} is a {type(model).__name__} checkpoint, not {name}")
-    return model
 
 
 def run_config_for(ckpt: str | Path) -> Path:
@@ -118,7 +106,12 @@ def run_config_for(ckpt: str | Path) -> Path:
     Raises:
         FileNotFoundError: no such file, with a message saying how to pass the config instead.
     """
-    p = Path(ckpt).resolve()
+    from pipelines.inference import InferenceError, resolve_checkpoint
+
+    try:
+        p = resolve_checkpoint(ckpt).resolve()
+    except InferenceError as e:
+        raise FileNotFoundError(str(e)) from None
     for d in (p.parent, p.parent.parent):
         if (d / "config.yaml").is_file():
             return d / "config.yaml"

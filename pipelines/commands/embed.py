@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     from data.audio import AudioError, AudioRef
     from data.words import decode_segment
-    from pipelines.commands.transcribe import audio_inputs
+    from pipelines.commands._speech import audio_inputs
 
     model = load_checkpoint("embed", args.ckpt, kind="autoencoder", device=args.device)
     files, failed = audio_inputs("embed", args.inputs)

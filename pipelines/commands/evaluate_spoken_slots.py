@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.commands._common import ArgumentParser, at_least, fail
-from pipelines.commands.transcribe import add_decoding_args
+from pipelines.commands._speech import add_decoding_args, load_cascade, read_audio
 
 
 def slot_values(words: Sequence[str], tags: Sequence[str]) -> Counter:
@@ -104,8 +104,7 @@ def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Pa
              batch_size: int = 8) -> dict:
     """Scores the cascade on ``files`` (the spoken ``rows``) and the slot model on the rows' text."""
     from data.synth.sentences import spoken_form
-    from pipelines.commands.spoken import tag_transcripts
-    from pipelines.commands.transcribe import read_audio
+    from pipelines.inference.slots import tag_transcripts
     from pipelines.training.metrics import SlotF1, wer_cer
 
     refs = [" ".join(spoken_form(r["tokens"])) for r in rows]
@@ -156,7 +155,6 @@ def table(result: dict) -> str:
 def main(argv: list[str]) -> int:
     """``rnnlab evaluate-spoken-slots`` (see the module docstring)."""
     from data.synth import EVAL_VOICES
-    from pipelines.commands.spoken import load_cascade
 
     ap = ArgumentParser(prog="rnnlab evaluate-spoken-slots", description="Slot F1, intent accuracy and WER of a "
                         "speech -> slot cascade on synthesised speech, beside the same slot model on the text. "

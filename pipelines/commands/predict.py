@@ -5,8 +5,8 @@ Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
 
 Slot filling and G2P read lines from text files or stdin (``-``, the default); speech models take audio files and
 directories, as ``rnnlab transcribe`` does (with its options), and never stdin; ``--asr`` puts a speech model before
-a slot model (spoken slot filling, :mod:`pipelines.commands.spoken`). Without ``--ckpt`` this is
-LightningCLI's ``predict`` over a config's data.
+a slot model (spoken slot filling, :mod:`pipelines.commands.spoken`). Without ``--ckpt`` the CLI
+runs LightningCLI's ``predict`` over a config's data instead (:func:`pipelines.cli.lightning.predict`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from pipelines.commands._common import ArgumentParser, at_least, fail, load_chec
 
 
 def main(argv: list[str]) -> int:
-    if not any(a.split("=")[0] == "--ckpt" for a in argv):
-        from pipelines.cli.lightning import run
-
-        return run(["predict", *argv])
     if any(a.split("=")[0] == "--asr" for a in argv):
         from pipelines.commands.spoken import main as spoken
 
@@ -41,13 +37,17 @@ def main(argv: list[str]) -> int:
 
     model = load_checkpoint("predict", args.ckpt)
     if hasattr(model, "transcribe_waveforms"):
-        from pipelines.commands.transcribe import transcribe
+        from pipelines.commands._speech import run_transcribe
 
         if "-" in args.inputs:
             fail("predict", f"{args.ckpt} is a speech model ({type(model).__name__}): give audio files or "
                             f"directories, not text on stdin ('-')")
         extra = (["--json"] if args.json else []) + (["--beam", str(args.beam)] if args.beam else [])
-        return transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest], command="predict")
+        return run_transcribe(["--ckpt", args.ckpt, *args.inputs, *extra, *rest], command="predict")
+    if hasattr(model, "class_probabilities"):
+        if rest:
+            ap.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _classify(model, args)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     lines: list[str] = []
@@ -73,6 +73,33 @@ def main(argv: list[str]) -> int:
         else:
             print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
     return 1 if skipped else 0
+
+
+def _classify(model, args) -> int:
+    """Prints ``path<TAB>label<TAB>probability`` per audio file (``--json``: ``{path, label, score, scores}``)."""
+    from pipelines.commands._speech import audio_inputs, read_audio
+
+    if "-" in args.inputs:
+        fail("predict", f"{args.ckpt} is an audio classifier ({type(model).__name__}): give audio files or "
+                        f"directories, not text on stdin ('-')")
+    files, empty = audio_inputs("predict", args.inputs)
+    wavs, errors = read_audio("predict", files, model.hparams.sample_rate)
+    probs = model.class_probabilities(list(wavs.values())) if wavs else None
+    rows = dict(zip(wavs, probs, strict=True)) if wavs else {}
+    for f in files:
+        if f not in rows:
+            if args.json:
+                print(json.dumps({"path": str(f), "error": str(errors[f]).removeprefix(f"{f}: ")}))
+            continue
+        p = rows[f]
+        k = int(p.argmax())
+        if args.json:
+            print(json.dumps({"path": str(f), "label": model.labels[k], "score": round(float(p[k]), 4),
+                              "scores": {lab: round(float(x), 4) for lab, x in zip(model.labels, p.tolist(),
+                                                                                   strict=True)}}))
+        else:
+            print(f"{f}\t{model.labels[k]}\t{float(p[k]):.3f}")
+    return 1 if errors or empty else 0
 
 
 def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:

@@ -13,39 +13,11 @@ status 1 when some inputs were skipped (each named on stderr), 2 for an error to
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
 
-from pipelines.commands._common import ArgumentParser, load_checkpoint
-from pipelines.commands.transcribe import add_decoding_args, audio_inputs, make_decoder, read_audio
-
-
-def tag_transcripts(slot_model, transcripts: Sequence[str]) -> list[dict]:
-    """Tags transcripts with a slot model: one ``{"transcript", "words", "tags", "intent"}`` per transcript.
-
-    A model trained on spoken form (``data.spoken_form``) gets the recogniser's words as they are; any other
-    gets :func:`data.synth.slot_words` (``saint`` -> ``st.``). An empty transcript (nothing recognised) gets no
-    words, no tags and intent ``None``.
-    """
-    from data.synth.sentences import slot_words
-    from data.synth.texts import normalize_text
-
-    as_words = (lambda t: normalize_text(t).split()) if getattr(slot_model, "spoken_form", False) else slot_words
-    words = [as_words(t) for t in transcripts]
-    tagged = iter(slot_model.tag_sentences([" ".join(w) for w in words if w]) if any(words) else [])
-    out = []
-    for text, w in zip(transcripts, words, strict=True):
-        res = next(tagged) if w else {"words": [], "tags": [], "intent": None}
-        out.append({"transcript": text, "words": res["words"], "tags": res["tags"], "intent": res["intent"]})
-    return out
-
-
-def load_cascade(command: str, args: argparse.Namespace):
-    """``(slot_model, speech_model, decoder)`` from ``args.ckpt``, ``args.asr`` and the decoding options."""
-    slot_model = load_checkpoint(command, args.ckpt, kind="slots")
-    speech_model = load_checkpoint(command, args.asr, kind="speech", device=args.device)
-    return slot_model, speech_model, make_decoder(command, speech_model, args)
+from pipelines.commands._common import ArgumentParser
+from pipelines.commands._speech import add_decoding_args, audio_inputs, load_cascade, read_audio
+from pipelines.inference.slots import tag_transcripts
 
 
 def main(argv: list[str]) -> int:
