@@ -69,11 +69,11 @@ def _from_hub(spec: str) -> Path:
         raise InferenceError(f"{spec}: no repository {repo!r} on the hub (or it is private)") from None
     except RevisionNotFoundError:
         raise InferenceError(f"{spec}: no revision {revision!r} of {repo}") from None
-    except EntryNotFoundError:
-        raise InferenceError(f"{spec}: {repo} has no file {filename!r}") from None
     except LocalEntryNotFoundError:
         raise InferenceError(f"{spec}: not in the local cache and the hub cannot be reached (offline: "
                              f"HF_HUB_OFFLINE is set, or no network)") from None
+    except EntryNotFoundError:
+        raise InferenceError(f"{spec}: {repo} has no file {filename!r}") from None
     except Exception as e:  # noqa: BLE001 - network and HTTP errors of any kind: one line
         line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise InferenceError(f"{spec}: download failed: {line}") from None
