@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
+from data.rows import SkipCounter
 from data.sources import load_split, row_place, split_where
-from data.speech import SkipCounter
 from data.text import PAD, UNK, Vocabulary, read_lines
 
 log = logging.getLogger(__name__)

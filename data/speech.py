@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.audio import AudioError, AudioRef, audio_duration, audio_ref, load_audio
 from data.errors import DataError
-from data.sources import load_split, row_place, split_where
+from data.rows import SkipCounter, no_decode, row_at
+from data.sources import load_split, split_where
 from data.text import CharTokenizer, normalize_text
 from data.tokenizers import tokenizer_from_dict
 
@@ -104,28 +104,6 @@ def _check_sources(sources: list) -> list[SpeechSource]:
     if out and not any(s.train_split and s.weight > 0 for s in out):
         raise DataError("data.sources: no source trains (every train_split is null or every weight is 0)")
     return out
-
-
-class SkipCounter:
-    """Counts skipped utterances per reason and warns once per file, naming it."""
-
-    def __init__(self, where: str, max_warnings: int = 20) -> None:
-        self.where = where
-        self.counts: Counter[str] = Counter()
-        self.max_warnings = max_warnings
-        self._warned = 0
-
-    def skip(self, reason: str, message: str) -> None:
-        self.counts[reason] += 1
-        if self._warned < self.max_warnings:
-            log.warning("%s: skipped %s", self.where, message)
-            self._warned += 1
-            if self._warned == self.max_warnings:
-                log.warning("%s: further skip warnings suppressed (see the run summary for counts)", self.where)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 # Rows are scanned in chunks, so a split's audio bytes never sit in Python memory all at once.
@@ -218,7 +196,7 @@ def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_colu
                 todo.append((i, rid))
                 continue
             if known < 0:
-                skips.skip("unreadable", f"{_at(skips, i, rid)}: unreadable audio (from the duration cache "
+                skips.skip("unreadable", f"{row_at(skips, i, rid)}: unreadable audio (from the duration cache "
                                          f"{cache.path if cache else ''}; delete it to read the header again)")
                 continue
             if _duration_ok(i, rid, "", known, min_duration, max_duration, skips):
@@ -231,7 +209,7 @@ def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_colu
                     ref = audio_ref(cell, base_dir=base_dir)
                     duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
                 except AudioError as e:
-                    skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
+                    skips.skip("unreadable", f"{row_at(skips, i, rid)}: {e}")
                     if cache is not None:
                         cache.put(i, -1.0)
                     continue
@@ -282,32 +260,27 @@ def _check_text(i: int, row: dict, *, text_column: str, id_column: str | None, n
     rid = str(row[id_column]) if id_column and row.get(id_column) is not None else ""
     raw = row.get(text_column)
     if not isinstance(raw, str):
-        skips.skip("bad_text", f"{_at(skips, i, rid)}: text is {type(raw).__name__}, not a string")
+        skips.skip("bad_text", f"{row_at(skips, i, rid)}: text is {type(raw).__name__}, not a string")
         return None
     text = normalize_text(raw, normalizer)
     if not text:
-        skips.skip("empty_text", f"{_at(skips, i, rid)}: empty transcript after normalisation ({raw[:40]!r})")
+        skips.skip("empty_text", f"{row_at(skips, i, rid)}: empty transcript after normalisation ({raw[:40]!r})")
         return None
     bad = tokenizer.unknown_chars(text)
     if bad:
-        skips.skip("oov_chars", f"{_at(skips, i, rid)}: characters outside the vocabulary {''.join(sorted(bad))!r}")
+        skips.skip("oov_chars", f"{row_at(skips, i, rid)}: characters outside the vocabulary {''.join(sorted(bad))!r}")
         return None
     return rid, text
-
-
-def _at(skips: SkipCounter, i: int, rid: str) -> str:
-    """Row ``i`` (0-based) of the file ``skips`` names, as an editor counts it, with the row's id if it has one."""
-    return f"{row_place(skips.where, i)} ({rid})" if rid else row_place(skips.where, i)
 
 
 def _duration_ok(i: int, rid: str, name: str, duration: float, min_duration: float, max_duration: float,
                  skips: SkipCounter) -> bool:
     name = f" {name}" if name else ""
     if duration <= 0:
-        skips.skip("empty_audio", f"{_at(skips, i, rid)}{name}: zero-length audio")
+        skips.skip("empty_audio", f"{row_at(skips, i, rid)}{name}: zero-length audio")
         return False
     if duration < min_duration or duration > max_duration:
-        skips.skip("duration", f"{_at(skips, i, rid)}{name}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
+        skips.skip("duration", f"{row_at(skips, i, rid)}{name}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
         return False
     return True
 
@@ -391,7 +364,7 @@ def _row_to_utterance(i: int, row, *, audio_column: str, text_column: str, id_co
         else:
             duration = audio_duration(ref)  # reads the header: rejects unreadable files up front
     except AudioError as e:
-        skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
+        skips.skip("unreadable", f"{row_at(skips, i, rid)}: {e}")
         return None
     if not _duration_ok(i, rid, ref.name, duration, min_duration, max_duration, skips):
         return None
@@ -661,7 +634,7 @@ class SpeechDataModule(L.LightningDataModule):
             where = self._where(split, src)
             dataset, data_dir = self._source(src)
             rows = load_split(dataset, split, config_name=src.config_name, data_dir=data_dir)
-            rows = _no_decode(rows, src.audio_column, where)
+            rows = no_decode(rows, src.audio_column, where)
             base_dir = None
             if data_dir is not None:
                 p = Path(data_dir)
@@ -780,7 +753,7 @@ class SpeechDataModule(L.LightningDataModule):
             if name in self.datasets:
                 continue
             where = self._where(split)
-            rows = _no_decode(load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir,
+            rows = no_decode(load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir,
                                          streaming=True), hp.audio_column, where)
             columns = list(getattr(rows, "column_names", None) or [])
             id_column, duration_column = _check_columns(columns, where=where, audio_column=hp.audio_column,
@@ -895,13 +868,3 @@ class SpeechDataModule(L.LightningDataModule):
     def padding_fraction(self, name: str = "train") -> float | None:
         s = getattr(self, "_samplers", {}).get(name)
         return s.padding_fraction() if s is not None else None
-
-
-def _no_decode(rows, audio_column: str, where: str):
-    """Casts the audio column to ``Audio(decode=False)``: decoding happens here with soundfile, not torchcodec."""
-    import datasets
-
-    features = getattr(rows, "features", None)
-    if features is not None and audio_column in features and isinstance(features[audio_column], datasets.Audio):
-        rows = rows.cast_column(audio_column, datasets.Audio(decode=False))
-    return rows

@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from data.audio import AudioError, audio_ref, load_audio, resample
 from data.digits import decode_trimmed
 from data.errors import DataError
+from data.rows import SkipCounter, no_decode, row_at
 from data.sources import load_split, split_where
-from data.speech import SkipCounter, _at, _no_decode
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None 
     where = split_where(data_dir, dataset, split)
     skips = skips if skips is not None else SkipCounter(where)
     rows = load_split(dataset, split, config_name=config_name, data_dir=data_dir)
-    rows = _no_decode(rows, audio_column, where)
+    rows = no_decode(rows, audio_column, where)
     columns = list(rows.column_names or [])
     for col, field in ((audio_column, "audio_column"), (label_column, "label_column")):
         if col not in columns:
@@ -102,17 +102,17 @@ def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None 
         cell = row.get(audio_column)
         rid = str(row[id_column]) if id_column else (row.get("file_name") or f"row {i + 1}")
         if label is None or (isinstance(label, str) and not label.strip()):
-            skips.skip("no_label", f"{_at(skips, i, rid)}: empty {label_column!r}")
+            skips.skip("no_label", f"{row_at(skips, i, rid)}: empty {label_column!r}")
             continue
         try:
             ref = audio_ref(cell, base_dir=base_dir)
             wav = decode_segment(ref, sample_rate, trim_db)
         except AudioError as e:
-            skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
+            skips.skip("unreadable", f"{row_at(skips, i, rid)}: {e}")
             continue
         duration = wav.numel() / sample_rate
         if not min_duration <= duration <= max_duration:
-            skips.skip("duration", f"{_at(skips, i, rid)}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
+            skips.skip("duration", f"{row_at(skips, i, rid)}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
             continue
         out.append(WordSegment(str(rid), ref.name, str(label), wav))
     if not out:
@@ -145,7 +145,7 @@ def word_segments_from_timings(root: str | Path, split: str, *, sample_rate: int
     """
     where = split_where(root, None, split)
     skips = skips if skips is not None else SkipCounter(where)
-    rows = _no_decode(load_split(None, split, data_dir=root), "audio", where)
+    rows = no_decode(load_split(None, split, data_dir=root), "audio", where)
     if words_column not in (rows.column_names or []):
         raise DataError(f"{where}: no {words_column!r} column with word timings (columns are {rows.column_names})")
     out: list[WordSegment] = []
@@ -155,20 +155,20 @@ def word_segments_from_timings(root: str | Path, split: str, *, sample_rate: int
             ref = audio_ref(row["audio"], base_dir=str(root))
             wav = load_audio(ref, sample_rate)
         except AudioError as e:
-            skips.skip("unreadable", f"{_at(skips, i, rid)}: {e}")
+            skips.skip("unreadable", f"{row_at(skips, i, rid)}: {e}")
             continue
         for k, w in enumerate(row[words_column] or []):
             try:
                 word, start, end = str(w["word"]), float(w["start"]), float(w["end"])
             except (KeyError, TypeError, ValueError):
-                skips.skip("bad_timing", f"{_at(skips, i, rid)}: word {k} is not {{word, start, end}}: {w!r}")
+                skips.skip("bad_timing", f"{row_at(skips, i, rid)}: word {k} is not {{word, start, end}}: {w!r}")
                 continue
             if not min_duration <= end - start <= max_duration:
-                skips.skip("duration", f"{_at(skips, i, rid)}: word {k} {word!r} lasts {end - start:.2f}s")
+                skips.skip("duration", f"{row_at(skips, i, rid)}: word {k} {word!r} lasts {end - start:.2f}s")
                 continue
             piece = wav[int(start * sample_rate): int(end * sample_rate)].clone()
             if piece.numel() == 0:
-                skips.skip("duration", f"{_at(skips, i, rid)}: word {k} {word!r} lies past the audio's end")
+                skips.skip("duration", f"{row_at(skips, i, rid)}: word {k} {word!r} lies past the audio's end")
                 continue
             out.append(WordSegment(f"{rid}/{k}-{word}", ref.name, word, piece))
     if not out:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.heads import SequencePooling
-from modules.recurrent import lengths_to_mask, reverse_padded
+from modules.sequence import lengths_to_mask, reverse_padded
 
 
 def masked_mse(pred: Tensor, target: Tensor, lengths: Tensor) -> Tensor:

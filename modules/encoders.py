@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from modules.recurrent import (
-    ReferenceRNN,
-    _check_choice,
-    _check_dropout,
-    _check_padded_input,
-    _check_positive_int,
+from modules.recurrent import ReferenceRNN
+from modules.sequence import (
+    check_choice,
+    check_dropout,
+    check_padded_input,
+    check_positive_int,
     lengths_to_mask,
     reverse_padded,
 )
@@ -100,15 +100,15 @@ class RecurrentEncoder(nn.Module):
         pyramid_layers: int = 0,
     ) -> None:
         super().__init__()
-        _check_positive_int("input_size", input_size)
-        _check_positive_int("hidden_size", hidden_size)
-        _check_positive_int("num_layers", num_layers)
-        _check_choice("cell", cell, ENCODER_CELL_CHOICES)
-        _check_dropout(dropout)
-        _check_choice("implementation", implementation, IMPLEMENTATION_CHOICES)
-        _check_choice("length_handling", length_handling, LENGTH_HANDLING_CHOICES)
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_layers", num_layers)
+        check_choice("cell", cell, ENCODER_CELL_CHOICES)
+        check_dropout(dropout)
+        check_choice("implementation", implementation, IMPLEMENTATION_CHOICES)
+        check_choice("length_handling", length_handling, LENGTH_HANDLING_CHOICES)
         if projection_size is not None:
-            _check_positive_int("projection_size", projection_size)
+            check_positive_int("projection_size", projection_size)
         if (
             isinstance(pyramid_layers, bool)
             or not isinstance(pyramid_layers, int)
@@ -214,7 +214,7 @@ class RecurrentEncoder(nn.Module):
         Returns:
             ``(out (B, T', P or D*H), out_lengths (B,))`` with zeros at padded positions.
         """
-        _check_padded_input(x, lengths, self.input_size)
+        check_padded_input(x, lengths, self.input_size)
         lengths = lengths.to(device=x.device, dtype=torch.long)
         h = x
         for index, layer in enumerate(self.layers):

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
-from modules.recurrent import lengths_to_mask
+from modules.sequence import lengths_to_mask
 
 POOLING_CHOICES = ("last", "mean", "max", "attention")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -31,73 +30,14 @@ NONLINEARITY_CHOICES: tuple[str, ...] = ("tanh", "relu")
 State = tuple[Tensor, ...]
 
 
-# --------------------------------------------------------------------------- validation helpers
-
-
-def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
-    """Raise ValueError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, found {value!r}")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    """Raise ValueError unless ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, found {value!r}")
-
-
-def _check_dropout(value: object) -> None:
-    """Raise ValueError unless ``value`` is a probability in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), found {value!r}")
-
-
-def _check_padded_input(x: Tensor, lengths: Tensor, input_size: int) -> None:
-    """Check shapes of a padded batch ``x (B, T, F)`` and its ``lengths (B,)``."""
-    if x.dim() != 3 or x.size(-1) != input_size:
-        raise ValueError(f"x must have shape (B, T, {input_size}), found {tuple(x.shape)}")
-    if lengths.dim() != 1 or lengths.size(0) != x.size(0):
-        raise ValueError(f"lengths must have shape ({x.size(0)},), found {tuple(lengths.shape)}")
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise ValueError(f"lengths must be an integer tensor (int64), found {lengths.dtype}")
-
-
-# --------------------------------------------------------------------------- padding helpers
-
-
-def lengths_to_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Boolean validity mask.
-
-    Args:
-        lengths: ``(B,)`` integer lengths.
-        max_len: padded length ``T``.
-
-    Returns:
-        ``(B, T)`` bool tensor, True at valid steps ``t < lengths[b]``.
-    """
-    steps = torch.arange(max_len, device=lengths.device)
-    return steps.unsqueeze(0) < lengths.unsqueeze(1)
-
-
-def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of a padded batch within its own length.
-
-    Step ``t < lengths[b]`` of row ``b`` goes to ``lengths[b] - 1 - t``; padded steps stay in place.
-    The map is an involution, so applying it twice gives back ``x``.
-
-    Args:
-        x: ``(B, T, F)`` padded batch.
-        lengths: ``(B,)`` integer lengths.
-
-    Returns:
-        ``(B, T, F)`` tensor with every valid prefix reversed.
-    """
-    batch, steps = x.shape[:2]
-    lengths = lengths.to(device=x.device, dtype=torch.long)
-    t = torch.arange(steps, device=x.device).unsqueeze(0).expand(batch, steps)
-    rev = lengths.unsqueeze(1) - 1 - t
-    index = torch.where(rev >= 0, rev, t)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+from modules.sequence import (  # noqa: E402 - shared helpers, re-exported for existing imports
+    check_choice,
+    check_dropout,
+    check_padded_input,
+    check_positive_int,
+    lengths_to_mask,
+    reverse_padded,
+)
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -131,8 +71,8 @@ class RecurrentCell(nn.Module):
 
     def __init__(self, *, input_size: int, hidden_size: int) -> None:
         super().__init__()
-        _check_positive_int("input_size", input_size)
-        _check_positive_int("hidden_size", hidden_size)
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = hidden_size
@@ -205,7 +145,7 @@ class ElmanCell(RecurrentCell):
         self, *, input_size: int, hidden_size: int, nonlinearity: Literal["tanh", "relu"] = "tanh"
     ) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
-        _check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
+        check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
         self.nonlinearity = nonlinearity
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, hidden_size))
@@ -259,10 +199,10 @@ class JordanCell(RecurrentCell):
         nonlinearity: Literal["tanh", "relu"] = "tanh",
     ) -> None:
         super().__init__(input_size=input_size, hidden_size=hidden_size)
-        _check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
+        check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
         if output_size is None:
             output_size = hidden_size
-        _check_positive_int("output_size", output_size)
+        check_positive_int("output_size", output_size)
         self.output_size = output_size
         self.nonlinearity = nonlinearity
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size))
@@ -407,8 +347,8 @@ def make_cell(
     nonlinearity: Literal["tanh", "relu"] = "tanh",
 ) -> RecurrentCell:
     """Build one reference cell by name (``peephole`` only for lstm, ``relu`` only for elman/jordan)."""
-    _check_choice("cell", cell, CELL_CHOICES)
-    _check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
+    check_choice("cell", cell, CELL_CHOICES)
+    check_choice("nonlinearity", nonlinearity, NONLINEARITY_CHOICES)
     if peephole and cell != "lstm":
         raise ValueError(f"peephole=True needs cell='lstm', found cell={cell!r}")
     if nonlinearity != "tanh" and cell not in ("elman", "jordan"):
@@ -499,11 +439,11 @@ class ReferenceRNN(nn.Module):
         nonlinearity: Literal["tanh", "relu"] = "tanh",
     ) -> None:
         super().__init__()
-        _check_choice("cell", cell, CELL_CHOICES)
-        _check_positive_int("input_size", input_size)
-        _check_positive_int("hidden_size", hidden_size)
-        _check_positive_int("num_layers", num_layers)
-        _check_dropout(dropout)
+        check_choice("cell", cell, CELL_CHOICES)
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_layers", num_layers)
+        check_dropout(dropout)
         self.cell = cell
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -554,7 +494,7 @@ class ReferenceRNN(nn.Module):
             forget_gate, output_gate, candidate, cell, hidden``; gru ``reset_gate, update_gate,
             candidate, hidden``; elman ``hidden``; jordan ``hidden, output``.
         """
-        _check_padded_input(x, lengths, self.input_size)
+        check_padded_input(x, lengths, self.input_size)
         mask = lengths_to_mask(lengths.to(x.device), x.size(1))
         all_gates: list[list[dict[str, Tensor]]] = []
         h = x

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from modules.recurrent import lengths_to_mask
+from modules.sequence import lengths_to_mask
 
 __all__ = [
     "CharCNN",

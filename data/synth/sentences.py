@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.synth.texts import _year_to_words, normalize_text, number_to_words
+from data.synth.texts import normalize_text, number_to_words, year_to_words
 
 __all__ = ["read_sentences", "slot_words", "spoken_form", "texts_digest"]
 
@@ -30,7 +30,7 @@ def _number(digits: str) -> str:
         return " ".join(number_to_words(int(d)) for d in digits)
     n = int(digits)
     if len(digits) == 4 and 1950 <= n < 2030:
-        return _year_to_words(n)
+        return year_to_words(n)
     if n >= 1_000_000:
         return " ".join(number_to_words(int(d)) for d in digits)
     return number_to_words(n, british_and=False)

@@ -67,7 +67,7 @@ def number_to_words(n: int, *, british_and: bool = True) -> str:
     return head + joiner + number_to_words(rest, british_and=british_and)
 
 
-def _year_to_words(y: int) -> str:
+def year_to_words(y: int) -> str:
     hi, lo = divmod(y, 100)
     if 2000 <= y < 2010:
         return "two thousand" + ("" if lo == 0 else " and " + _ONES[lo])
@@ -188,7 +188,7 @@ def _t_date(rng: random.Random) -> tuple[str, tuple]:
     if form == 0:
         text = f"my flight to {city} is on the {rng.choice(_ORDINALS)} of {month}"
     elif form == 1:
-        text = f"we moved to {city} in {month} {_year_to_words(rng.randint(1950, 2029))}"
+        text = f"we moved to {city} in {month} {year_to_words(rng.randint(1950, 2029))}"
     else:
         text = f"the festival in {city} starts in {month}"
     return text, ("date", city, month)
@@ -306,7 +306,7 @@ def _digits(rng: random.Random) -> tuple[str, tuple]:
 def _number(rng: random.Random) -> tuple[str, tuple]:
     r = rng.random()
     if r < 0.2:
-        text = _year_to_words(rng.randint(1900, 2039))
+        text = year_to_words(rng.randint(1900, 2039))
         return text, ("number", text)
     if r < 0.45:
         n = rng.randint(0, 99)

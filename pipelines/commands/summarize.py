@@ -14,9 +14,8 @@ import math
 import re
 from pathlib import Path
 
-import yaml
-
 from pipelines.commands._common import ArgumentParser, fail
+from pipelines.training.runconfig import read_configs
 
 SEED_SUFFIX = re.compile(r"^(?P<name>.+)-seed(?P<seed>\d+)$")
 
@@ -37,7 +36,7 @@ def _best_row(run: Path, monitor: str, mode: str) -> dict:
 
 def _run_info(run: Path, metrics: list[str] | None) -> dict:
     """Model description, best row (by the run's monitor), metric names and summary of one run directory."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    cfg = read_configs(run / "config.yaml") if (run / "config.yaml").is_file() else {}
     model = ((cfg or {}).get("model") or {}).get("init_args", {}) or {}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
     monitor = summary.get("monitor", "val/loss")

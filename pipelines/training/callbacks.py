@@ -144,9 +144,9 @@ class LoggedSaveConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage) -> None:
-        import yaml
+        from pipelines.training.runconfig import parse_yaml
 
-        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        config = parse_yaml(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             try:
                 logger.log_hyperparams({"config": config})

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +38,7 @@ def pca_2d(x: torch.Tensor) -> torch.Tensor:
 
 def save_reconstruction_plot(examples: Sequence[tuple[str, torch.Tensor, torch.Tensor]], path: Path) -> Path:
     """One row per example: input features and their reconstruction, ``(T, F)`` each, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(examples))
     fig, axes = plt.subplots(n, 2, figsize=(8, 2.2 * n), squeeze=False)
     for row, (name, feats, recon) in enumerate(examples):
@@ -54,7 +54,7 @@ def save_reconstruction_plot(examples: Sequence[tuple[str, torch.Tensor, torch.T
 
 def save_embedding_plot(points: torch.Tensor, labels: Sequence[str], path: Path, title: str = "") -> Path:
     """Scatter of ``(N, 2)`` points, one colour per label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     names = sorted(set(labels), key=lambda x: (0, int(x), "") if str(x).isdigit() else (1, 0, str(x)))
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
@@ -72,7 +72,7 @@ def plot_attention_maps(maps: list[tuple], path: Path, *, title: str = "", input
 
     ``maps`` holds ``(name, hypothesis, weights (steps, T), input tick labels or None, output tick labels)``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = len(maps)
     fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
     for ax, (name, hyp, w, x_labels, y_labels) in zip(axes[0], maps, strict=True):

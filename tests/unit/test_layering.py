@@ -68,3 +68,82 @@ def test_no_import_cycles_inside_modules_or_data():
         for name in sorted(graph):
             if name not in state:
                 visit(name, [name])
+
+
+def _imports_of(path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every absolute import in a file (``names`` empty for ``import X``)."""
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+    return out
+
+
+def _root():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
+
+
+def test_the_top_of_pipelines_holds_only_config_targets():
+    # Configs and checkpoints name these files (class_path); everything else lives in a sub-package.
+    import re
+
+    root = _root()
+    targets = set()
+    for cfg in (root / "pipelines" / "configs").rglob("*.yaml"):
+        targets |= set(re.findall(r"class_path:\s*pipelines\.(\w+)\.", cfg.read_text(encoding="utf-8")))
+    top = {p.stem for p in (root / "pipelines").glob("*.py")} - {"__init__", "base"}
+    assert top <= targets, f"pipelines/ top-level files that no config names: {sorted(top - targets)}"
+
+
+def test_training_imports_no_task_command_or_cli():
+    root = _root()
+    tasks = {f"pipelines.{p.stem}" for p in (root / "pipelines").glob("*.py")} - {"pipelines.base",
+                                                                                 "pipelines.__init__"}
+    for path in (root / "pipelines" / "training").rglob("*.py"):
+        for module, _ in _imports_of(path):
+            assert module not in tasks, f"{path.name} imports the task {module}"
+            assert not module.startswith(("pipelines.commands", "pipelines.cli")), f"{path.name} imports {module}"
+
+
+def test_a_command_imports_no_other_command_and_not_the_cli():
+    from pipelines.cli.registry import COMMANDS
+
+    root = _root()
+    command_modules = {c.target.split(":")[0] for c in COMMANDS.values()
+                       if c.target.startswith("pipelines.commands.")}
+    for path in (root / "pipelines" / "commands").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        me = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package = ".".join(parts[:3])  # a command's own sub-package (bench/, analyze/) is its own rooms
+        for module, names in _imports_of(path):
+            assert not module.startswith("pipelines.cli"), f"{me} imports {module}"
+            for target in [module] + [f"{module}.{n}" for n in names]:
+                if target in command_modules and target != me and not target.startswith(package + ".") \
+                        and target != package:
+                    raise AssertionError(f"{me} imports the command {target}")
+
+
+def test_no_private_name_is_imported_across_files():
+    root = _root()
+    for package in ("modules", "data", "pipelines"):
+        for path in (root / package).rglob("*.py"):
+            for module, names in _imports_of(path):
+                private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+                assert not private, f"{path.relative_to(root)} imports private {private} from {module}"
+
+
+def test_one_config_reader():
+    # YAML is read by LightningCLI (jsonargparse); no other module parses YAML files itself.
+    root = _root()
+    readers = []
+    for package in ("modules", "data", "pipelines"):
+        for path in (root / package).rglob("*.py"):
+            if any(module == "yaml" or module.startswith("yaml.") for module, _ in _imports_of(path)):
+                readers.append(str(path.relative_to(root)))
+    assert readers == ["pipelines/training/runconfig.py"], f"modules reading YAML themselves: {readers}"

@@ -46,10 +46,10 @@ def _validation_batch(model, ckpt: str, batch_size: int) -> tuple[dict, str]:
     """The ``batch_size`` longest validation sequences of the data named in the run's config.yaml."""
     import importlib
 
-    import yaml
+    from pipelines.training.runconfig import read_configs
 
     cfg_path = run_config_for(ckpt)  # FileNotFoundError: callers fall back to random input
-    data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}
+    data = read_configs(cfg_path).get("data") or {}
     module_name, _, cls_name = str(data.get("class_path", "")).rpartition(".")
     if not module_name:
         raise ValueError(f"{cfg_path}: no data.class_path")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from pipelines.training.plots import pyplot  # noqa: F401 - matplotlib.pyplot, non-interactive backend (re-exported)
+
 PROG = "rnnlab analyze"
 SYNTHETIC_CELLS = ("rnn", "lstm", "gru", "jordan")
 REGRESSOR_CELLS = ("rnn", "lstm", "gru")
@@ -27,11 +29,6 @@ class UsageError(Exception):
     """Bad input the user must fix: ``main`` prints ``rnnlab analyze: error: <message>`` and returns 2."""
 
 
-def pyplot():
-    """matplotlib.pyplot on the non-interactive backend."""
-    from pipelines.training.plots import _pyplot
-
-    return _pyplot()
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

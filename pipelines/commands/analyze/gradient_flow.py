@@ -215,7 +215,7 @@ def _checkpoint_gradient_flow(args, report: Report) -> tuple[str, dict[str, list
         mask = torch.arange(steps)[None, :] < lengths[:, None]
         if args.loss == "last":
             # Align the sequences at their last valid step (the loss), so step t is T-1-t steps before it.
-            from modules.recurrent import reverse_padded
+            from modules.sequence import reverse_padded
 
             v = reverse_padded(v.unsqueeze(-1), lengths).squeeze(-1).flip(1)
             mask = mask.flip(1)

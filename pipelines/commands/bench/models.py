@@ -13,20 +13,10 @@ from pipelines.commands.bench.common import CONFIG_DIR
 MODEL_CONFIGS = {"tiny": ("tiny/ctc.yaml",), "default": ("ctc.yaml",), "arctic": ("ctc.yaml", "ctc-arctic.yaml")}
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def _read_configs(names: tuple[str, ...]) -> dict:
-    import yaml
+    from pipelines.training.runconfig import read_configs
 
-    cfg: dict = {}
-    for name in names:
-        cfg = _merge(cfg, yaml.safe_load((CONFIG_DIR / name).read_text()) or {})
-    return cfg
+    return read_configs(*(CONFIG_DIR / name for name in names))
 
 
 def model_config(size: str) -> dict:
