@@ -172,20 +172,28 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     """Copies every tensor of ``ckpt_path``'s state dict whose name and shape match ``module``'s.
 
     Returns the number copied and the names of ``module``'s tensors left as they were. Loads with
-    ``weights_only=True`` (no pickled code runs).
+    ``weights_only=True`` (no pickled code runs). ``ckpt_path`` may name a shipped model (``english``).
+
+    Raises:
+        InitFromError: a missing, damaged or unrelated checkpoint (one line; ``rnnlab fit`` exits 2).
     """
-    path = Path(ckpt_path)
+    from data.errors import DataError
+    from pipelines.inference import InferenceError, resolve_checkpoint
+
+    class InitFromError(DataError):
+        """``init_from`` names no usable checkpoint."""
+
     try:
+        path = resolve_checkpoint(ckpt_path)
         state = read_checkpoint(path)
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"init_from: {e}") from None
-    except ValueError as e:
-        raise ValueError(f"init_from: {e}") from None
+    except (FileNotFoundError, ValueError, InferenceError) as e:
+        raise InitFromError(f"--model.init_args.init_from: {e}") from None
     state = state.get("state_dict", state)
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     if not matched:
-        raise ValueError(f"init_from: {path} shares no parameter (same name and shape) with {type(module).__name__}")
+        raise InitFromError(f"--model.init_args.init_from: {ckpt_path} shares no parameter (same name and shape) "
+                            f"with {type(module).__name__} (a checkpoint of another pipeline or size?)")
     with torch.no_grad():
         for k, v in matched.items():
             own[k].copy_(v)

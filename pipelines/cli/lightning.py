@@ -127,6 +127,24 @@ class RnnlabCLI(LightningCLI):
         if self.config.get("subcommand") == "fit":  # before anything runs (seeding prints a line)
             _check_training_length(self.config.fit.trainer)
         self._check_ckpt_path()
+        self._check_init_from()
+
+    def _check_init_from(self) -> None:
+        # --model.init_args.init_from: the same one-line refusal as --ckpt_path, before anything is built.
+        command = self.config.get("subcommand")
+        cfg = self.config[command] if command else None
+        init = (cfg.get("model") or {}).get("init_args", {}).get("init_from") if cfg is not None else None
+        if command != "fit" or not init:
+            return
+        from pipelines.inference import InferenceError, resolve_checkpoint
+
+        try:
+            meta = check_checkpoint(resolve_checkpoint(init))
+        except (FileNotFoundError, ValueError, InferenceError) as e:
+            fail(command, f"--model.init_args.init_from: {e}")
+        if meta["class_path"].rsplit(".", 1)[-1] != str(cfg.model.class_path).rsplit(".", 1)[-1]:
+            fail(command, f"--model.init_args.init_from: {init} is a {meta['class_path'].rsplit('.', 1)[-1]} "
+                          f"checkpoint; this run builds a {str(cfg.model.class_path).rsplit('.', 1)[-1]}")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--run.root", type=str, default="runs", help="Directory that holds run directories.")
