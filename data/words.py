@@ -226,8 +226,9 @@ class WordDataModule(L.LightningDataModule):
         dataset: Hub id or local path (``data_dir`` wins when both are given), or ``embedded``: words cut at their
             boundaries from the embedded synthetic corpus (label = the word; splits train/validation/test).
         data_dir: Local copy with audiofolder splits (``<split>/metadata.jsonl``) or manifests; default FSDD.
-            When this directory does not exist and ``dataset`` is unset, the embedded corpus's words are used
-            instead (with a warning), so the pipeline runs anywhere.
+            When the default directory does not exist and ``dataset`` is unset, the embedded corpus's words are
+            used instead (with a warning), so the pipeline runs anywhere; a directory that was given and is
+            missing stops the run with one line.
         config_name: Hub configuration.
         train_split / test_split: Split names (``datasets`` slicing such as ``train[:50%]`` works).
         val_split: Validation split; ``None`` holds out ``val_fraction`` of the training split, stratified by label
@@ -284,8 +285,11 @@ class WordDataModule(L.LightningDataModule):
         if hp.dataset == EMBEDDED:
             return True
         if hp.dataset is None and hp.data_dir is not None and not Path(hp.data_dir).expanduser().exists():
+            if hp.data_dir != DEFAULT_WORDS_DIR:
+                raise DataError(f"data directory not found: {hp.data_dir} (data.data_dir)")
             if not getattr(self, "_warned_fallback", False):
-                log.warning("%s not found: using words cut from the embedded synthetic corpus instead", hp.data_dir)
+                log.warning("%s (the default data_dir) not found: using words cut from the embedded synthetic corpus "
+                            "instead", hp.data_dir)
                 self._warned_fallback = True
             return True
         return False

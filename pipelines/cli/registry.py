@@ -54,6 +54,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "mean weights of checkpoints of one model (see --run.average_best)"),
     Command("build-lm", "pipelines.commands.build_lm:main", TOOLS, "TEXT|JSONL... --out LM",
             "word n-gram LM (ARPA) for beam search"),
+    Command("serve", "pipelines.commands.serve:main", TOOLS, "[--asr M] [--stream M] [--keywords M] [--port N]",
+            "local web app: microphone, files, slots, G2P, look inside (JSON + WebSocket API)"),
     Command("embed", "pipelines.commands.embed:main", EMBEDDINGS, "--ckpt CKPT FILE|DIR... --out F.parquet",
             "audio autoencoder embeddings (path, vector)"),
     Command("evaluate-retrieval", "pipelines.commands.evaluate_retrieval:main", EMBEDDINGS,

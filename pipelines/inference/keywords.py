@@ -28,8 +28,10 @@ class KeywordSpotter:
     """Classifies the last ``window_s`` seconds of a stream every ``hop_s`` seconds and reports keywords.
 
     A window's most probable label is reported when its probability reaches ``threshold``, it is not one of
-    ``ignore`` (the catch-all classes), and no keyword was reported in the last ``refractory_s`` seconds (so one
-    spoken word, seen by several overlapping windows, is reported once).
+    ``ignore`` (the catch-all classes), no keyword was reported in the last ``refractory_s`` seconds and (with
+    ``rearm``) the label was not already above the threshold in the window before. One spoken word is seen by
+    every window that overlaps it, up to ``window_s`` plus its length; the refractory time alone would report
+    a word longer than ``refractory_s - window_s`` twice.
 
     Args:
         model: An utterance classifier: ``labels`` (class names), ``hparams.sample_rate`` and
@@ -39,6 +41,7 @@ class KeywordSpotter:
         threshold: Smallest softmax probability that counts as a detection.
         refractory_s: Quiet time after a detection, during which no keyword is reported.
         ignore: Labels never reported.
+        rearm: Report a label again only after a window in which it was not above the threshold.
 
     Feed mono samples at ``model_sample_rate(model)`` with :meth:`accept`; :meth:`flush` classifies what is left
     at the end; :meth:`reset` starts a new stream.
@@ -48,7 +51,8 @@ class KeywordSpotter:
     """
 
     def __init__(self, model, *, window_s: float = 1.0, hop_s: float = 0.25, threshold: float = 0.7,
-                 refractory_s: float = 1.0, ignore: tuple[str, ...] = ("unknown", "silence")) -> None:
+                 refractory_s: float = 1.0, ignore: tuple[str, ...] = ("unknown", "silence"),
+                 rearm: bool = True) -> None:
         if window_s <= 0 or hop_s <= 0:
             raise ValueError(f"window_s and hop_s must be positive, got {window_s:g} and {hop_s:g}")
         if not 0.0 < threshold <= 1.0:
@@ -63,6 +67,7 @@ class KeywordSpotter:
         self.threshold = float(threshold)
         self.refractory_s = float(refractory_s)
         self.ignore = frozenset(ignore)
+        self.rearm = bool(rearm)
         self.reset()
 
     def reset(self) -> None:
@@ -73,6 +78,7 @@ class KeywordSpotter:
         self._next_end = self.window  # absolute end (exclusive) of the next window to classify
         self._classified_to = 0  # end of the last classified window
         self._last_fire: float | None = None
+        self._above: str | None = None  # the label above the threshold in the last window
 
     @property
     def seconds(self) -> float:
@@ -118,7 +124,9 @@ class KeywordSpotter:
         for end, p in zip(ends, probs, strict=True):
             score, index = (float(v) for v in p.max(-1))
             label, time = self.labels[int(index)], end / self.sample_rate
-            if label in self.ignore or score < self.threshold:
+            above = label if label not in self.ignore and score >= self.threshold else None
+            held, self._above = above is not None and above == self._above, above
+            if above is None or (self.rearm and held):
                 continue
             if self._last_fire is not None and time - self._last_fire < self.refractory_s - 1e-9:
                 continue

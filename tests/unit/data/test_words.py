@@ -87,7 +87,12 @@ def test_words_cut_at_their_boundaries_from_synthetic_sentences(speech_corpus_di
         assert abs(s.waveform.numel() - (w["end"] - w["start"]) * 8000) <= 2
 
 
-def test_missing_local_copy_falls_back_to_the_synthetic_words(tmp_path, tone_dir):
-    assert WordDataModule(data_dir=str(tmp_path / "absent")).uses_embedded
+def test_missing_default_copy_falls_back_to_the_synthetic_words_but_a_given_one_stops(tmp_path, tone_dir, monkeypatch):
+    import data.words as words
+
+    monkeypatch.setattr(words, "DEFAULT_WORDS_DIR", str(tmp_path / "absent"))
+    assert WordDataModule(data_dir=str(tmp_path / "absent")).uses_embedded  # the default, absent: fall back
+    with pytest.raises(DataError, match=f"data directory not found: {tmp_path / 'typo'} .data.data_dir."):
+        WordDataModule(data_dir=str(tmp_path / "typo")).uses_embedded  # noqa: B018 - asked for, absent: stop
     assert WordDataModule(dataset="embedded", data_dir=None).uses_embedded
     assert not WordDataModule(data_dir=str(tone_dir)).uses_embedded
