@@ -13,7 +13,7 @@ import torch
 
 from data.audio import AudioError, audio_ref, load_audio
 from data.errors import DataError
-from data.sources import load_split, split_where
+from data.sources import load_split, no_progress_bars, split_where
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def load_noise_clips(data_dir: str, *, split: str = "train", label_column: str =
         raise DataError(f"{where}: no {label_column!r} column for the noise bank (columns are {columns})")
     from datasets import Audio
 
-    rows = rows.filter(lambda r: r[label_column] == label).cast_column(audio_column, Audio(decode=False))
+    with no_progress_bars():
+        rows = rows.filter(lambda r: r[label_column] == label).cast_column(audio_column, Audio(decode=False))
     base = Path(data_dir).expanduser()
     clips = []
     for row in rows:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 
-def _band_filter(wav: Tensor, sample_rate: int, low_hz: float, high_hz: float) -> Tensor:
+def band_filter(wav: Tensor, sample_rate: int, low_hz: float, high_hz: float) -> Tensor:
     """Zeroes the spectrum outside ``[low_hz, high_hz]`` with 50 Hz-wide raised-cosine edges (one FFT)."""
     n = wav.numel()
     spec = torch.fft.rfft(wav)
@@ -128,9 +128,9 @@ class WaveformAugment(nn.Module):
             out = fftconvolve(out, rir)[:n]
         if torch.rand(()) < self.band_prob:
             if torch.rand(()) < 0.5:
-                out = _band_filter(out, sr, 300.0, min(3400.0, sr / 2 - 60))
+                out = band_filter(out, sr, 300.0, min(3400.0, sr / 2 - 60))
             else:
-                out = _band_filter(out, sr, 0.0, min(self._uniform(3000.0, 7000.0), sr / 2 - 60))
+                out = band_filter(out, sr, 0.0, min(self._uniform(3000.0, 7000.0), sr / 2 - 60))
         if torch.rand(()) < self.eq_prob:
             out = _tilt(out, sr, self._uniform(-self.eq_db, self.eq_db), self._uniform(-self.eq_db, self.eq_db),
                         self._uniform(500.0, 3000.0))

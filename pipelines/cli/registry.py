@@ -69,6 +69,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "Markdown table of runs"),
     Command("bench", "pipelines.commands.bench:main", REPORTS, "[--only S,S...] [--out F.json]",
             "training/inference speed, FLOP rate, data rate, padding, memory"),
+    Command("degrade", "pipelines.commands.degrade:main", REPORTS, "DIR --out OUT --kind noise|codec|reverb",
+            "a degraded copy of an audiofolder split (real noise at an SNR, telephone codec, reverberation)"),
     Command("compare-asr", "pipelines.commands.compare_asr:main", REPORTS, "[--ckpt CKPT] --data NAME=DIR...",
             "an rnnlab checkpoint beside pocketsphinx on the same files: CER/WER/RTF per corpus"),
     Command("analyze", "pipelines.commands.analyze:main", REPORTS, "ANALYSIS [options]",
