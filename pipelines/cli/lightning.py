@@ -211,6 +211,8 @@ class RnnlabCLI(LightningCLI):
             ckpt = self._last_checkpoint(cfg.run)
         if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
             p = Path(ckpt).resolve().parent
+            if self.subcommand == "fit" and p.name == "checkpoints":
+                self._refuse_or_keep_finished(Path(ckpt).resolve())
             return p.parent if p.name == "checkpoints" else p
         prefix = getattr(self.model, "run_prefix", "run")
         return make_run_dir(cfg.run.root, prefix, cfg.run.name)
@@ -226,6 +228,38 @@ class RnnlabCLI(LightningCLI):
         os.environ["RNNLAB_RUN_NAME"] = last.parent.parent.name  # DDP processes started later resume the same
         self.config_init[self.subcommand]["ckpt_path"] = str(last)
         return str(last)
+
+    def _refuse_or_keep_finished(self, last: Path) -> None:
+        """A finished run (``summary.json`` written, its epochs or steps all done) is left as it is: one line, exit
+        0. With a larger ``max_epochs``/``max_steps`` it is extended, and what it recorded (``summary.json``,
+        ``checkpoints/averaged.ckpt``) is first copied to ``previous-<time>/`` in the run directory."""
+        run_dir = last.parent.parent
+        if not (run_dir / "summary.json").is_file():
+            return  # stopped before the end: an ordinary resume
+        from pipelines.training.checkpointing import read_checkpoint
+
+        ckpt = read_checkpoint(last, mmap=True)
+        done = int(ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+                   .get("processed", ckpt.get("epoch", 0) + 1))
+        steps = int(ckpt.get("global_step", 0))
+        trainer = self.config[self.subcommand].trainer
+        max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
+        more = (max_epochs is not None and max_epochs > done) or (max_steps > 0 and max_steps > steps)
+        if not more:
+            print(f"rnnlab fit: {run_dir} is finished ({done} epochs, --trainer.max_epochs={max_epochs}); nothing "
+                  f"to resume and nothing changed. To train it further, give a larger --trainer.max_epochs",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(0)
+        import shutil
+        import time
+
+        keep = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+        keep.mkdir(exist_ok=True)
+        for f in (run_dir / "summary.json", run_dir / "checkpoints" / "averaged.ckpt"):
+            if f.is_file():
+                shutil.copy2(f, keep / f.name)
+        print(f"[rnnlab] extending the finished run {run_dir} from {done} to {max_epochs} epochs; its summary and "
+              f"averaged checkpoint are kept in {keep}", flush=True)
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]

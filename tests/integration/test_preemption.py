@@ -68,3 +68,25 @@ def test_sigterm_during_validation_then_the_printed_command_resumes_the_same_run
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_resuming_a_finished_run_changes_nothing_and_extending_it_keeps_its_records(slot_data_dir, tmp_path):
+    root = tmp_path / "runs"
+    args = _make_args(slot_data_dir, root) + ["--trainer.max_epochs=1", "--run.average_best=2"]
+    first = rnnlab("fit", *args, env=ENV, timeout=180)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run,) = root.iterdir()
+    before = {p: p.read_bytes() for p in [run / "summary.json", *sorted((run / "checkpoints").rglob("*.ckpt"))]}
+    again = rnnlab("fit", *args, "--ckpt_path", "last", env=ENV, timeout=180)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"rnnlab fit: {run} is finished (1 epochs, --trainer.max_epochs=1); nothing to resume" in again.stderr
+    assert {p: p.read_bytes() for p in before} == before  # not one byte changed
+    assert not any(p.name.startswith("resume-") for p in run.iterdir())
+    # a larger max_epochs extends it; the earlier summary and averaged checkpoint are kept
+    longer = [a for a in args if not a.startswith("--trainer.max_epochs")] + ["--trainer.max_epochs=2"]
+    extended = rnnlab("fit", *longer, "--ckpt_path", "last", env=ENV, timeout=180)
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    (kept,) = [p for p in run.iterdir() if p.name.startswith("previous-")]
+    assert (kept / "summary.json").read_bytes() == before[run / "summary.json"]
+    assert (kept / "averaged.ckpt").read_bytes() == before[run / "checkpoints" / "averaged.ckpt"]
+    assert not any(n in extended.stdout + extended.stderr for n in NOISE)
