@@ -415,6 +415,12 @@ def run(argv: list[str]) -> int:
     except SIGTERMException:
         # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job
         # scheduler that the run did not finish.
+        from pipelines.training.callbacks import INTERRUPTED
+
+        if INTERRUPTED["by"] == "Ctrl-C":
+            INTERRUPTED["by"] = None
+            print("[rnnlab] stopped by Ctrl-C", file=sys.stderr, flush=True)
+            return 130  # 128 + SIGINT, as a shell reports an interrupted command
         print("[rnnlab] stopped by SIGTERM", file=sys.stderr, flush=True)
         return SIGTERM
     return 0

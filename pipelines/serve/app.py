@@ -19,6 +19,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +77,29 @@ class Limits:
         """The upload limit for messages: ``10 MB``, ``400 kB``."""
         n = self.max_upload_bytes
         return f"{n / MB:.3g} MB" if n >= MB else f"{n / 1024:.3g} kB"
+
+
+@dataclass(frozen=True)
+class ChunkTiming:
+    """One audio frame of a WebSocket stream, timed (recorded only when ``create_app`` gets ``chunk_timings``).
+
+    Times are ``time.perf_counter()`` readings, comparable with a client's in the same process.
+
+    Attributes:
+        client: The stream's peer address (``host:port``).
+        index: The frame's position in its stream (0: the first audio frame).
+        seconds: Audio in the frame.
+        received: When the app got the frame from the server.
+        done: When its processing ended and any partial had been sent.
+        compute_s: Seconds the recogniser spent on it in the inference pool.
+    """
+
+    client: str
+    index: int
+    seconds: float
+    received: float
+    done: float
+    compute_s: float
 
 
 class ApiError(HTTPException):
@@ -173,9 +197,10 @@ def stream_modes(models: dict) -> dict[str, dict]:
 class _Service:
     """The loaded models, the limits, the inference pool and the count of open streams."""
 
-    def __init__(self, models: dict, limits: Limits) -> None:
+    def __init__(self, models: dict, limits: Limits, chunk_timings: list | None = None) -> None:
         self.models = models
         self.limits = limits
+        self.chunk_timings = chunk_timings
         self.pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="rnnlab-serve")
         self.streams = 0
         self.modes = stream_modes(models)
@@ -285,8 +310,15 @@ class _BodyLimit:
         return await self.app(scope, limited, send)
 
 
-def create_app(models: dict[str, object], *, limits: Limits | None = None) -> FastAPI:
+def create_app(models: dict[str, object], *, limits: Limits | None = None,
+               chunk_timings: list | None = None) -> FastAPI:
     """The web app over ``models`` (role -> loaded model, each role optional) within ``limits``.
+
+    Args:
+        models: Loaded models by role (:data:`ROLES`); None leaves a role out.
+        limits: What a request or stream may use (default :class:`Limits`).
+        chunk_timings: A list to which every audio frame of every stream appends its :class:`ChunkTiming`
+            (``rnnlab bench``); None, the default, records nothing.
 
     Raises:
         ValueError: an unknown role, or a model that cannot play its role (one line).
@@ -297,7 +329,7 @@ def create_app(models: dict[str, object], *, limits: Limits | None = None) -> Fa
         _check_role(role, model)
         if hasattr(model, "eval"):
             model.eval()
-    service = _Service(models, limits)
+    service = _Service(models, limits, chunk_timings)
     app = FastAPI(title="rnnlab", summary="Recurrent speech and text models on this machine.",
                   description="Transcription, keyword spotting, slot filling and G2P with rnnlab models. Errors "
                               "are `{\"error\": \"<one line>\"}`. The WebSocket `/ws/stream` is described in "
@@ -488,10 +520,15 @@ class _Stream:
         self.session, self.client_rate, self.mode = session, client_rate, mode
         self.resampler = StreamResampler(client_rate, session.sample_rate)
         self.samples = 0
+        self.frames = 0
+        self.compute_s = 0.0  # of the last accept call
 
     def accept(self, samples: np.ndarray) -> list[dict]:
+        t0 = time.perf_counter()
         x = self.resampler.accept(torch.from_numpy(samples))
-        return self.session.accept(x) if x.numel() else []
+        out = self.session.accept(x) if x.numel() else []
+        self.compute_s = time.perf_counter() - t0
+        return out
 
     def finish(self) -> list[dict]:
         x = self.resampler.flush()
@@ -512,6 +549,7 @@ async def _stream(ws: WebSocket, service: _Service, mode: str) -> None:
                 message = await asyncio.wait_for(ws.receive(), timeout=limits.stream_idle_seconds)
             except asyncio.TimeoutError:
                 raise _StreamEnd(f"idle for {limits.stream_idle_seconds:g} s: stream closed", 1001) from None
+            received = time.perf_counter()
             if message["type"] == "websocket.disconnect":
                 return
             data, text = message.get("bytes"), message.get("text")
@@ -528,6 +566,12 @@ async def _stream(ws: WebSocket, service: _Service, mode: str) -> None:
                     samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
                     for out in await service.run(stream.accept, samples):
                         await ws.send_json(out)
+                    if service.chunk_timings is not None:
+                        client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+                        seconds = samples.size / stream.client_rate
+                        service.chunk_timings.append(ChunkTiming(client, stream.frames, seconds, received,
+                                                                 time.perf_counter(), stream.compute_s))
+                    stream.frames += 1
                 continue
             try:
                 obj = json.loads(text or "")
@@ -557,4 +601,4 @@ async def _stream(ws: WebSocket, service: _Service, mode: str) -> None:
         await _ws_error(ws, str(e), e.code)
 
 
-__all__ = ["ApiError", "Limits", "ROLES", "create_app", "slot_spans", "stream_modes"]
+__all__ = ["ApiError", "ChunkTiming", "Limits", "ROLES", "create_app", "slot_spans", "stream_modes"]

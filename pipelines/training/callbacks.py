@@ -154,8 +154,15 @@ class LoggedSaveConfig(SaveConfigCallback):
                 print(f"[rnnlab] warning: {type(logger).__name__} could not log the config: {e}")
 
 
+# What stopped the run, for the exit status: None (SIGTERM) or "Ctrl-C".
+INTERRUPTED: dict[str, str | None] = {"by": None}
+
+
 class SaveOnPreemption(Callback):
-    """On SIGTERM (preemption, ``scancel``, a job scheduler's time limit): checkpoint, then stop cleanly.
+    """On SIGTERM (preemption, ``scancel``, a job scheduler's time limit) or Ctrl-C: checkpoint, then stop cleanly.
+
+    The first Ctrl-C (SIGINT) is turned into the SIGTERM path (stop after the current step, save, print the resume
+    line; ``rnnlab fit`` then exits 130 instead of 143); a second Ctrl-C interrupts at once.
 
     Lightning notices the signal and stops after the current training or validation step (every DDP rank
     together); this callback then writes ``checkpoints/last.ckpt`` (atomically) and prints the command that
@@ -174,6 +181,29 @@ class SaveOnPreemption(Callback):
         self.command = command
         self.saved: Path | None = None
         self._mid_validation = False
+        self._old_sigint = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        import signal
+        import threading
+
+        if stage != "fit" or threading.current_thread() is not threading.main_thread():
+            return
+
+        def ctrl_c(signum, frame) -> None:
+            INTERRUPTED["by"] = "Ctrl-C"
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop after this step, then save
+
+        self._old_sigint = signal.signal(signal.SIGINT, ctrl_c)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        import signal
+        import threading
+
+        if self._old_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._old_sigint)
+            self._old_sigint = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -191,7 +221,7 @@ class SaveOnPreemption(Callback):
         if trainer.is_global_zero:
             how = resume_command(self.command, path) if self.command else "the same command and --ckpt_path last"
             # The resume line ends with the command alone, so it can be copied as it is.
-            print(f"[rnnlab] SIGTERM: saved {path} at step {trainer.global_step}"
+            print(f"[rnnlab] {INTERRUPTED['by'] or 'SIGTERM'}: saved {path} at step {trainer.global_step}"
                   f"{' during validation' if during_validation else ''}; resume with: {how}", flush=True)
             if os.environ.get("MAKELEVEL"):
                 print("[rnnlab] started by make: the same make command with --ckpt_path last added to ARGS "

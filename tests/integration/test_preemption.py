@@ -90,3 +90,19 @@ def test_resuming_a_finished_run_changes_nothing_and_extending_it_keeps_its_reco
     assert (kept / "summary.json").read_bytes() == before[run / "summary.json"]
     assert (kept / "averaged.ckpt").read_bytes() == before[run / "checkpoints" / "averaged.ckpt"]
     assert not any(n in extended.stdout + extended.stderr for n in NOISE)
+
+
+def test_ctrl_c_saves_prints_the_resume_line_and_exits_130(slot_data_dir, tmp_path):
+    root = tmp_path / "runs"
+    args = [*_make_args(slot_data_dir, root), "--trainer.callbacks+=tests.fixtures.callbacks.SigtermAt",
+            "--trainer.callbacks.step=3", "--trainer.callbacks.signum=SIGINT"]
+    proc = rnnlab("fit", *args, env=ENV, check=False, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    (run,) = root.iterdir()
+    assert _final(run / "checkpoints" / "last.ckpt")[0] == 3
+    line = next(x for x in proc.stdout.splitlines() if "Ctrl-C: saved" in x)
+    assert "[rnnlab] stopped by Ctrl-C" in proc.stderr and "Traceback" not in proc.stderr
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    resumed = rnnlab(*command[1:], env=ENV, timeout=120)
+    assert resumed.returncode == 0 and (run / "summary.json").is_file()
+    assert _final(run / "checkpoints" / "last.ckpt")[:2] == (24, 1)

@@ -21,6 +21,9 @@ Sections (``--only`` picks some, in this order; one module each in this package)
 - ``data-scale`` (only when named in ``--only``: minutes): a hub-shaped parquet corpus of ``--scale-sizes`` rows
   loaded through the real SpeechDataModule, cold and warm, as one rank and as 2 simulated ranks: peak RSS growth
   and time to the first batch against corpus size.
+- ``serve`` (only when named in ``--only``: real-time streams, minutes): the ``rnnlab serve`` app on a loopback
+  uvicorn server with concurrent real-time WebSocket streams: per-frame latency and per-stream real-time factor
+  at 1, 4 and 16 streams, the streams held at p95 <= 300 ms, cold start and RSS with every model loaded.
 
 Each section module has ``TITLE``, ``run(ctx) -> dict`` and ``show(result)``; they share one
 :class:`~pipelines.commands.bench.context.BenchContext`. Exit status: 0, 1 when a section failed (its error is in
@@ -40,17 +43,28 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.bench import data, data_scale, encoder, flops, memory, padding, rtf, slots, train
+from pipelines.commands.bench import (
+    data,
+    data_scale,
+    encoder,
+    flops,
+    memory,
+    padding,
+    rtf,
+    serve,
+    slots,
+    train,
+)
 from pipelines.commands.bench.common import DEFAULT_DATA_DIR, first_line
 from pipelines.commands.bench.context import BenchContext
 from pipelines.commands.bench.models import MODEL_CONFIGS
 
 PROG = "rnnlab bench"
 SECTION_MODULES = {"train": train, "flops": flops, "data": data, "padding": padding, "rtf": rtf, "memory": memory,
-                   "encoder": encoder, "slots": slots, "data-scale": data_scale}
+                   "encoder": encoder, "slots": slots, "data-scale": data_scale, "serve": serve}
 SECTIONS = tuple(SECTION_MODULES)
-# data-scale takes minutes and slots needs the slot data: both are asked for by name.
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots"))
+# data-scale and serve take minutes and slots needs the slot data: they are asked for by name.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots", "serve"))
 
 
 class _UsageError(Exception):
@@ -66,7 +80,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
                  + " (tables printed, all numbers in one JSON file).")
     ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
-                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots and data-scale)")
+                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots, data-scale, serve)")
     ap.add_argument("--scale-sizes", type=int, nargs="+", default=None,
                     help="corpus sizes of the data-scale section (default 10000 30000 100000; 500 1000 with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere (seconds; for tests)")
@@ -78,6 +92,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                          f"embedded synthetic corpus)")
     ap.add_argument("--slots-data", default=None,
                     help=f"slot data (train/validation.jsonl) of the slots section (default {slots.DEFAULT_SLOTS_DATA})")
+    ap.add_argument("--serve-seconds", type=float, default=None,
+                    help="audio per stream of the serve section, sent in real time (default 5; 1 with --quick)")
+    ap.add_argument("--serve-cap", type=int, default=None,
+                    help="most concurrent streams the serve section tries (default 64; 2 with --quick)")
     ap.add_argument("--ckpt", default=None, help="trained CTC checkpoint for the rtf section (default: random weights)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16; 4 with --quick)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per repetition (default 8)")
@@ -104,7 +122,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     defaults = {"model_size": ("arctic", "tiny"), "batch": (16, 4), "steps": (8, 3), "warmup_steps": (2, 1),
                 "repeats": (3, 2), "data_batches": (16, 2), "rtf_utterances": (10, 2), "matmul_size": (2048, 256),
                 "flops_batches": (4, 3), "layers": (4, 1), "hidden": (320, 16), "encoder_input": (240, 24),
-                "max_frames": (300, 20), "iters": (3, 1), "scale_sizes": ([10000, 30000, 100000], [500, 1000])}
+                "max_frames": (300, 20), "iters": (3, 1), "scale_sizes": ([10000, 30000, 100000], [500, 1000]),
+                "serve_seconds": (5.0, 1.0), "serve_cap": (64, 2)}
     for k, (full, small) in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, small if quick else full)
@@ -124,9 +143,11 @@ def _check(a: argparse.Namespace) -> str | None:
     if a.beam < 2:
         return f"--beam must be >= 2 (a prefix beam search), got {a.beam}"
     for name in ("batch", "steps", "repeats", "data_batches", "rtf_utterances", "matmul_size", "iters",
-                 "flops_batches", "layers", "hidden", "encoder_input", "max_frames"):
+                 "flops_batches", "layers", "hidden", "encoder_input", "max_frames", "serve_cap"):
         if getattr(a, name) < 1:
             return f"--{name.replace('_', '-')} must be >= 1, got {getattr(a, name)}"
+    if not 0.2 <= a.serve_seconds <= 600:
+        return f"--serve-seconds must be from 0.2 to 600, got {a.serve_seconds:g}"
     if a.workers < 0 or a.warmup_steps < 0:
         return "--workers and --warmup-steps must be >= 0"
     return None

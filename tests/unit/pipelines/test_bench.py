@@ -108,6 +108,7 @@ def test_memory_and_encoder(report):
     (["--ckpt", "/nonexistent/best.ckpt"], "--ckpt: checkpoint not found: /nonexistent/best.ckpt"),
     (["--only", "train,speed"], "--only: unknown section(s) speed"),
     (["--model-size", "huge"], "argument --model-size: invalid choice: 'huge'"),
+    (["--only", "serve", "--serve-seconds", "0"], "--serve-seconds must be from 0.2 to 600, got 0"),
 ])
 def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "b.json")]) == 2
@@ -150,3 +151,33 @@ def test_slots_section_times_every_compare_slots_variant(tmp_path, capsys):
     assert rows["window"]["params"] > rows["base"]["params"] and rows["wdrop"]["params"] == rows["base"]["params"]
     assert "combo" in capsys.readouterr().out
     assert main(["--only", "slots", "--quick", "--slots-data", str(tmp_path / "none"), "--out", str(out)]) == 1
+
+
+def test_serve_section_streams_in_real_time_to_a_live_server(tmp_path, capsys):
+    """Asked for by name: 1 and 2 real-time streams on uvicorn: frame latency, RTF, streams held, cold start."""
+    from pipelines.commands.bench import DEFAULT_SECTIONS
+
+    assert "serve" not in DEFAULT_SECTIONS  # real-time streams take minutes at full size
+    out = tmp_path / "b.json"
+    assert main(["--only", "serve", "--quick", "--out", str(out)]) == 0
+    serve = json.loads(out.read_text())["serve"]
+    assert serve["weights"].startswith("random weights") and serve["audio_s"] == 1.0
+    bad = [(p, v) for p, v in numbers(serve) if not math.isfinite(v) or v < 0]
+    assert not bad and not [p for p, v in numbers(serve) if v == 0 and p != ".capacity.streams"]
+    rounds = serve["rounds"]
+    assert list(rounds) == ["1", "2"]
+    for n, r in rounds.items():
+        assert r["streams"] == int(n) and r["frames"] == r["frames_expected"] == 5 * int(n)  # 1 s in 200 ms frames
+        assert not r["errors"] and not r["timed_out"]
+        assert r["latency_ms"]["p50"] <= r["latency_ms"]["p95"] <= r["latency_ms"]["max"]
+        assert r["rtf_per_stream"]["mean"] <= r["rtf_per_stream"]["max"] and r["stop_to_final_ms"]["p50"] > 0
+        assert r["holds"] == (r["latency_ms"]["p95"] <= serve["p95_limit_ms"])
+    held = 0 if not rounds["1"]["holds"] else 1 if not rounds["2"]["holds"] else 2
+    assert serve["capacity"] == {"streams": held, "failed_at": None if held == 2 else held + 1, "cap": 2,
+                                 "stopped": None}
+    cold = serve["cold_start"]
+    assert list(cold["load_s"]) == ["stream"] and cold["total_s"] >= cold["import_s"] + cold["load_s"]["stream"]
+    assert cold["peak_rss_mb"] >= cold["rss_mb"] > 100  # torch and the app are in it
+    printed = capsys.readouterr().out
+    assert "p95 <= 300 ms" in printed and "concurrent real-time stream(s)" in printed
+    assert "RSS MB, every model loaded" in printed and "english-stream not installed" in printed
