@@ -1,7 +1,7 @@
 """``rnnlab pack``: a run's checkpoint as a shippable model: compact weights, config, manifest entry, model card.
 
 Usage: rnnlab pack --ckpt RUN/checkpoints/best.ckpt --name NAME --out DIR [--command CMD] [--data NAME=LICENCE ...]
-                   [--summary TEXT] [--metric KEY=VALUE ...] [--float32]
+                   [--summary TEXT] [--metric KEY=VALUE ...] [--commit SHA] [--float32]
 
 Writes ``DIR/NAME/model.ckpt`` (weights only: parameters in float16 unless ``--float32``; no optimizer state),
 ``DIR/NAME/config.yaml`` (the run's resolved config, so ``rnnlab test --ckpt`` works), ``DIR/NAME/README.md`` (the
@@ -107,6 +107,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--summary", default="", help="one sentence: what it is good for")
     ap.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="a metric (repeatable)")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
+    ap.add_argument("--commit", default=None, help="the commit it was trained at (default: the current one)")
     args = ap.parse_args(argv)
     import re
 
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> int:
     cls = type(model).__name__
     entry = {
         "task": TASKS.get(cls, cls), "class": f"{type(model).__module__}.{cls}", "file": f"{args.name}/model.ckpt",
-        "summary": args.summary, "command": args.command, "data": data, "commit": _commit(),
+        "summary": args.summary, "command": args.command, "data": data, "commit": args.commit or _commit(),
         "date": dt.date.today().isoformat(), "metrics": metrics or _summary_metrics(ckpt),
         "dtype": "float32" if args.float32 else "float16", "params": sum(p.numel() for p in model.parameters()),
         "bytes": target.stat().st_size, "sha256": sha256_of(target),
