@@ -58,6 +58,8 @@ class SpeechSource:
         audio_column / text_column / id_column / duration_column: Column names of this source.
         normalizer: Transcript normaliser of this source.
         weight: Draws per utterance and training epoch: 1 each once, 2 each twice, 0.5 a random half.
+        only_texts: Keep only rows whose normalised transcript is one of these (e.g. the digit words of Speech
+            Commands); None keeps every row. Rows left out this way are not skips and are not reported.
     """
 
     name: str
@@ -73,6 +75,7 @@ class SpeechSource:
     duration_column: str | None = "duration"
     normalizer: Literal["asr_chars", "lower", "none"] = "asr_chars"
     weight: float = 1.0
+    only_texts: list[str] | None = None
 
     def split(self, stage: str) -> str | None:
         return {"train": self.train_split, "val": self.val_split, "test": self.test_split}[stage]
@@ -164,13 +167,15 @@ class SplitIndex:
 def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_column: str | None,
                duration_column: str | None, base_dir: str | None, normalizer: str, tokenizer,
                min_duration: float, max_duration: float, validate: bool, skips: SkipCounter,
-               source: int = 0) -> SplitIndex:
+               source: int = 0, only_texts: list[str] | None = None) -> SplitIndex:
     """Checks every row (transcript, then duration and audio header) and keeps the usable row numbers.
 
     The audio column is read only where a header must be (``validate``, or no duration column): with
     ``validate=false`` the durations read from headers are cached beside the prepared dataset, so the
-    next run reads none. Bad rows are skipped, counted and named, as before.
+    next run reads none. Bad rows are skipped, counted and named, as before. With ``only_texts``, rows whose
+    normalised transcript is not one of them are left out (silently: a selection, not a fault).
     """
+    only = {normalize_text(t, normalizer) for t in only_texts} if only_texts else None
     columns = list(getattr(rows, "column_names", None) or [])
     id_column, duration_column = _check_columns(columns, where=where, audio_column=audio_column,
                                                 text_column=text_column, id_column=id_column,
@@ -184,6 +189,9 @@ def index_rows(rows, *, where: str, audio_column: str, text_column: str, id_colu
         todo = []  # rows whose audio header must be read: (row number, id, text)
         for j, row in enumerate(chunk):
             i = start + j
+            if only is not None and not (isinstance(row.get(text_column), str)
+                                         and normalize_text(row[text_column], normalizer) in only):
+                continue
             checked = _check_text(i, row, text_column=text_column, id_column=id_column, normalizer=normalizer,
                                   tokenizer=tokenizer, skips=skips)
             if checked is None:
@@ -644,7 +652,8 @@ class SpeechDataModule(L.LightningDataModule):
                 rows, where=where, audio_column=src.audio_column, text_column=src.text_column,
                 id_column=src.id_column, duration_column=src.duration_column, base_dir=base_dir,
                 normalizer=src.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
-                max_duration=hp.max_duration, validate=hp.validate, skips=skips, source=k)
+                max_duration=hp.max_duration, validate=hp.validate, skips=skips, source=k,
+                only_texts=src.only_texts)
             if not len(index):
                 raise DataError(f"{where}: no usable utterances ({dict(skips.counts)} skipped)")
             if skips.total:

@@ -119,3 +119,32 @@ def test_generated_digit_strings_mix_with_recorded_speech(speech_corpus_dir):
     assert all(it["id"].endswith("george") for it in items[6:])  # the held-out speaker alone validates
     batches = list(dm.train_dataloader())
     assert sum(len(b["ids"]) for b in batches) == 28 and all("sources" in b for b in batches)
+
+
+def test_only_texts_keeps_the_chosen_words_silently(tmp_path, caplog):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from data.rows import SkipCounter
+    from data.sources import load_split
+    from data.speech import index_rows
+    from data.text import CharTokenizer
+
+    split = tmp_path / "train"
+    split.mkdir()
+    rows = [("zero", 0.5), ("yes", 0.5), ("", 0.5), ("Nine", 0.6), ("bed", 0.4)]
+    for i, (text, dur) in enumerate(rows):
+        sf.write(split / f"c{i}.wav", np.zeros(int(16000 * dur), dtype="float32") + 0.01, 16000)
+    (split / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"c{i}.wav", "text": t, "duration": d})
+                                                  + "\n" for i, (t, d) in enumerate(rows)))
+    table = load_split(None, "train", data_dir=str(tmp_path))
+    skips = SkipCounter(str(split / "metadata.jsonl"))
+    index = index_rows(table, where=str(split), audio_column="audio", text_column="text", id_column=None,
+                       duration_column="duration", base_dir=str(tmp_path), normalizer="asr_chars",
+                       tokenizer=CharTokenizer(), min_duration=0.1, max_duration=5.0, validate=False, skips=skips,
+                       only_texts=["zero", "one", "nine"])
+    assert index.rows.tolist() == [0, 3]  # "zero" and "Nine"; the empty silence row is left out, not skipped
+    assert skips.total == 0 and "skipped" not in caplog.text
+    assert SpeechSource(name="sc", only_texts=["zero"]).only_texts == ["zero"]
