@@ -196,3 +196,18 @@ def test_hf_address_downloads_through_huggingface_hub(shipped, tmp_path):
     assert offline.returncode == 2 and "not in the local cache and the hub cannot be reached" in offline.stderr
     bad = rnnlab("transcribe", "--ckpt", "hf://owner", str(wav))
     assert bad.returncode == 2 and "expected hf://owner/repo/path/to/file.ckpt" in bad.stderr
+
+
+def test_every_shipped_file_is_package_data():
+    # pip install must carry the models: each file under pipelines/pretrained matches a package-data pattern.
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipelines"]
+    pretrained = root / "pipelines" / "pretrained"
+    for f in pretrained.rglob("*"):
+        if f.is_file() and f.suffix != ".py" and "__pycache__" not in f.parts:
+            rel = str(f.relative_to(root / "pipelines"))
+            assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} would not be installed"
