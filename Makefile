@@ -13,7 +13,7 @@ RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all lint train-slots slots-table compare-rnns compare-slots analyze train-ctc train-seq2seq train-g2p \
-	transcribe bench train-autoencoder train-digits retrieval-table install-peers compare-asr serve clean
+	transcribe bench train-autoencoder train-digits train-keywords retrieval-table install-peers compare-asr serve clean
 
 RNNLAB := $(BIN)/rnnlab
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
@@ -154,6 +154,9 @@ WORDS_DATA := $(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
 
 train-autoencoder: $(STAMP) ## Audio Word2Vec sequence autoencoder on FSDD (ARGS="-c autoencoder-denoising" for the denoising one)
 	$(RNNLAB) fit -c defaults -c autoencoder $(WORDS_DATA) $(TRAINER) $(ARGS)
+
+train-keywords: $(STAMP) ## Keyword spotting on Speech Commands (12 classes, unseen speakers); ARGS="-c keywords-english" starts from the English model
+	$(RNNLAB) fit -c defaults -c digits -c keywords $(WORDS_DATA) $(TRAINER) $(ARGS)
 
 train-digits: $(STAMP) ## Spoken digit classifier (BiLSTM + pooling) on FSDD; then: rnnlab test --ckpt <run>/checkpoints/best.ckpt
 	$(RNNLAB) fit -c defaults -c digits $(WORDS_DATA) $(TRAINER) $(ARGS)

@@ -62,6 +62,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "[--ckpt CKPT...] --data DIR", "query-by-example MAP / P@k, MFCC and DTW baselines beside"),
     Command("linear-probe", "pipelines.commands.linear_probe:main", EMBEDDINGS, "--ckpt CKPT --data DIR",
             "linear classifier on frozen embeddings: test accuracy"),
+    Command("evaluate-keywords", "pipelines.commands.evaluate_keywords:main", REPORTS, "--ckpt CKPT [--data DIR]",
+            "keyword classifier: accuracy, per class and confusion matrix, beside a mean-MFCC baseline"),
     Command("evaluate-spoken-slots", "pipelines.commands.evaluate_spoken_slots:main", REPORTS,
             "--ckpt SLOTS --asr SPEECH --data SPLIT.jsonl", "spoken slot filling on eSpeak NG speech: slot F1, "
             "intent accuracy and WER beside text"),

@@ -11,32 +11,8 @@ from pathlib import Path
 
 import torch
 
+from modules.retrieval import linear_probe
 from pipelines.commands._common import ArgumentParser, fail, load_checkpoint
-
-
-def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, *,
-                 epochs: int = 300, lr: float = 0.05, weight_decay: float = 1e-4, seed: int = 0) -> dict:
-    """Multinomial logistic regression on frozen vectors (standardised with the training statistics).
-
-    Full-batch Adam; returns train and test accuracy (percent).
-    """
-    g = torch.Generator().manual_seed(seed)
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
-    n_classes = int(max(train_y.max(), test_y.max())) + 1
-    layer = torch.nn.Linear(xtr.size(1), n_classes)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.01)
-        layer.bias.zero_()
-    opt = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(epochs):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(layer(xtr), train_y).backward()
-        opt.step()
-    with torch.no_grad():
-        acc = {name: float((layer(x).argmax(-1) == y).float().mean() * 100)
-               for name, x, y in (("train_acc", xtr, train_y), ("test_acc", xte, test_y))}
-    return acc
 
 
 def main(argv: list[str]) -> int:
@@ -75,6 +51,7 @@ def main(argv: list[str]) -> int:
     xs = [model.embed_waveforms([s.waveform for s in part]) for part in (train, test)]
     ys = [torch.tensor([index[s.label] for s in part]) for part in (train, test)]
     res = linear_probe(xs[0], ys[0], xs[1], ys[1], epochs=args.epochs)
+    res.pop("test_pred")
     res.update(checkpoint=args.ckpt, train=len(train), test=len(test), seconds=round(time.perf_counter() - t0, 1))
     print(f"linear probe on frozen embeddings ({xs[0].size(1)}-d) of {args.ckpt}: train acc {res['train_acc']:.2f}%, "
           f"{args.test_split} acc {res['test_acc']:.2f}% ({len(train)} / {len(test)} segments, {res['seconds']}s)")
