@@ -163,3 +163,41 @@ class WaveformAugment(nn.Module):
             out[b, :n] = self.augment_one(waveforms[b, :n].float().cpu()).to(out)
             out[b, n:] = 0.0
         return out, lengths
+
+
+def degrade(wav: Tensor, sr: int, kind: str, *, snr: float = 10.0, rt60: float = 0.5,
+            noise: list[Tensor] | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """One waveform ``(S,)`` degraded for evaluation (deterministic for ``generator``).
+
+    ``noise``: a clip of ``noise`` (or white noise without one) mixed at ``snr`` dB; ``codec``: a telephone
+    channel (300-3400 Hz, 8 kHz, 8-bit mu-law, back to ``sr``); ``reverb``: a simulated room of ``rt60`` s.
+    """
+    import torchaudio.functional as AF
+
+    def resample(x: Tensor, a: int, b: int) -> Tensor:
+        g = math.gcd(a, b)
+        return AF.resample(x, a // g, b // g)
+
+    if kind == "noise":
+        noise = noise or [torch.randn(sr, generator=generator)]
+        clip = noise[int(torch.randint(len(noise), (), generator=generator))]
+        n = wav.numel()
+        reps = n // clip.numel() + 1
+        clip = clip.repeat(reps)
+        start = int(torch.randint(clip.numel() - n + 1, (), generator=generator))
+        seg = clip[start:start + n]
+        scale = torch.sqrt(wav.pow(2).mean().clamp_min(1e-10) / (seg.pow(2).mean().clamp_min(1e-10) * 10 ** (snr / 10)))
+        out = wav + seg * scale
+    elif kind == "codec":
+        band = band_filter(wav, sr, 300.0, 3400.0)
+        narrow = resample(band, sr, 8000)
+        aug = WaveformAugment(sample_rate=8000, noise_prob=0, reverb_prob=0, band_prob=0, eq_prob=0, codec_prob=1,
+                              gain_prob=0, dc_prob=0)
+        out = resample(aug.augment_one(narrow), 8000, sr)[: wav.numel()]
+    elif kind == "reverb":
+        rir = synthetic_rir(sr, rt60, generator)
+        out = AF.fftconvolve(wav, rir)[: wav.numel()]
+    else:
+        raise ValueError(f"degradation must be noise, codec or reverb, got {kind!r}")
+    peak = out.abs().max()
+    return out / peak * 0.99 if peak > 0.99 else out

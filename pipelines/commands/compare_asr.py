@@ -3,13 +3,16 @@
 Usage::
 
     rnnlab compare-asr --ckpt CKPT --data NAME=DIR [NAME=DIR ...] [--split validation] [--limit N]
-                       [--beam N] [--lm ARPA] [--json OUT]
+                       [--beam N] [--lm ARPA] [--conditions clean,noise:10,codec,reverb:0.6] [--json OUT]
     python -m pipelines.commands.compare_asr ...   # the same, without the rnnlab entry point
 
 Each ``DIR`` is an audiofolder (``<split>/metadata.jsonl`` with ``file_name`` and ``text``). Every file is
 transcribed by both systems; references and hypotheses are normalised alike (``asr_chars``), and the
 Markdown table on stdout gives per corpus and system the CER, WER and real-time factor (decoding seconds
-over audio seconds; model loading is not timed). Without ``--ckpt`` only the peer runs. The peer needs
+over audio seconds; model loading is not timed). Without ``--ckpt`` only the peer runs. ``--conditions`` scores
+every corpus also degraded (:func:`modules.augment.degrade`, the same draw for every system): ``noise:DB`` (real
+background noise, Speech Commands' validation ``silence`` clips by default, at DB dB SNR), ``codec`` (telephone
+channel), ``reverb:RT60`` (a simulated room); rows are named ``corpus/condition``. The peer needs
 the optional extra: ``pip install 'rnnlab[peers]'`` (``make install-peers``). Exit status 1 when some files
 could not be read (each is named on stderr), 2 for an error to fix (see :mod:`pipelines.commands._common`).
 """
@@ -195,8 +198,48 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=at_least(1), default=8, help="rnnlab decoding batch size")
     ap.add_argument("--device", default="cpu", help="device for the rnnlab model (pocketsphinx runs on the CPU)")
     ap.add_argument("--peer", choices=sorted(PEERS), default="pocketsphinx")
+    ap.add_argument("--conditions", default="clean", help="comma-separated: clean, noise:DB, codec, reverb:RT60")
+    ap.add_argument("--noise-dir", default="../shared/data/speech_commands",
+                    help="corpus whose validation 'silence' clips are the noise of noise:DB")
     ap.add_argument("--json", default=None, metavar="OUT", help="also write the results (and hypotheses) as JSON")
     return ap
+
+
+def parse_conditions(text: str) -> list[tuple[str, str, float]]:
+    """``clean,noise:10,codec,reverb:0.6`` -> ``[(name, kind, value)]`` (a one-line exit when malformed)."""
+    out = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        kind, _, value = item.partition(":")
+        if kind == "clean" and not value:
+            out.append((item, "clean", 0.0))
+            continue
+        if kind not in ("noise", "codec", "reverb") or (kind == "codec") != (not value):
+            fail(COMMAND, f"--conditions: {item!r} is not one of clean, noise:DB, codec, reverb:RT60")
+        try:
+            v = float(value) if value else 0.0
+        except ValueError:
+            fail(COMMAND, f"--conditions: {item!r}: {value!r} is not a number")
+        if kind == "reverb" and v <= 0:
+            fail(COMMAND, f"--conditions: {item!r}: RT60 must be positive")
+        out.append((item, kind, v))
+    if not out:
+        fail(COMMAND, "--conditions: give at least one condition")
+    return out
+
+
+def degraded(corpus: Corpus, name: str, kind: str, value: float, noise, seed: int = 0) -> Corpus:
+    """``corpus`` with every waveform degraded by ``kind`` (the same draws whatever the system)."""
+    import torch
+
+    from modules.augment import degrade
+
+    if kind == "clean":
+        return Corpus(f"{corpus.name}/{name}" if name != "clean" else corpus.name, corpus.ids, corpus.refs,
+                      corpus.waveforms)
+    gen = torch.Generator().manual_seed(seed)
+    waves = [degrade(w, SAMPLE_RATE, kind, snr=value, rt60=value, noise=noise, generator=gen)
+             for w in corpus.waveforms]
+    return Corpus(f"{corpus.name}/{name}", corpus.ids, corpus.refs, waves)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,6 +252,16 @@ def run(args: argparse.Namespace) -> int:
     if args.lm and not args.ckpt:
         fail(COMMAND, "--lm applies to the rnnlab checkpoint: give --ckpt too")
     data = parse_data(args.data)
+    conditions = parse_conditions(args.conditions)
+    noise = None
+    if any(kind == "noise" for _, kind, _ in conditions):
+        from data.errors import DataError
+        from data.noise import load_noise_clips
+
+        try:
+            noise = load_noise_clips(args.noise_dir, split="validation", sample_rate=SAMPLE_RATE)
+        except DataError as e:
+            fail(COMMAND, str(e))
     # Both systems are loaded before any corpus is read, so a missing install or bad checkpoint fails at once.
     systems = ([RnnlabRecogniser(args.ckpt, beam=args.beam, lm=args.lm, lm_weight=args.lm_weight,
                                  word_bonus=args.word_bonus, batch_size=args.batch_size,
@@ -220,18 +273,20 @@ def run(args: argparse.Namespace) -> int:
         for w in warnings:
             warn(COMMAND, f"skipped {w}")
         skipped += len(warnings)
-        for system in systems:
-            r = evaluate(system, corpus)
-            print(f"[rnnlab] {name}: {system.name}: {r['utterances']} files, CER {100 * r['cer']:.1f}%, "
-                  f"WER {100 * r['wer']:.1f}%, RTF {r['rtf']:.3f} (CPU {r['cpu_rtf']:.3f})",
-                  file=sys.stderr, flush=True)
-            results.append(r)
+        for cond, kind, value in conditions:
+            version = degraded(corpus, cond, kind, value, noise)
+            for system in systems:
+                r = evaluate(system, version)
+                results.append(r)
+                print(f"[rnnlab] {version.name}: {system.name}: {r['utterances']} files, CER {100 * r['cer']:.1f}%, "
+                      f"WER {100 * r['wer']:.1f}%, RTF {r['rtf']:.3f} (CPU {r['cpu_rtf']:.3f})",
+                      file=sys.stderr, flush=True)
     print(markdown_table(results))
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         report = {"split": args.split, "limit": args.limit, "ckpt": args.ckpt, "beam": args.beam, "lm": args.lm,
-                  "results": results}
+                  "conditions": args.conditions, "results": results}
         out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"[rnnlab] wrote {out}", file=sys.stderr)
     return 1 if skipped else 0

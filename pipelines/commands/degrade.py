@@ -17,43 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from modules.augment import degrade
 from pipelines.commands._common import ArgumentParser, fail, warn
 
 COMMAND = "degrade"
 DEFAULT_NOISE = "../shared/data/speech_commands"
-
-
-def degrade_one(wav, sr: int, kind: str, *, snr: float, rt60: float, noise, generator):
-    """One waveform ``(S,)`` degraded by ``kind`` (deterministic for ``generator``)."""
-    import torch
-
-    from data.audio import resample
-    from modules.augment import WaveformAugment, band_filter, synthetic_rir
-
-    if kind == "noise":
-        clip = noise[int(torch.randint(len(noise), (), generator=generator))]
-        n = wav.numel()
-        reps = n // clip.numel() + 1
-        clip = clip.repeat(reps)
-        start = int(torch.randint(clip.numel() - n + 1, (), generator=generator))
-        seg = clip[start:start + n]
-        scale = torch.sqrt(wav.pow(2).mean().clamp_min(1e-10) / (seg.pow(2).mean().clamp_min(1e-10) * 10 ** (snr / 10)))
-        out = wav + seg * scale
-    elif kind == "codec":
-        band = band_filter(wav, sr, 300.0, 3400.0)
-        narrow = resample(band, sr, 8000)
-        aug = WaveformAugment(sample_rate=8000, noise_prob=0, reverb_prob=0, band_prob=0, eq_prob=0, codec_prob=1,
-                              gain_prob=0, dc_prob=0)
-        out = resample(aug.augment_one(narrow), 8000, sr)[: wav.numel()]
-    elif kind == "reverb":
-        from torchaudio.functional import fftconvolve
-
-        rir = synthetic_rir(sr, rt60, generator)
-        out = fftconvolve(wav, rir)[: wav.numel()]
-    else:  # pragma: no cover - argparse choices
-        raise ValueError(kind)
-    peak = out.abs().max()
-    return out / peak * 0.99 if peak > 0.99 else out
 
 
 def main(argv: list[str]) -> int:
@@ -118,7 +86,7 @@ def main(argv: list[str]) -> int:
             skipped += 1
             warn(COMMAND, f"skipped {meta} line {n}: {str(e).splitlines()[0]}")
             continue
-        out = degrade_one(wav, info.samplerate, args.kind, snr=args.snr, rt60=args.rt60,
+        out = degrade(wav, info.samplerate, args.kind, snr=args.snr, rt60=args.rt60,
                           noise=noise_at(info.samplerate), generator=gen)
         name = str(Path(row["file_name"]).with_suffix(".flac"))
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)

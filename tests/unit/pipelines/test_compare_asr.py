@@ -72,6 +72,30 @@ def test_limit_takes_the_first_rows(corpus, fake_peer, tmp_path):
     assert r["corpus"] == "corpus" and r["utterances"] == 1 and r["cer"] == 0.0
 
 
+def test_conditions_score_degraded_copies_of_each_corpus(corpus, tmp_path):
+    class Echo:
+        """Reports the loudness of what it hears, so a degraded copy is seen to differ from the clean one."""
+
+        name = "echo"
+
+        def transcribe(self, waveforms):
+            return [f"{float(w.abs().mean()):.4f}" for w in waveforms]
+
+    import pipelines.commands.compare_asr as ca
+
+    ca.PEERS["echo"] = Echo
+    try:
+        out = tmp_path / "c.json"
+        assert main(["--data", f"toy={corpus}", "--peer", "echo", "--conditions", "clean,codec,reverb:0.3",
+                     "--json", str(out)]) == 0
+    finally:
+        del ca.PEERS["echo"]
+    results = json.loads(out.read_text())["results"]
+    assert [r["corpus"] for r in results] == ["toy", "toy/codec", "toy/reverb:0.3"]
+    clean, codec, reverb = (r["hypotheses"] for r in results)
+    assert clean != codec and clean != reverb and clean.keys() == codec.keys()
+
+
 def test_markdown_table_formats_percentages_and_rtf():
     row = {"corpus": "arctic", "system": "rnnlab", "utterances": 3, "audio_hours": 0.01234, "cer": 0.125,
            "wer": 0.2304, "rtf": 0.04567}
@@ -130,6 +154,10 @@ def test_unreadable_audio_is_skipped_and_named(corpus, fake_peer, capsys):
     (["--data", "CORPUS", "--ckpt", "/no/such.ckpt"], "checkpoint not found: /no/such.ckpt"),
     (["--data", "CORPUS", "--ckpt", "CORPUS/validation/metadata.jsonl"], "not a readable checkpoint"),
     (["--data", "CORPUS", "--ckpt", "CKPT", "--lm", "/no/lm.arpa"], "language model not found"),
+    (["--data", "CORPUS", "--conditions", "clean,noisy"], "'noisy' is not one of clean, noise:DB, codec"),
+    (["--data", "CORPUS", "--conditions", "noise:loud"], "'noise:loud': 'loud' is not a number"),
+    (["--data", "CORPUS", "--conditions", "reverb:0"], "RT60 must be positive"),
+    (["--data", "CORPUS", "--conditions", "noise:5", "--noise-dir", "/no/noise"], "noise directory not found"),
 ])
 def test_bad_input_is_one_line_and_exit_2(corpus, fake_peer, tiny_ckpt, capsys, args, message):
     args = [a.replace("CORPUS", str(corpus)).replace("CKPT", tiny_ckpt) for a in args]
