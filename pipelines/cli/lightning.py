@@ -211,6 +211,11 @@ class RnnlabCLI(LightningCLI):
             ckpt = self._last_checkpoint(cfg.run)
         if ckpt and ckpt not in ("last", "best", "hpc", "registry") and Path(ckpt).is_file():
             p = Path(ckpt).resolve().parent
+            from pipelines.inference.shipped import roots
+
+            if any(p.parent == r.resolve() for r in roots()):
+                # A shipped model: its folder is package data, never written to; evaluations go to the runs root.
+                return Path(cfg.run.root) / f"{p.name}-{self.subcommand}"
             if self.subcommand == "fit" and p.name == "checkpoints":
                 self._refuse_or_keep_finished(Path(ckpt).resolve())
             return p.parent if p.name == "checkpoints" else p

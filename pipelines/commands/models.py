@@ -50,6 +50,6 @@ def main(argv: list[str]) -> int:
         print(f"{name:<{width}}  {m.task:<16} {size:5.1f} MB  {_metrics(m.entry)}")
         if m.entry.get("summary"):
             print(f"{'':<{width}}  {m.entry['summary']}")
-    print(f"\nuse: rnnlab transcribe --ckpt {next(iter(sorted(models)))} FILE ... (any --ckpt takes a name); "
-          f"cards: docs/models/")
+    print("\nany --ckpt takes a name (rnnlab transcribe --ckpt english a.wav; rnnlab predict --ckpt snips -); "
+          "model cards: docs/shipped-models.md")
     return 0

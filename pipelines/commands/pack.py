@@ -7,7 +7,8 @@ Writes ``DIR/NAME/model.ckpt`` (weights only: parameters in float16 unless ``--f
 ``DIR/NAME/config.yaml`` (the run's resolved config, so ``rnnlab test --ckpt`` works), ``DIR/NAME/README.md`` (the
 model card) and merges the entry into ``DIR/manifest.json`` (task, command, data and licences, commit, metrics,
 bytes, sha256). The metrics are the run's best validation metrics (``summary.json``) unless given with
-``--metric``. The folder is what a user needs to publish the model (e.g. on the Hugging Face hub) or to point
+``--metric`` or ``--metrics-json`` (the ``validate_metrics.json`` of ``rnnlab validate --ckpt`` on the packed
+model, so the numbers are those of the float16 weights). The folder is what a user needs to publish the model (e.g. on the Hugging Face hub) or to point
 ``RNNLAB_MODELS`` at; ``--out pipelines/pretrained`` ships it with the package.
 """
 
@@ -63,7 +64,7 @@ def _summary_metrics(ckpt: Path) -> dict:
         if s.is_file():
             data = json.loads(s.read_text())
             return {k: round(float(v), 4) for k, v in data.items()
-                    if isinstance(v, (int, float)) and k.startswith("val/") and not k.endswith(("/loss", "unalignable"))}
+                    if isinstance(v, (int, float)) and k.startswith("val/") and "loss" not in k and "unalignable" not in k}
     return {}
 
 
@@ -106,6 +107,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--data", action="append", default=[], metavar="NAME=LICENCE", help="a training corpus")
     ap.add_argument("--summary", default="", help="one sentence: what it is good for")
     ap.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="a metric (repeatable)")
+    ap.add_argument("--metrics-json", default=None, metavar="FILE",
+                    help="metrics from `rnnlab validate` (validate_metrics.json), e.g. of the packed model itself")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     ap.add_argument("--commit", default=None, help="the commit it was trained at (default: the current one)")
     args = ap.parse_args(argv)
@@ -130,6 +133,13 @@ def main(argv: list[str]) -> int:
             metrics[k] = float(v)
         except ValueError:
             fail("pack", f"--metric must be KEY=NUMBER, got {m!r}")
+    if args.metrics_json:
+        try:
+            measured = json.loads(Path(args.metrics_json).read_text()).get("metrics", {})
+        except (OSError, ValueError) as e:
+            fail("pack", f"--metrics-json {args.metrics_json}: {type(e).__name__}: {e}")
+        metrics.update({k: round(float(v), 4) for k, v in measured.items()
+                        if isinstance(v, (int, float)) and "loss" not in k and "unalignable" not in k})
     model = load_checkpoint("pack", args.ckpt)
     ckpt = Path(args.ckpt)
     out = Path(args.out)
