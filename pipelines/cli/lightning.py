@@ -124,10 +124,23 @@ class RnnlabCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
+        self._integer_limits(list(sys.argv[1:] if args is None else args))
         if self.config.get("subcommand") == "fit":  # before anything runs (seeding prints a line)
             _check_training_length(self.config.fit.trainer)
         self._check_ckpt_path()
         self._check_init_from()
+
+    def _integer_limits(self, given: list) -> None:
+        # `--trainer.limit_train_batches=1` means one batch (Lightning: int = batches, float = fraction), but the
+        # parser turns "1" into 1.0, which Lightning reads as 100%. A number written without a point stays an int.
+        self._int_limits = {}
+        for i, arg in enumerate(str(a) for a in given):
+            for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches"):
+                opt = f"--trainer.{key}"
+                text = arg[len(opt) + 1:] if arg.startswith(opt + "=") else (
+                    str(given[i + 1]) if arg == opt and i + 1 < len(given) else None)
+                if text is not None and text.strip().isdigit():
+                    self._int_limits[key] = int(text)  # applied when the trainer is built
 
     def _check_init_from(self) -> None:
         # --model.init_args.init_from: the same one-line refusal as --ckpt_path, before anything is built.
@@ -269,6 +282,8 @@ class RnnlabCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         cfg = self.config_init[self.subcommand]
         trainer_cfg = cfg["trainer"]
+        for key, value in getattr(self, "_int_limits", {}).items():
+            trainer_cfg[key] = value
         run_dir = self._run_dir()
         self.run_dir = run_dir
         if cfg.get("ckpt_path") and Path(cfg.ckpt_path).resolve().parent == (run_dir / "checkpoints").resolve():

@@ -128,3 +128,17 @@ def test_resume_continues_the_same_run_and_wandb_id(trained_run):
     resumed = [line.split(",")[0] for line in (run / "resume-1" / "metrics.csv").read_text().splitlines()[1:]]
     assert "12" in resumed and "0" not in resumed  # training went on from epoch 12 in the same run directory
     assert not (run.parent / "slots").exists()
+
+
+def test_limit_batches_written_as_an_integer_counts_batches(slot_data_dir, tmp_path):
+    # Lightning reads an int as a number of batches and a float as a fraction; "1" must stay one batch.
+    import torch
+
+    from pipelines.cli import main
+
+    args = ["fit", "-c", "defaults", "-c", "tiny/slots.yaml", f"--data.init_args.data_dir={slot_data_dir}",
+            "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches", "1",
+            f"--run.root={tmp_path}", "--run.name=one"]
+    assert main(args) == 0
+    ckpt = torch.load(tmp_path / "one" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 1
