@@ -3,7 +3,8 @@
 Usage: rnnlab predict --ckpt CKPT [INPUT...] [--json] [--beam N]
        rnnlab predict --ckpt SLOTS.ckpt --asr SPEECH.ckpt AUDIO... [--json] [--beam N] [--lm ARPA]
 
-Slot filling and G2P read lines from text files or stdin (``-``, the default); speech models take audio files and
+Slot filling and G2P read lines from text files or stdin (``-``, the default); a ``.jsonl`` file is read as slot
+data (each row's ``tokens``); speech models take audio files and
 directories, as ``rnnlab transcribe`` does (with its options), and never stdin; ``--asr`` puts a speech model before
 a slot model (spoken slot filling, :mod:`pipelines.commands.spoken`). Without ``--ckpt`` the CLI
 runs LightningCLI's ``predict`` over a config's data instead (:func:`pipelines.cli.lightning.predict`).
@@ -58,6 +59,9 @@ def main(argv: list[str]) -> int:
             good, problems = read_lines(item)
         except DataError as e:
             fail("predict", str(e))
+        if item.endswith(".jsonl"):  # slot data (`tokens`, as training reads it), not raw JSON text
+            good, more = _jsonl_tokens(good)
+            problems = sorted(problems + more)
         lines += [text for _, text in good]
         for n, problem in problems:
             warn("predict", f"skipped {'<stdin>' if item == '-' else item} line {n}: {problem}")
@@ -73,6 +77,25 @@ def main(argv: list[str]) -> int:
         else:
             print(" ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True)) + f"\t{res['intent']}")
     return 1 if skipped else 0
+
+
+def _jsonl_tokens(lines: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """``(line, sentence)`` from JSON Lines rows with a ``tokens`` list of strings; the rest as ``(line, problem)``."""
+    good, bad = [], []
+    for n, text in lines:
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            bad.append((n, f"not JSON ({e.msg})"))
+            continue
+        tokens = row.get("tokens") if isinstance(row, dict) else None
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            bad.append((n, "no 'tokens' list of words"))
+            continue
+        good.append((n, " ".join(tokens)))
+    return good, bad
 
 
 def _classify(model, args) -> int:

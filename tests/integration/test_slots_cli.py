@@ -70,6 +70,10 @@ def test_predict_tags_sentences_from_stdin_and_file(trained_run, tmp_path):
     f.write_text("how much is a ticket from dallas to atlanta\n")
     res = json.loads(rnnlab("predict", "--ckpt", str(ckpt), str(f), "--json").stdout)
     assert res["intent"] == "atis_airfare" and len(res["tags"]) == len(res["words"]) == 9
+    rows = tmp_path / "s.jsonl"  # slot data: its tokens are tagged, not the JSON text
+    rows.write_text(json.dumps({"tokens": ["fly", "to", "denver"], "tags": ["O", "O", "B-toloc.city_name"]}) + "\n")
+    res = json.loads(rnnlab("predict", "--ckpt", str(ckpt), str(rows), "--json").stdout)
+    assert res["words"] == ["fly", "to", "denver"]
 
 
 def test_config_typo_names_the_choices(slot_data_dir):
