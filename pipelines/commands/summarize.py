@@ -54,18 +54,20 @@ def _run_info(run: Path, metrics: list[str] | None) -> dict:
 
 
 def summarize(runs: list[Path], metrics: list[str] | None = None) -> str:
-    lines, header = [], None
+    """One Markdown table per set of metric columns (runs of different pipelines get tables of their own)."""
+    tables: dict[tuple[str, ...], list[str]] = {}
     for run in runs:
         info = _run_info(run, metrics)
         arch, best, names, summary = info["arch"], info["best"], info["names"], info["summary"]
         row = [run.name, arch, str(best.get("epoch", "?"))] + [
             f"{float(best[m]):.2f}" if best.get(m) else "-" for m in names]
         row.append(f"{summary['train_time_s'] / 60:.1f}" if "train_time_s" in summary else "-")
-        if header is None:
+        lines = tables.get(tuple(names))
+        if lines is None:
             header = ["run", "model", "best epoch", *names, "train min"]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines = tables[tuple(names)] = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+    return "\n\n".join("\n".join(lines) for lines in tables.values())
 
 
 def seed_group(name: str) -> tuple[str, int | None]:

@@ -46,3 +46,17 @@ def test_summarize_maximises_joint_and_map_monitors(tmp_path):
     (ae / "summary.json").write_text(json.dumps({"monitor": "val/map"}))
     (ae / "metrics.csv").write_text("epoch,val/map\n0,0.2\n1,0.6\n2,0.4\n")
     assert summarize([ae]).splitlines()[-1].split(" | ")[2:4] == ["1", "0.60"]
+
+
+def test_summarize_gives_each_pipeline_its_own_table(tmp_path):
+    slots, ctc = tmp_path / "slots-1", tmp_path / "ctc-1"
+    for run, monitor, csv_text in [(slots, "val/slot_f1", "epoch,val/slot_f1,val/intent_acc,val/exact_match\n0,90,95,60\n"),
+                                   (ctc, "val/cer", "epoch,val/cer,val/wer\n0,30.0,70.0\n")]:
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"hidden_size": 8}}}))
+        (run / "summary.json").write_text(json.dumps({"monitor": monitor}))
+        (run / "metrics.csv").write_text(csv_text)
+    tables = summarize([slots, ctc]).split("\n\n")
+    assert len(tables) == 2
+    assert "val/slot_f1" in tables[0].splitlines()[0] and "slots-1" in tables[0] and "ctc-1" not in tables[0]
+    assert "val/cer" in tables[1].splitlines()[0] and "ctc-1" in tables[1] and "val/slot_f1" not in tables[1]
