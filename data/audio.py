@@ -72,6 +72,18 @@ def load_audio(ref: AudioRef, sample_rate: int) -> torch.Tensor:
     Raises:
         AudioError: unreadable or truncated file, empty audio, or non-finite samples (names the file).
     """
+    wav, sr = load_audio_native(ref)
+    if sr != sample_rate:
+        wav = resample(wav, sr, sample_rate)
+    return wav
+
+
+def load_audio_native(ref: AudioRef) -> tuple[torch.Tensor, int]:
+    """``(mono float32 (S,), sample rate)`` at the file's own rate: the one reader every caller goes through.
+
+    Raises:
+        AudioError: as :func:`load_audio`.
+    """
     try:
         data, sr = _decode(lambda f: sf.read(f, dtype="float32", always_2d=True), ref)
     except Exception as e:  # noqa: BLE001
@@ -83,10 +95,7 @@ def load_audio(ref: AudioRef, sample_rate: int) -> torch.Tensor:
     peak = float(np.abs(data).max())
     if peak > MAX_AMPLITUDE:
         raise AudioError(f"{ref.name}: peak amplitude {peak:.3g} is not audio in [-1, 1] (a scaling error?)")
-    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if sr != sample_rate:
-        wav = resample(wav, sr, sample_rate)
-    return wav
+    return torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))), int(sr)
 
 
 def resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:

@@ -92,7 +92,13 @@ def decode_trimmed(path: str, trim_db: float, margin_s: float) -> tuple[np.ndarr
         raise ValueError("zero-length audio")
     if not np.isfinite(data).all():
         raise ValueError("audio contains NaN or infinite samples")
-    wav = np.ascontiguousarray(data.mean(axis=1))
+    return trim_silence(np.ascontiguousarray(data.mean(axis=1)), int(sr), trim_db, margin_s), int(sr)
+
+
+def trim_silence(wav: np.ndarray, sr: int, trim_db: float, margin_s: float) -> np.ndarray:
+    """Mono samples with leading/trailing audio quieter than ``trim_db`` under the loudest 10 ms frame cut (a
+    ``margin_s`` margin kept) and 5 ms fades at both ends; read-only."""
+    wav = np.array(wav, dtype=np.float32)
     hop = max(1, sr // 100)
     n_frames = len(wav) // hop
     if n_frames >= 3 and trim_db > 0:
@@ -110,7 +116,7 @@ def decode_trimmed(path: str, trim_db: float, margin_s: float) -> tuple[np.ndarr
         wav[:fade] *= ramp
         wav[-fade:] *= ramp[::-1]
     wav.flags.writeable = False
-    return wav, int(sr)
+    return wav
 
 
 class ConnectedDigitsDataset(Dataset):

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.audio import AudioError, audio_ref, load_audio, resample
-from data.digits import decode_trimmed
+from data.audio import AudioError, audio_ref, load_audio, load_audio_native, resample
+from data.digits import trim_silence
 from data.errors import DataError
 from data.rows import SkipCounter, no_decode, row_at
 from data.sources import load_split, split_where
@@ -60,11 +60,8 @@ def decode_segment(ref, sample_rate: int, trim_db: float | None, trim_margin: fl
     """
     if ref.path is None or ref.data is not None or not trim_db:
         return load_audio(ref, sample_rate)
-    try:
-        wav, sr = decode_trimmed(str(ref.path), float(trim_db), float(trim_margin))
-    except Exception as e:  # noqa: BLE001 - any decoder failure becomes a one-line message naming the file
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise AudioError(f"{ref.path}: unreadable audio ({why})") from None
+    native, sr = load_audio_native(ref)  # the one reader: its checks and one-line errors
+    wav = trim_silence(native.numpy(), sr, float(trim_db), float(trim_margin))
     out = torch.from_numpy(np.array(wav, dtype=np.float32))
     return resample(out, sr, sample_rate) if sr != sample_rate else out
 

@@ -107,6 +107,9 @@ def main(argv: list[str]) -> int:
     from data.words import load_word_segments
 
     local = Path(args.data).expanduser().exists()
+    if not local and (args.data.startswith(("/", ".", "~")) or args.data.count("/") != 1):
+        fail("evaluate-retrieval", f"data directory not found: {args.data} (--data: a local copy, or a hub id "
+                                   f"owner/name)")
     cache: dict[int, list] = {}
 
     def segments_at(rate: int):

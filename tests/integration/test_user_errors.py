@@ -47,7 +47,7 @@ class Row(NamedTuple):
 
 
 # Which fixture gives each {name} of argv and line (besides {tmp}).
-FIELDS = {"ctc": "ctc_model", "wav": "ctc_model", "ckpt": "slot_run", "run": "slot_run", "data": "slot_run"}
+FIELDS = {"ae": "ae_model", "ctc": "ctc_model", "wav": "ctc_model", "ckpt": "slot_run", "run": "slot_run", "data": "slot_run"}
 
 TINY_CTC = ["fit", "-c", "defaults", "-c", "tiny/ctc"]
 TINY_SLOTS = ["-c", "defaults", "-c", "tiny/slots.yaml"]
@@ -130,6 +130,13 @@ ROWS = [
         "rnnlab transcribe: warning: skipped {tmp}/notes.mp3: not audio (a text file)"),
     Row("transcribe-random-bytes-wav", ["transcribe", "--ckpt", "{ctc}", "{tmp}/r.wav", "{wav}"],
         {"r.wav": NOT_TEXT}, 1, "rnnlab transcribe: warning: skipped {tmp}/r.wav: not audio (format not recognised)"),
+    Row("embed-text-named-mp3", ["embed", "--ckpt", "{ae}", "{tmp}/notes.mp3", "{wav}", "--out", "{tmp}/e.parquet"],
+        TEXT_MP3, 1, "rnnlab embed: warning: skipped {tmp}/notes.mp3: not audio (a text file)"),
+    Row("embed-empty-wav", ["embed", "--ckpt", "{ae}", "{tmp}/empty.wav", "{wav}", "--out", "{tmp}/e.parquet"],
+        {"empty.wav": b""}, 1, "rnnlab embed: warning: skipped {tmp}/empty.wav: not audio (empty file)"),
+    Row("evaluate-retrieval-missing-data", ["evaluate-retrieval", "--data", "{tmp}/nowhere"], {}, 2,
+        "rnnlab evaluate-retrieval: error: data directory not found: {tmp}/nowhere (--data: a local copy, or a "
+        "hub id owner/name)"),
     Row("predict-speech-model-on-stdin", ["predict", "--ckpt", "{ctc}"], {}, 2,
         "rnnlab predict: error: {ctc} is a speech model (CTCSpeechRecognizer): give audio files or directories, "
         "not text on stdin ('-')", stdin=b"hello\n"),
@@ -258,6 +265,18 @@ def ctc_model(tmp_path_factory) -> dict:
     wav = root / "speech.wav"
     sf.write(wav, speechlike(0.5, 1).numpy(), 16000)
     return {"ctc": save_checkpoint(model, root / "ctc.ckpt"), "wav": str(wav)}
+
+
+@pytest.fixture(scope="module")
+def ae_model(tmp_path_factory) -> dict:
+    """A tiny (untrained) audio autoencoder checkpoint."""
+    from pipelines.autoencoder import AudioAutoencoder
+    from tests.unit.pipelines.test_export import save_checkpoint
+
+    root = tmp_path_factory.mktemp("ae")
+    torch.manual_seed(0)
+    model = AudioAutoencoder(n_mels=16, hidden_size=8, num_layers=1, embedding_size=8, decoder_hidden_size=8)
+    return {"ae": save_checkpoint(model, root / "ae.ckpt")}
 
 
 @pytest.fixture(scope="module")
