@@ -18,7 +18,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("ckpts", nargs="+", help="checkpoints to average (e.g. runs/x/checkpoints/best-5/*.ckpt)")
     ap.add_argument("--out", required=True, help="where to write the averaged checkpoint")
     args = ap.parse_args(argv)
+    from pipelines.training.checkpointing import check_checkpoint
+
     try:
+        classes = {str(c): check_checkpoint(c)["class_path"] for c in args.ckpts}  # rnnlab checkpoints only
+        if len(set(classes.values())) > 1:
+            first = args.ckpts[0]
+            other = next(c for c in args.ckpts if classes[c] != classes[first])
+            raise ValueError(f"{other}: a {classes[other].rsplit('.', 1)[-1]} checkpoint, but {first} is a "
+                             f"{classes[first].rsplit('.', 1)[-1]}; average checkpoints of one model")
         average_checkpoints(args.ckpts, args.out)
     except (FileNotFoundError, ValueError) as e:
         fail("average", str(e))

@@ -137,6 +137,10 @@ ROWS = [
     Row("evaluate-retrieval-missing-data", ["evaluate-retrieval", "--data", "{tmp}/nowhere"], {}, 2,
         "rnnlab evaluate-retrieval: error: data directory not found: {tmp}/nowhere (--data: a local copy, or a "
         "hub id owner/name)"),
+    Row("average-foreign-checkpoints", ["average", "{tmp}/a.ckpt", "{tmp}/b.ckpt", "--out", "{tmp}/avg.ckpt"],
+        {"a.ckpt": lambda: _torch_bytes({"state_dict": {"w": torch.ones(2)}}),
+         "b.ckpt": lambda: _torch_bytes({"state_dict": {"w": torch.zeros(2)}})}, 2,
+        "rnnlab average: error: {tmp}/a.ckpt: not an rnnlab checkpoint (no 'rnnlab' entry)"),
     Row("predict-speech-model-on-stdin", ["predict", "--ckpt", "{ctc}"], {}, 2,
         "rnnlab predict: error: {ctc} is a speech model (CTCSpeechRecognizer): give audio files or directories, "
         "not text on stdin ('-')", stdin=b"hello\n"),
