@@ -11,7 +11,7 @@ def _ckpt(path, w: float, b: int = 3, extra: str | None = None, shape=(2, 2)):
     sd = {"layer.weight": torch.full(shape, w), "steps": torch.tensor(b)}
     if extra:
         sd[extra] = torch.zeros(1)
-    torch.save({"state_dict": sd, "hyper_parameters": {"vocab": {"kind": "char"}}, "rnnlab": {"format": 1},
+    torch.save({"state_dict": sd, "hyper_parameters": {"vocab": {"kind": "char"}}, "rnnlab": {"format": 1, "class_path": "pipelines.ctc.CTCSpeechRecognizer"},
                 "optimizer_states": [{"state": {}}], "epoch": int(w)}, path)
     return path
 
