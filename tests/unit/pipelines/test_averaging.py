@@ -11,8 +11,8 @@ def _ckpt(path, w: float, b: int = 3, extra: str | None = None, shape=(2, 2)):
     sd = {"layer.weight": torch.full(shape, w), "steps": torch.tensor(b)}
     if extra:
         sd[extra] = torch.zeros(1)
-    torch.save({"state_dict": sd, "hyper_parameters": {"vocab": {"kind": "char"}}, "rnnlab": {"format": 1, "class_path": "pipelines.ctc.CTCSpeechRecognizer"},
-                "optimizer_states": [{"state": {}}], "epoch": int(w)}, path)
+    torch.save({"state_dict": sd, "hyper_parameters": {"vocab": {"kind": "char"}},
+                "rnnlab": {"format": 1, "class_path": "pipelines.ctc.CTCSpeechRecognizer"}, "optimizer_states": [{"state": {}}], "epoch": int(w)}, path)
     return path
 
 
@@ -24,7 +24,7 @@ def test_mean_of_float_tensors_and_metadata_of_the_first(tmp_path):
     assert torch.allclose(got["state_dict"]["layer.weight"], torch.full((2, 2), 3.0))
     assert got["state_dict"]["layer.weight"].dtype == torch.float32
     assert got["state_dict"]["steps"].item() == 3 and got["state_dict"]["steps"].dtype == torch.int64
-    assert got["hyper_parameters"] == {"vocab": {"kind": "char"}} and got["rnnlab"] == {"format": 1}
+    assert got["hyper_parameters"] == {"vocab": {"kind": "char"}} and got["rnnlab"] == {"format": 1, "class_path": "pipelines.ctc.CTCSpeechRecognizer"}
     assert got["epoch"] == 1 and "optimizer_states" not in got
     assert got["averaged_from"] == [str(p) for p in paths]
 
