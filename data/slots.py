@@ -38,7 +38,11 @@ def _as_list(value, *, field: str) -> list[str]:
     if isinstance(value, str):
         return value.split()
     if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
+        bad = next((v for v in value if not isinstance(v, str)), "")
+        if bad != "":
+            raise _RowProblem("bad_field", f"column {field!r} must hold strings, got {type(bad).__name__} "
+                                           f"{bad!r}")
+        return list(value)
     if value is None:
         raise _RowProblem("missing_field", f"no {field!r} value")
     raise _RowProblem("bad_field", f"column {field!r} must be a list of strings or a space-joined string, "
@@ -78,6 +82,41 @@ def _rows_by_number(rows):
             yield j, _undecodable(e)
 
 
+class _Rows(list):
+    """Rows read line by line (:func:`jsonl_rows`), with the columns the good ones have."""
+
+    column_names: list[str]
+
+
+def jsonl_rows(path: str) -> _Rows:
+    """Every line of a JSON Lines file as a dict row, or the problem that keeps it out (named later by line)."""
+    import json
+
+    out, columns = _Rows(), {}
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                out.append(_undecodable(e))
+                continue
+            if not text.strip():
+                out.append(None)  # keeps the line numbers; skipped without a word, as the JSON reader does
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                out.append(_RowProblem("bad_json", f"not a JSON object ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(row, dict):
+                out.append(_RowProblem("bad_json", f"not a JSON object (a {type(row).__name__})"))
+                continue
+            columns.update(dict.fromkeys(row))
+            out.append(row)
+    out.column_names = list(columns)
+    return out
+
+
 def resolve_column(name: str | list[str] | None, columns: list[str], *, where: str, field: str) -> str | None:
     """The first of ``name`` (one name or a list of candidates) that exists in ``columns``."""
     if name is None or not columns:
@@ -115,6 +154,8 @@ def parse_rows(
     labelled = tags_column is not None and tags_column in columns
     out = []
     for i, row in _rows_by_number(rows):
+        if row is None:  # a blank line of a file read line by line
+            continue
         try:
             if isinstance(row, _RowProblem):
                 raise row
@@ -142,8 +183,13 @@ def _example(i: int, row: dict, tokens_column: str, tags_column: str | None, int
             raise _RowProblem("tag_count_mismatch", f"{len(words)} tokens but {len(tags)} tags "
                                                     f"(columns {tokens_column!r}/{tags_column!r})")
     intent = None
-    if intent_column is not None and row.get(intent_column) is not None:
-        intent = str(row[intent_column])
+    if intent_column is not None and intent_column in row:
+        intent = row[intent_column]
+        if intent is None and labelled:
+            raise _RowProblem("missing_field", f"no {intent_column!r} value")
+        if intent is not None and not isinstance(intent, str):
+            raise _RowProblem("bad_field", f"column {intent_column!r} must be a string, got "
+                                           f"{type(intent).__name__} {intent!r}")
     return SlotExample(i, words, tags, intent)
 
 
@@ -334,12 +380,19 @@ class SlotFillingDataModule(L.LightningDataModule):
         if key not in self._examples:
             hp = self.hparams
             if source is not None:
-                rows = load_split(None, split, data_dir=source)
                 where = f"{source}"
             else:
-                rows = load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
                 local = hp.data_dir or (hp.dataset if hp.dataset and Path(hp.dataset).exists() else None)
                 where = split_where(local, hp.dataset, split)  # names the file when local
+            try:
+                rows = load_split(None, split, data_dir=source) if source is not None else \
+                    load_split(hp.dataset, split, config_name=hp.config_name, data_dir=hp.data_dir)
+            except DataError:
+                if not where.endswith(".jsonl") or not Path(where).is_file():
+                    raise
+                # The JSON reader gives up on the whole file for one bad line (mixed types, broken JSON, bytes
+                # that are not UTF-8): read it line by line, so each bad row is named and skipped.
+                rows = jsonl_rows(where)
             self._file[key] = where
             skips = self.skips.setdefault(key, SkipCounter(where))
             self._examples[key] = parse_rows(rows, where=where, tokens_column=hp.tokens_column,

@@ -91,6 +91,10 @@ CODE_CKPT = {"code.ckpt": lambda: _torch_bytes({"state_dict": {}, "x": _Payload(
 TEXT_CKPT = {"notes.ckpt": b"hello, this is not a checkpoint\n"}
 TRUNCATED = {"truncated.ckpt": lambda slot_run: slot_run["ckpt"].read_bytes()[:3000]}
 LATIN1_TXT = {"latin1.txt": b"fly to boston\nfly to caf\xe9 denver\n"}
+# One file with every kind of bad row: wrong types, bytes that are not UTF-8, broken JSON, a null intent.
+MIXED_JSONL = {"mixed.jsonl": _jsonl([GOOD, {"tokens": 5, "tags": ["O"], "intent": "atis_flight"}]) + LATIN1_ROW
+               + _jsonl([{"tokens": ["to", "boston"], "tags": [1, 2], "intent": "atis_flight"}]) + b"{broken\n"
+               + _jsonl([{**GOOD, "intent": 7}, {**GOOD, "intent": None}, GOOD])}
 LATIN1_JSONL = {"latin1.jsonl": _jsonl([GOOD, GOOD], b'{"tokens": ["caf\xe9"]}\n')}
 # The training data with one Latin-1 line appended to train.jsonl (line 97, after 96 sentences).
 LATIN1_TRAIN = {f"data/{s}.jsonl": _slot_split(s, LATIN1_ROW if s == "train" else b"")
@@ -224,6 +228,15 @@ ROWS = [
         "{tmp}/no_tags.jsonl: skipped line 3: no 'tags' value"),
     Row("test-latin1-row", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/latin1.jsonl"],
         LATIN1_JSONL, 0, "{tmp}/latin1.jsonl: skipped line 3: not UTF-8 text (byte 0xe9)"),
+    Row("test-mixed-bad-rows-types", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/mixed.jsonl"],
+        MIXED_JSONL, 0, "{tmp}/mixed.jsonl: skipped line 4: column 'tags' must hold strings, got int 1"),
+    Row("test-mixed-bad-rows-json", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/mixed.jsonl"],
+        MIXED_JSONL, 0, "{tmp}/mixed.jsonl: skipped line 5: not a JSON object (Expecting property name enclosed in "
+                        "double quotes at column 2)"),
+    Row("test-mixed-bad-rows-utf8", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/mixed.jsonl"],
+        MIXED_JSONL, 0, "{tmp}/mixed.jsonl: skipped line 3: not UTF-8 text (byte 0xe9)"),
+    Row("test-mixed-bad-rows-intent", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/mixed.jsonl"],
+        MIXED_JSONL, 0, "{tmp}/mixed.jsonl: skipped line 7: no 'intent' value"),
     Row("test-latin1-row-strict", ["test", "--ckpt", "{ckpt}", "--data.init_args.test_file={tmp}/latin1.jsonl",
                                    "--data.init_args.strict=true"], LATIN1_JSONL, 2,
         "error: {tmp}/latin1.jsonl line 3: not UTF-8 text (byte 0xe9)"),
