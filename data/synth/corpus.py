@@ -478,10 +478,11 @@ def load_corpus(root: str | Path, splits: Sequence[str] = SPLITS):
     return datasets.DatasetDict(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m data.synth``: builds a corpus (default: the cached default one) or, with ``--say``, one file."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m data.synth") -> int:
+    """``rnnlab synth`` (``python -m data.synth``): builds a corpus (default: the cached default one) or, with
+    ``--say``, one file."""
     p = argparse.ArgumentParser(
-        prog="python -m data.synth",
+        prog=prog,
         description="The embedded default speech corpus: text generation and eSpeak NG synthesis.",
     )
     p.add_argument(

@@ -52,6 +52,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "CTC model as waveform -> log-probs: TorchScript + ONNX (--formats, --opset)"),
     Command("average", "pipelines.commands.average:main", TOOLS, "CKPT... --out F.ckpt",
             "mean weights of checkpoints of one model (see --run.average_best)"),
+    Command("synth", "pipelines.commands.synth:main", TOOLS, "[--say TEXT --voice V --out F.wav]",
+            "the embedded eSpeak NG corpus, or one sentence spoken to a file"),
     Command("build-lm", "pipelines.commands.build_lm:main", TOOLS, "TEXT|JSONL... --out LM",
             "word n-gram LM (ARPA) for beam search"),
     Command("serve", "pipelines.commands.serve:main", TOOLS, "[--asr M] [--stream M] [--keywords M] [--port N]",

@@ -31,6 +31,13 @@ COMMANDS = {
     # Set up
     "make train-ctc": PARSE,
     "make test": PARSE,
+    # Use it without training (the shipped models)
+    "make serve": PARSE,
+    "rnnlab models": RUN,
+    "rnnlab transcribe --ckpt english my.wav": RUN,
+    "rnnlab transcribe --ckpt english-stream my.wav --stream": RUN,
+    "rnnlab predict --ckpt keywords my.wav": RUN,
+    'echo "play some jazz by miles davis" | rnnlab predict --ckpt snips': RUN,
     # Pipelines table
     "make train-ctc DATA=english": PARSE,
     "make train-ctc DATA=arctic": PARSE,
@@ -70,8 +77,6 @@ COMMANDS = {
     "rnnlab predict --ckpt runs/slots-.../checkpoints/best.ckpt --asr runs/ctc-.../checkpoints/best.ckpt audio.wav "
     "[--json]": RUN,
     "rnnlab evaluate-spoken-slots --ckpt SLOTS.ckpt --asr SPEECH.ckpt --data ../shared/data/atis/validation.jsonl":
-        PARSE,
-    "rnnlab predict --ckpt SLOTS.ckpt --asr CTC.ckpt taipei.wav --beam 8 --lm atis-synth-3gram.arpa --word-bonus 1":
         PARSE,
     'printf "rnnlab\\nlightning\\n" | rnnlab predict --ckpt runs/g2p-.../checkpoints/best.ckpt [--beam 8 --json]':
         PARSE,
@@ -117,6 +122,7 @@ PATHS = {
     "taipei.wav": "{wav}",
     "init_from=...": "init_from={ctc}",
     "audio.wav": "{wav}",
+    "my.wav": "{wav}",
     "a.wav": "{wav}",
     "recordings/": "{tmp}/recordings",
     "dir/": "{tmp}/recordings",
