@@ -30,14 +30,11 @@ NONLINEARITY_CHOICES: tuple[str, ...] = ("tanh", "relu")
 State = tuple[Tensor, ...]
 
 
-from modules.sequence import (  # noqa: E402 - shared helpers, re-exported for existing imports
-    check_choice,
-    check_dropout,
-    check_padded_input,
-    check_positive_int,
-    lengths_to_mask,
-    reverse_padded,
-)
+from modules import sequence as _sequence  # noqa: E402 - shared padded-batch helpers, re-exported below
+
+check_choice, check_dropout = _sequence.check_choice, _sequence.check_dropout
+check_padded_input, check_positive_int = _sequence.check_padded_input, _sequence.check_positive_int
+lengths_to_mask, reverse_padded = _sequence.lengths_to_mask, _sequence.reverse_padded
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:

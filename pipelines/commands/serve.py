@@ -16,18 +16,11 @@ import socket
 import sys
 
 from pipelines.commands._common import ArgumentParser, at_least, fail, warn
+from pipelines.serve.app import DEFAULT_MODELS
 
 COMMAND = "serve"
 
 # role -> (default shipped model, kind for load_model, what the page loses without it)
-ROLES = {
-    "asr": ("english", "speech", "file transcription"),
-    "stream": ("english-stream", "speech", "live transcription"),
-    "keywords": ("keywords", "classifier", "keyword spotting"),
-    "digits": ("digits", None, "spoken digits"),
-    "slots": ("snips", "slots", "slot filling"),
-    "g2p": ("g2p", "g2p", "pronunciations"),
-}
 NONE = "none"
 
 
@@ -44,7 +37,7 @@ def is_loopback(host: str) -> bool:
 def parser() -> ArgumentParser:
     ap = ArgumentParser(prog=f"rnnlab {COMMAND}", description="Serve models on a local web page and a JSON/WebSocket "
                         "API. Each model option takes a checkpoint, a shipped model's name, hf://... or 'none'.")
-    for role, (default, _, purpose) in ROLES.items():
+    for role, (default, _, purpose) in DEFAULT_MODELS.items():
         ap.add_argument(f"--{role}", default=None, metavar="MODEL",
                         help=f"model for {purpose} (default: shipped {default!r} if installed)")
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -70,7 +63,7 @@ def load_models(args) -> dict:
     from pipelines.serve.streams import can_stream
 
     models = {}
-    for role, (default, kind, purpose) in ROLES.items():
+    for role, (default, kind, purpose) in DEFAULT_MODELS.items():
         spec = getattr(args, role)
         if spec is not None and spec.lower() == NONE:
             continue
@@ -88,7 +81,7 @@ def load_models(args) -> dict:
             fail(COMMAND, f"--stream: {name} cannot stream (it must be a unidirectional CTC model); give it as --asr")
         models[role] = model
     if not models:
-        fail(COMMAND, "no model to serve: give at least one of " + ", ".join(f"--{r}" for r in ROLES)
+        fail(COMMAND, "no model to serve: give at least one of " + ", ".join(f"--{r}" for r in DEFAULT_MODELS)
              + " (or install the shipped models)")
     return models
 

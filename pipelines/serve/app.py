@@ -39,6 +39,16 @@ from pipelines.inference.inspect import inspect_ctc
 from pipelines.inference.keywords import classify_scores, model_sample_rate
 from pipelines.serve.streams import StreamResampler, can_stream, is_classifier, make_session, session_kind
 
+# The page's roles: role -> (shipped model loaded by default, kind it must be, what the page uses it for).
+DEFAULT_MODELS = {
+    "asr": ("english", "speech", "file transcription"),
+    "stream": ("english-stream", "speech", "live transcription"),
+    "keywords": ("keywords", "classifier", "keyword spotting"),
+    "digits": ("digits", None, "spoken digits"),
+    "slots": ("snips", "slots", "slot filling"),
+    "g2p": ("g2p", "g2p", "pronunciations"),
+}
+
 STATIC = Path(__file__).resolve().parent / "static"
 ROLES = ("asr", "stream", "keywords", "digits", "slots", "g2p")
 MAX_BEAM = 32

@@ -81,7 +81,7 @@ def _export_rtf(ctx, model, utts) -> dict:
     ckpt = ctx.args.ckpt
     if not ckpt:
         ckpt = str(ctx.tmp / "random-ctc.ckpt")
-        _save_checkpoint(model, ckpt)
+        save_checkpoint(model, ckpt)
     kw = {"repeats": ctx.args.repeats} if "repeats" in inspect.signature(fn).parameters else {}
     try:
         with quiet():
@@ -93,7 +93,7 @@ def _export_rtf(ctx, model, utts) -> dict:
     return res
 
 
-def _save_checkpoint(model, path: str) -> None:
+def save_checkpoint(model, path: str) -> None:
     import lightning as L
 
     with quiet():

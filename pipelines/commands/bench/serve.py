@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import math
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -63,12 +60,12 @@ print(json.dumps({"import_s": t1 - t0, "load_s": load, "total_s": total, "rss_mb
 
 def _specs(ctx) -> tuple[dict, str]:
     """``({role: (model spec, load kind)}, weights)``: the shipped models installed (stream: random if absent)."""
-    from pipelines.commands.bench.rtf import _save_checkpoint
-    from pipelines.commands.serve import ROLES
+    from pipelines.commands.bench.rtf import save_checkpoint
     from pipelines.inference import shipped
+    from pipelines.serve.app import DEFAULT_MODELS
 
     installed = {} if ctx.args.quick else shipped.available()
-    specs = {role: (name, kind) for role, (name, kind, _) in ROLES.items() if name in installed}
+    specs = {role: (name, kind) for role, (name, kind, _) in DEFAULT_MODELS.items() if name in installed}
     if "stream" in specs:
         return specs, f"shipped {specs['stream'][0]}"
     from data.text import CharTokenizer
@@ -79,7 +76,7 @@ def _specs(ctx) -> tuple[dict, str]:
     model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), stack_frames=3, bidirectional=False,
                                 normalize="global", dropout=0.0, **size)
     path = ctx.tmp / "serve-stream.ckpt"
-    _save_checkpoint(model, str(path))
+    save_checkpoint(model, str(path))
     specs["stream"] = (str(path), "speech")
     return specs, (f"random weights, {size['num_layers']}x LSTM-{size['hidden_size']} unidirectional, "
                    f"{size['n_mels']} mels, stack 3 (shipped english-stream not installed)")
@@ -230,29 +227,11 @@ def _round(app, port: int, timings: list, pcm: bytes, n: int) -> dict:
     return out
 
 
-@contextlib.contextmanager
 def _server(app):
     """``app`` on uvicorn (``rnnlab serve``'s settings) on a free loopback port, in a thread; yields the port."""
-    import uvicorn
+    from pipelines.serve.threaded import serve_in_thread
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws_max_size=1 << 20,
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return serve_in_thread(app, ws_max_size=1 << 20, timeout_graceful_shutdown=2)
 
 
 def _cold_start(specs: dict) -> dict:

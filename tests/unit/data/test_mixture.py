@@ -135,7 +135,7 @@ def test_only_texts_keeps_the_chosen_words_silently(tmp_path, caplog):
     split = tmp_path / "train"
     split.mkdir()
     rows = [("zero", 0.5), ("yes", 0.5), ("", 0.5), ("Nine", 0.6), ("bed", 0.4)]
-    for i, (text, dur) in enumerate(rows):
+    for i, (_text, dur) in enumerate(rows):
         sf.write(split / f"c{i}.wav", np.zeros(int(16000 * dur), dtype="float32") + 0.01, 16000)
     (split / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"c{i}.wav", "text": t, "duration": d})
                                                   + "\n" for i, (t, d) in enumerate(rows)))

@@ -1,6 +1,5 @@
 """Streaming greedy CTC transcription: chunk by chunk equals offline (batch of one), log-probs and text."""
 
-import math
 
 import lightning as L
 import pytest
@@ -11,18 +10,10 @@ from data.text import CharTokenizer
 from modules.streaming import StreamingTranscriber, stream_file_chunks
 from pipelines.commands.transcribe import main as transcribe_main
 from pipelines.ctc import CTCSpeechRecognizer
+from tests.unit.pipelines.serve.helpers import speechlike
 
 RATE = 16000
 TOL = 1e-4
-
-
-def speechlike(seconds: float, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    n = int(round(seconds * RATE))
-    t = torch.arange(n) / RATE
-    voiced = sum(torch.sin(2 * math.pi * f * t + seed) / (i + 1) for i, f in enumerate((140.0, 800.0, 2400.0)))
-    envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 2.3 * t + seed)
-    return 0.2 * voiced * envelope + 0.02 * torch.randn(n, generator=gen)
 
 
 def tiny_model(*, normalize: str = "utterance", bidirectional: bool = False, stack_frames: int = 3, cell="lstm"):

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import random
-import socket
-import threading
-import time
 
 import numpy as np
 import soundfile as sf
@@ -210,25 +206,8 @@ def from_pcm16(data: bytes) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0)
 
 
-@contextlib.contextmanager
 def live_server(app):
     """Serves ``app`` with uvicorn on a free loopback port in a thread; yields the port."""
-    import uvicorn
+    from pipelines.serve.threaded import serve_in_thread
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="wsproto"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    return serve_in_thread(app, backlog=16, start_timeout=20, ws="wsproto")

@@ -37,9 +37,10 @@ def ckpts(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def no_shipped(tmp_path, monkeypatch):
-    """A model folder with an empty manifest searched first (the package's own ships none either)."""
+    """No shipped model anywhere: an empty model folder is the only one searched (not the package's own)."""
     (tmp_path / "manifest.json").write_text('{"models": {}}')
     monkeypatch.setenv("RNNLAB_MODELS", str(tmp_path))
+    monkeypatch.setattr("pipelines.inference.shipped.roots", lambda: [tmp_path])
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_without_any_model_it_warns_per_role_then_fails(no_shipped, served, caps
     code, out, err = run([], capsys)
     assert code == 2 and not served and out == ""
     assert err[:6] == [f"rnnlab serve: warning: shipped model {default!r} not installed: the page works without "
-                       f"{role} ({purpose})" for role, (default, _, purpose) in serve.ROLES.items()]
+                       f"{role} ({purpose})" for role, (default, _, purpose) in serve.DEFAULT_MODELS.items()]
     assert err[6].startswith("rnnlab serve: error: no model to serve: give at least one of --asr") and len(err) == 7
 
 
@@ -86,6 +87,7 @@ def test_a_shipped_default_is_found_by_name(tmp_path, monkeypatch, served, ckpts
     entry = {"task": "keywords", "sha256": sha256_of(folder / "model.ckpt")}
     (tmp_path / "manifest.json").write_text(json.dumps({"models": {"keywords": entry}}))
     monkeypatch.setenv("RNNLAB_MODELS", str(tmp_path))
+    monkeypatch.setattr("pipelines.inference.shipped.roots", lambda: [tmp_path])
     code, out, err = run(["--port", "0", "--max-streams", "3", "--max-upload-mb", "2"], capsys)
     assert code == 0 and "(models: keywords=keywords)" in out
     assert len([line for line in err if "warning: shipped model" in line]) == 5
