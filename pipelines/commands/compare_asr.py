@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--word-bonus", type=float, default=0.0, help="score added per word (with --lm)")
     ap.add_argument("--batch-size", type=at_least(1), default=8, help="rnnlab decoding batch size")
     ap.add_argument("--device", default="cpu", help="device for the rnnlab model (pocketsphinx runs on the CPU)")
-    ap.add_argument("--peer", choices=sorted(PEERS), default="pocketsphinx")
+    ap.add_argument("--peer", choices=[*sorted(PEERS), "none"], default="pocketsphinx",
+                    help="the peer beside the checkpoint (none: the checkpoint alone)")
     ap.add_argument("--conditions", default="clean", help="comma-separated: clean, noise:DB, codec, reverb:RT60")
     ap.add_argument("--noise-dir", default="../shared/data/speech_commands",
                     help="corpus whose validation 'silence' clips are the noise of noise:DB")
@@ -266,7 +267,9 @@ def run(args: argparse.Namespace) -> int:
     systems = ([RnnlabRecogniser(args.ckpt, beam=args.beam, lm=args.lm, lm_weight=args.lm_weight,
                                  word_bonus=args.word_bonus, batch_size=args.batch_size,
                                  device=args.device)]
-               if args.ckpt else []) + [PEERS[args.peer]()]
+               if args.ckpt else []) + ([PEERS[args.peer]()] if args.peer != "none" else [])
+    if not systems:
+        fail(COMMAND, "nothing to compare: give --ckpt, a --peer, or both")
     results, skipped = [], 0
     for name, root in data:
         corpus, warnings = load_corpus(name, root, args.split, args.limit)

@@ -154,6 +154,7 @@ def test_unreadable_audio_is_skipped_and_named(corpus, fake_peer, capsys):
     (["--data", "CORPUS", "--ckpt", "/no/such.ckpt"], "checkpoint not found: /no/such.ckpt"),
     (["--data", "CORPUS", "--ckpt", "CORPUS/validation/metadata.jsonl"], "not a readable checkpoint"),
     (["--data", "CORPUS", "--ckpt", "CKPT", "--lm", "/no/lm.arpa"], "language model not found"),
+    (["--data", "CORPUS", "--peer", "none"], "nothing to compare: give --ckpt, a --peer, or both"),
     (["--data", "CORPUS", "--conditions", "clean,noisy"], "'noisy' is not one of clean, noise:DB, codec"),
     (["--data", "CORPUS", "--conditions", "noise:loud"], "'noise:loud': 'loud' is not a number"),
     (["--data", "CORPUS", "--conditions", "reverb:0"], "RT60 must be positive"),
