@@ -19,6 +19,7 @@ COMBOS = [
     ["ctc"],
     ["ctc", "speech-arctic", "ctc-arctic"],
     ["ctc", "speech-english", "ctc-english"],
+    ["ctc", "speech-english", "ctc-english", "ctc-english-stream"],
     ["ctc", "speech-digits-voices", "ctc-digits-voices"],
     ["ctc", "speech-arctic", "ctc-arctic", "ctc-english", "ctc-finetune"],
     ["ctc", "speech-librispeech-100", "ctc-librispeech-100"],
@@ -37,6 +38,8 @@ COMBOS = [
     ["autoencoder", "autoencoder-denoising"],
     ["tiny/autoencoder.yaml"],
     ["digits"],
+    ["digits", "keywords"],
+    ["digits", "keywords", "keywords-english"],
     ["tiny/digits.yaml"],
 ]
 

@@ -48,7 +48,7 @@ def test_init_from_setup_only_for_fit_and_clear_errors(tmp_path):
     m.setup("fit")
     assert all(torch.equal(src.state_dict()[k], v) for k, v in m.state_dict().items())
 
-    with pytest.raises(FileNotFoundError, match="init_from"):
+    with pytest.raises(ValueError, match="init_from: checkpoint not found"):  # one line, fit exits 2
         load_matching_weights(m, tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.ckpt"):
