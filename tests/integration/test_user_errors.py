@@ -203,10 +203,6 @@ ROWS = [
     Row("fit-init-from-missing", [*TINY_CTC, "--data.init_args.data_dir={tmp}",
                                   "--model.init_args.init_from={tmp}/none.ckpt"], {}, 2,
         "rnnlab fit: error: --model.init_args.init_from: checkpoint not found: {tmp}/none.ckpt"),
-    Row("fit-init-from-other-pipeline", [*TINY_CTC, "--data.init_args.data_dir={tmp}",
-                                         "--model.init_args.init_from={ckpt}"], {}, 2,
-        "rnnlab fit: error: --model.init_args.init_from: {ckpt} is a SlotFillingModule checkpoint; this run "
-        "builds a CTCSpeechRecognizer"),
     Row("test-other-pipeline", ["test", "-c", "{run}/config.yaml", "--ckpt_path", "{tmp}/ctc.ckpt"],
         {"ctc.ckpt": _ctc_class}, 2,
         "rnnlab test: error: {tmp}/ctc.ckpt: a CTCSpeechRecognizer checkpoint, but the config builds a "
