@@ -132,7 +132,8 @@ def test_a_busy_port_and_a_public_host(no_shipped, served, ckpts, capsys):
 def test_rnnlab_serve_answers_over_http_until_interrupted(no_shipped, ckpts):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "--slots", ckpts["slots"],
-                             "--keywords", ckpts["keywords"], "--port", "0"], cwd=REPO, env=env,
+                             "--keywords", ckpts["keywords"], "--asr", "none", "--stream", "none", "--digits",
+                             "none", "--g2p", "none", "--port", "0"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
