@@ -71,7 +71,7 @@ def test_no_encoded_audio_is_held_per_utterance(snapshot):
 
 
 def test_durations_read_once_then_cached_beside_the_dataset(snapshot, monkeypatch):
-    import data.speech as speech
+    import data.row_index as speech  # where rows are indexed (their audio headers read)
 
     calls = []
     real = speech.audio_duration
