@@ -5,6 +5,8 @@
   checksum) and returns the pipeline in eval mode, or raises :class:`InferenceError` with one line.
 - :func:`read_audio` / :func:`read_audio_bytes`: the one audio reader (WAV/FLAC/OGG and more, any rate).
 - :func:`make_decoder` / :func:`make_streamer`: beam search with an optional LM; chunked streaming.
+- :mod:`~pipelines.inference.keywords` (a sliding-window keyword spotter), :mod:`~pipelines.inference.inspect`
+  (CTC posteriors and LSTM gates over time), :mod:`~pipelines.inference.slots` (tagging transcripts).
 """
 
 from pipelines.inference.audio import audio_files, find_audio, read_audio, read_audio_bytes
