@@ -70,6 +70,7 @@ def test_sigterm_during_validation_then_the_printed_command_resumes_the_same_run
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
+@pytest.mark.slow  # about a minute: three runs; make test-all runs it
 def test_resuming_a_finished_run_changes_nothing_and_extending_it_keeps_its_records(slot_data_dir, tmp_path):
     root = tmp_path / "runs"
     args = _make_args(slot_data_dir, root) + ["--trainer.max_epochs=1", "--run.average_best=2"]
