@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
+from data.errors import DataError
 from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint
 
 
@@ -168,6 +169,10 @@ def batched_by_length(fn, waveforms: list[torch.Tensor], batch_size: int, device
     return torch.stack([rows[i] for i in range(len(waveforms))])
 
 
+class InitFromError(DataError):
+    """``init_from`` names no usable checkpoint (``rnnlab fit`` prints it as one line and exits 2)."""
+
+
 def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tuple[int, list[str]]:
     """Copies every tensor of ``ckpt_path``'s state dict whose name and shape match ``module``'s.
 
@@ -177,11 +182,7 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     Raises:
         InitFromError: a missing, damaged or unrelated checkpoint (one line; ``rnnlab fit`` exits 2).
     """
-    from data.errors import DataError
     from pipelines.inference import InferenceError, resolve_checkpoint
-
-    class InitFromError(DataError):
-        """``init_from`` names no usable checkpoint."""
 
     try:
         path = resolve_checkpoint(ckpt_path)
