@@ -12,7 +12,7 @@ ARGS ?=
 RUN_DIR ?= runs
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint train-slots slots-table compare-rnns compare-slots analyze train-ctc train-seq2seq train-g2p \
+.PHONY: help install test test-all lint train-slots slots-table compare-rnns compare-slots analyze train-ctc train-rnnt train-seq2seq train-g2p \
 	transcribe bench train-autoencoder train-digits train-keywords retrieval-table install-peers compare-asr serve clean
 
 RNNLAB := $(BIN)/rnnlab
@@ -116,9 +116,14 @@ SPEECH_DATA = $(if $(DATA),-c speech-$(DATA) $(if $(wildcard $(CONFIGS)/$(1)-$(D
 	$(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
 CTC_CFG := -c defaults -c ctc $(call SPEECH_DATA,ctc)
 SEQ2SEQ_CFG := -c defaults -c seq2seq $(call SPEECH_DATA,seq2seq)
+# The transducer takes the CTC recipe (ctc.yaml, ctc-DATA.yaml) and adds its own (rnnt.yaml, rnnt-DATA.yaml).
+RNNT_CFG := -c defaults -c ctc -c rnnt $(call SPEECH_DATA,ctc) $(if $(wildcard $(CONFIGS)/rnnt-$(DATA).yaml),-c rnnt-$(DATA))
 
 train-ctc: $(STAMP) ## CTC speech recognition (embedded corpus; DATA=english|arctic|fsdd-digits|atis-synth|librispeech-100, ARGS=...)
 	$(RNNLAB) fit $(CTC_CFG) $(TRAINER) $(ARGS)
+
+train-rnnt: $(STAMP) ## RNN transducer on the CTC encoder (embedded corpus; DATA=english|arctic|..., ARGS=...)
+	$(RNNLAB) fit $(RNNT_CFG) $(TRAINER) $(ARGS)
 
 train-seq2seq: $(STAMP) ## Listen-Attend-Spell + joint CTC (embedded corpus; DATA=arctic|fsdd-digits|..., ARGS=...)
 	$(RNNLAB) fit $(SEQ2SEQ_CFG) $(TRAINER) $(ARGS)

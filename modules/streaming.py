@@ -31,6 +31,7 @@ from torch import Tensor
 
 from modules.ctc_decoding import greedy_decode
 from modules.frontend import normalize_utterances
+from modules.transducer import greedy_search
 
 
 class StreamingTranscriber:
@@ -219,7 +220,11 @@ class StreamingTranscriber:
                 h = self.encoder.dropout(h) if i < self.encoder.num_layers - 1 else h
         if self.encoder.projection is not None:
             h = self.encoder.projection(h)
-        lp = self.head(h)[0]  # (n, V)
+        return self._emit(h)
+
+    def _emit(self, enc: Tensor) -> str:
+        """Decodes new encoder frames ``(1, n, D)``; returns the text they appended."""
+        lp = self.head(enc)[0]  # (n, V)
         self._log_probs.append(lp)
         return self._extend(lp)
 
@@ -230,10 +235,22 @@ class StreamingTranscriber:
             if token != self._prev and token != blank:
                 self._ids.append(token)
             self._prev = token
+        return self._set_text()
+
+    def _set_text(self) -> str:
+        """Updates :attr:`text` from the token ids; returns what it appended (all of it if it changed earlier)."""
         text = self.tokenizer.decode(self._ids)
         new = text[len(self._text):] if text.startswith(self._text) else text
         self._text = text
         return new
+
+    def decode_final(self, decoder=None) -> str:
+        """The final text after :meth:`finish`: greedy, or ``decoder`` (the model's ``make_decoder``) over the
+        utterance's log-probabilities."""
+        if decoder is None:
+            return self._text
+        lp = self.log_probs
+        return self.tokenizer.decode(decoder.decode(lp[None].float().cpu(), torch.tensor([lp.size(0)]))[0])
 
     def _final_pass(self, logmel: Tensor) -> None:
         """Offline normalisation with the utterance statistics, then the whole stack once (exact final result)."""
@@ -245,11 +262,47 @@ class StreamingTranscriber:
             feats = torch.nn.functional.pad(feats, (0, 0, 0, k - feats.size(1) % k))
         feats = feats.reshape(1, -1, k * feats.size(2))
         enc, lengths = self.encoder(feats, torch.tensor([feats.size(1)], device=self.device))
+        self._emit_final(enc, lengths)
+
+    def _emit_final(self, enc: Tensor, lengths: Tensor) -> None:
+        """Decodes the whole utterance's encoder frames ``(1, T, D)`` again (the exact final pass)."""
         lp = self.head(enc)[0]
         self._log_probs = [lp]
         ids = greedy_decode(lp[None], lengths, blank=self.tokenizer.blank)[0]
         self._ids, self._prev = ids, int(lp[-1].argmax()) if lp.size(0) else -1
         self._text = self.tokenizer.decode(ids)
+
+
+class StreamingTransducer(StreamingTranscriber):
+    """Incremental greedy decoding of one utterance with a unidirectional RNN transducer
+    (:class:`pipelines.transducer.TransducerSpeechRecognizer`): the prediction network's state and the tokens
+    emitted so far carry across chunks, so with ``normalize`` ``global`` or ``none`` the text produced chunk by
+    chunk equals the offline greedy transcript."""
+
+    def reset(self) -> None:
+        super().reset()
+        self._enc: list[Tensor] = []
+        self._search: dict = {}
+
+    @property
+    def log_probs(self) -> Tensor:  # the transducer has no per-frame distribution of its own
+        raise AttributeError("a transducer has no per-frame log-probabilities; decode_final() rescores its frames")
+
+    def _emit(self, enc: Tensor) -> str:
+        self._enc.append(enc[0])
+        self._ids = greedy_search(self.model.model, enc, torch.tensor([enc.size(1)]),
+                                  max_symbols=self.model.hparams.max_symbols, state=self._search)[0]
+        return self._set_text()
+
+    def _emit_final(self, enc: Tensor, lengths: Tensor) -> None:
+        self._enc, self._search, self._text = [], {}, ""
+        self._emit(enc[:, : int(lengths[0])])
+
+    def decode_final(self, decoder=None) -> str:
+        if decoder is None or not self._enc:
+            return self._text
+        enc = torch.cat(self._enc)[None]
+        return self.tokenizer.decode(decoder.decode(self.model.model, enc, torch.tensor([enc.size(1)]))[0])
 
 
 # Below this many steps ATen's own LSTM/GRU kernel is faster on CPU than oneDNN's, whose every call costs

@@ -122,24 +122,9 @@ class CTCSpeechRecognizer(RnnlabModule):
             return sum(p.sum() for p in self.parameters()) * 0.0 if stage == "train" else None
         if stage == "train":
             batch = self.augment_batch(batch)
-        log_probs, out_lengths = self(batch["waveforms"], batch["lengths"])
-        need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
-        loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
-                                           blank=self.tokenizer.blank, min_frames=need)
-        n_bad = int((~alignable).sum())
-        self.count_unalignable(stage, n_bad)
-        if n_bad and stage == "train":
-            bad = [i for i, ok in zip(batch["ids"], alignable.tolist(), strict=True) if not ok]
-            self.print(f"[rnnlab] excluded {n_bad} utterance(s) too long for their audio after subsampling: "
-                       f"{', '.join(bad[:5])}")
-        if alignable.any():
-            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=int(alignable.sum()), sync_dist=stage != "train")
+        loss, outputs = self.compute_loss(batch, stage)
         if stage in ("val", "test"):
-            if self.eval_decoder is not None and not self.trainer.training:
-                ids = self.eval_decoder.decode(log_probs.float().cpu(), out_lengths.cpu())
-                hyps = [self.tokenizer.decode(x) for x in ids]
-            else:
-                hyps = self.decode_greedy(log_probs, out_lengths)
+            hyps = self.batch_hypotheses(outputs)
             refs = batch["texts"]
             self.metrics[stage]["wer"].update(hyps, refs)
             self.metrics[stage]["cer"].update(hyps, refs)
@@ -151,6 +136,36 @@ class CTCSpeechRecognizer(RnnlabModule):
                     self._examples.append((i, r, h))
                     self._example_audio.append(batch["waveforms"][b, : int(batch["lengths"][b])].detach().cpu())
         return loss
+
+    def compute_loss(self, batch: dict, stage: str) -> tuple[torch.Tensor, tuple]:
+        """The batch's loss (logged as ``{stage}/loss``) and what :meth:`batch_hypotheses` decodes."""
+        log_probs, out_lengths = self(batch["waveforms"], batch["lengths"])
+        loss, n_ok = self.checked_ctc_loss(log_probs, out_lengths, batch, stage)
+        if n_ok:
+            self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n_ok, sync_dist=stage != "train")
+        return loss, (log_probs, out_lengths)
+
+    def checked_ctc_loss(self, log_probs: torch.Tensor, out_lengths: torch.Tensor, batch: dict,
+                         stage: str) -> tuple[torch.Tensor, int]:
+        """CTC loss over the rows whose audio is long enough for their text (the rest counted and named)."""
+        need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
+        loss, alignable = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
+                                           blank=self.tokenizer.blank, min_frames=need)
+        n_bad = int((~alignable).sum())
+        self.count_unalignable(stage, n_bad)
+        if n_bad and stage == "train":
+            bad = [i for i, ok in zip(batch["ids"], alignable.tolist(), strict=True) if not ok]
+            self.print(f"[rnnlab] excluded {n_bad} utterance(s) too long for their audio after subsampling: "
+                       f"{', '.join(bad[:5])}")
+        return loss, int(alignable.sum())
+
+    def batch_hypotheses(self, outputs: tuple) -> list[str]:
+        """Texts of a validation/test batch: greedy, or ``eval_decoder`` when ``rnnlab validate/test`` set one."""
+        log_probs, out_lengths = outputs
+        if self.eval_decoder is not None and not self.trainer.training:
+            ids = self.eval_decoder.decode(log_probs.float().cpu(), out_lengths.cpu())
+            return [self.tokenizer.decode(x) for x in ids]
+        return self.decode_greedy(log_probs, out_lengths)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)  # init_from weights
@@ -238,13 +253,15 @@ class CTCSpeechRecognizer(RnnlabModule):
         self.eval()
         results: dict[int, str] = {}
         for idx, batch, lengths in batched_waveforms(waveforms, batch_size, self.device):
-            log_probs, out_lengths = self(batch, lengths)
-            if decoder is None:
-                texts = self.decode_greedy(log_probs, out_lengths)
-            else:
-                texts = [self.tokenizer.decode(ids) for ids in decoder.decode(log_probs.cpu(), out_lengths.cpu())]
-            results.update(zip(idx, texts, strict=True))
+            results.update(zip(idx, self.decode_waveforms(batch, lengths, decoder), strict=True))
         return [results[i] for i in range(len(waveforms))]
+
+    def decode_waveforms(self, waveforms: torch.Tensor, lengths: torch.Tensor, decoder=None) -> list[str]:
+        """Texts of a padded batch ``(B, S)``: greedy, or with ``decoder`` (from :meth:`make_decoder`)."""
+        log_probs, out_lengths = self(waveforms, lengths)
+        if decoder is None:
+            return self.decode_greedy(log_probs, out_lengths)
+        return [self.tokenizer.decode(ids) for ids in decoder.decode(log_probs.cpu(), out_lengths.cpu())]
 
     def transcribe_files(self, paths: list[str], **kw) -> list[str]:
         from data.audio import AudioRef

@@ -150,7 +150,6 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
     otherwise); stdout gets the same final line per file as offline transcription. With a beam ``decoder`` the
     final line is the beam search over the final log-probabilities.
     """
-    import torch
 
     from data.audio import AudioError, AudioRef, load_audio
     from modules.streaming import stream_file_chunks
@@ -184,9 +183,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
             _skip(command, f, ValueError(f"{f}: {e}"), as_json=as_json)
             continue
         if decoder is not None:
-            lp = streamer.log_probs
-            ids = decoder.decode(lp[None].float().cpu(), torch.tensor([lp.size(0)]))[0]
-            text = model.tokenizer.decode(ids)
+            text = streamer.decode_final(decoder)
         elapsed += time.perf_counter() - t0
         audio_s += wav.numel() / rate
         done += 1

@@ -18,17 +18,20 @@ def make_decoder(model, *, beam: int = 1, lm: str | None = None, lm_weight: floa
 
 
 def make_streamer(model, name: str = "the model", option: str = "streaming"):
-    """A :class:`modules.streaming.StreamingTranscriber` for a unidirectional CTC ``model``.
+    """A streaming transcriber (:mod:`modules.streaming`) for a unidirectional CTC or transducer ``model``.
 
     Raises:
-        InferenceError: not a CTC model, or one that cannot stream (bidirectional, ...).
+        InferenceError: not a CTC or transducer model, or one that cannot stream (bidirectional, ...).
     """
-    from modules.streaming import StreamingTranscriber
+    from modules.streaming import StreamingTranscriber, StreamingTransducer
     from pipelines.ctc import CTCSpeechRecognizer
+    from pipelines.transducer import TransducerSpeechRecognizer
 
     if not isinstance(model, CTCSpeechRecognizer):
-        raise InferenceError(f"{option} needs a CTC checkpoint; {name} is a {type(model).__name__} checkpoint")
+        raise InferenceError(f"{option} needs a CTC or transducer checkpoint; {name} is a {type(model).__name__} "
+                             "checkpoint")
+    cls = StreamingTransducer if isinstance(model, TransducerSpeechRecognizer) else StreamingTranscriber
     try:
-        return StreamingTranscriber(model)
+        return cls(model)
     except ValueError as e:
         raise InferenceError(f"{option}: {e}") from None
