@@ -70,7 +70,11 @@ def test_torchrun_launch_makes_one_run_and_logs_the_global_batch(slot_data_dir, 
     assert (tmp_path / "runs" / "slots-jobjob42" / "checkpoints" / "last.ckpt").exists()
 
 
-def test_two_process_ddp_mixture_reports_each_source_as_one_process_does(speech_corpus_dir, tmp_path):
+# The transducer shares the CTC recogniser's metrics and sources and adds its own losses; the CTC case is slow-marked
+# (make test-all) to keep make test under its time budget.
+@pytest.mark.parametrize("recipe", [pytest.param(["tiny/ctc.yaml"], marks=pytest.mark.slow, id="ctc"),
+                                    pytest.param(["tiny/ctc.yaml", "-c", "tiny/rnnt.yaml"], id="rnnt")])
+def test_two_process_ddp_mixture_reports_each_source_as_one_process_does(speech_corpus_dir, tmp_path, recipe):
     """Two corpora mixed under 2-process DDP: val/<source>/cer per source, reduced over both ranks."""
     cfg = tmp_path / "mixture.yaml"
     cfg.write_text(
@@ -78,7 +82,7 @@ def test_two_process_ddp_mixture_reports_each_source_as_one_process_does(speech_
         f"      - {{name: first, data_dir: '{speech_corpus_dir}'}}\n"
         f"      - {{name: second, data_dir: '{speech_corpus_dir}', weight: 0.5}}\n")
     runs = tmp_path / "runs"
-    proc = rnnlab("fit", "-c", "defaults", "-c", "tiny/ctc.yaml", "-c", str(cfg), "--trainer.strategy=ddp",
+    proc = rnnlab("fit", "-c", "defaults", "-c", *recipe, "-c", str(cfg), "--trainer.strategy=ddp",
                   "--trainer.devices=2", "--trainer.accelerator=cpu", "--trainer.max_epochs=1",
                   f"--run.root={runs}", "--run.name=mix", timeout=300)
     out = proc.stdout + proc.stderr
@@ -92,5 +96,6 @@ def test_two_process_ddp_mixture_reports_each_source_as_one_process_does(speech_
     rnnlab("validate", "--ckpt", str(runs / "mix" / "checkpoints" / "last.ckpt"), f"--run.metrics_file={out_file}",
            "--trainer.devices=1", "--trainer.strategy=auto")
     single = read_json(out_file)["metrics"]
-    for key in ("val/cer", "val/first/cer", "val/second/cer", "val/first/wer"):
+    keys = ("val/cer", "val/first/cer", "val/second/cer", "val/first/wer", "val/loss")
+    for key in keys + (("val/rnnt_loss", "val/ctc_loss") if len(recipe) > 1 else ()):
         assert single[key] == pytest.approx(ddp[key], abs=1e-3), key
