@@ -6,9 +6,10 @@ model learns a language model together with the acoustics and still decodes fram
 unidirectional encoder).
 
 Memory: the joiner's activations are ``rows x frames x (tokens + 1) x joiner_size``, far more than the encoder's.
-:func:`transducer_loss` computes the joiner and the loss in row chunks of at most ``max_positions`` lattice
-points and recomputes each chunk in the backward pass (activation checkpointing), so what a batch keeps between
-forward and backward is the encoder's and prediction network's outputs, and the peak is one chunk's lattice.
+:func:`transducer_loss` computes a batch whose lattice fits in ``max_positions`` points at once; a larger batch is
+split into row chunks that each fit, and each chunk is recomputed in the backward pass (activation
+checkpointing), so what such a batch keeps between forward and backward is the encoder's and prediction network's
+outputs, and the peak is one chunk's lattice.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def lattice_chunks(enc_lengths: Sequence[int], target_lengths: Sequence[int], ma
 
 
 def transducer_loss(joiner: Joiner, enc_p: Tensor, enc_lengths: Tensor, pred_p: Tensor, targets: Tensor,
-                    target_lengths: Tensor, *, blank: int, max_positions: int = 400_000,
+                    target_lengths: Tensor, *, blank: int, max_positions: int = 600_000,
                     recompute: bool = True) -> Tensor:
     """Summed transducer negative log-likelihood of a batch (float32), computed in lattice chunks.
 
@@ -112,18 +113,22 @@ def transducer_loss(joiner: Joiner, enc_p: Tensor, enc_lengths: Tensor, pred_p: 
         enc_p: ``(B, T, J)`` projected encoder frames; ``pred_p``: ``(B, U + 1, J)`` projected predictions.
         enc_lengths / target_lengths: ``(B,)``; targets ``(B, U)`` token ids (blank never appears).
         max_positions: Largest padded lattice (rows x frames x (tokens + 1)) computed at once.
-        recompute: Recompute each chunk in the backward pass instead of keeping its activations.
+        recompute: When the batch takes several chunks, recompute each in the backward pass instead of keeping its
+            activations (a batch that fits in one chunk is computed once and kept).
     """
     host_t = enc_lengths.tolist()
     host_u = target_lengths.tolist()
     total = enc_p.new_zeros((), dtype=torch.float32)
-    for rows in lattice_chunks(host_t, host_u, max_positions):
+    groups = lattice_chunks(host_t, host_u, max_positions)
+    # One piece keeps its activations (no second joiner and loss pass); several are each recomputed in backward.
+    recompute = recompute and len(groups) > 1 and torch.is_grad_enabled()
+    for rows in groups:
         t, u = max(host_t[b] for b in rows), max(host_u[b] for b in rows)
         idx = torch.tensor(rows, device=enc_p.device)
         args = (enc_p.index_select(0, idx)[:, :t], pred_p.index_select(0, idx)[:, : u + 1],
                 targets.index_select(0, idx)[:, :u].to(torch.int32),
                 enc_lengths.index_select(0, idx).to(torch.int32), target_lengths.index_select(0, idx).to(torch.int32))
-        if recompute and torch.is_grad_enabled():
+        if recompute:
             total = total + checkpoint(_chunk_loss, joiner, blank, *args, use_reentrant=False)
         else:
             total = total + _chunk_loss(joiner, blank, *args)
@@ -164,7 +169,7 @@ class TransducerAcousticModel(CTCAcousticModel):
         return self.encoder(feats, feat_lengths)
 
     def loss(self, enc: Tensor, enc_lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-             max_positions: int = 400_000) -> Tensor:
+             max_positions: int = 600_000) -> Tensor:
         """Summed transducer loss of a batch (see :func:`transducer_loss`)."""
         u = int(target_lengths.max()) if target_lengths.numel() else 0
         pred_p = self.joiner.project_prediction(self.predictor(targets[:, :u]))

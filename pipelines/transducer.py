@@ -28,15 +28,16 @@ class TransducerSpeechRecognizer(CTCSpeechRecognizer):
         ctc_weight: Weight of the auxiliary CTC loss on the encoder (0 disables; the transducer loss gets
             ``1 - ctc_weight``).
         max_symbols: Most tokens greedy decoding emits per frame.
-        max_lattice: Largest lattice (rows x frames x (tokens + 1)) whose joiner runs at once; larger batches
-            are split and each piece is recomputed in the backward pass (bounded memory).
+        max_lattice: Largest lattice (rows x frames x (tokens + 1)) whose joiner runs at once; a larger batch is
+            split and each piece is recomputed in the backward pass (bounded memory: about 2.3 kB per lattice point
+            with ``joiner_size`` 256 and characters, so 600000 points peak near 1.4 GB).
     """
 
     run_prefix = "rnnt"
 
     def __init__(self, *, pred_embed_size: int = 256, pred_hidden_size: int = 320, pred_layers: int = 1,
                  pred_dropout: float = 0.1, joiner_size: int = 256, ctc_weight: float = 0.3, max_symbols: int = 4,
-                 max_lattice: int = 400_000, **kwargs) -> None:
+                 max_lattice: int = 600_000, **kwargs) -> None:
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
         if max_symbols < 1:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from pipelines.commands._common import ArgumentParser, fail, load_checkpoint, run_config_for
 
-TASKS = {"CTCSpeechRecognizer": "speech-to-text", "UtteranceClassifier": "audio classification",
+TASKS = {"CTCSpeechRecognizer": "speech-to-text", "TransducerSpeechRecognizer": "speech-to-text",
+         "UtteranceClassifier": "audio classification",
          "SlotFillingModule": "slot filling + intent", "G2PModule": "grapheme-to-phoneme",
          "AudioAutoencoder": "audio embedding", "ListenAttendSpell": "speech-to-text"}
 

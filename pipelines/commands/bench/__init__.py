@@ -24,6 +24,8 @@ Sections (``--only`` picks some, in this order; one module each in this package)
 - ``serve`` (only when named in ``--only``: real-time streams, minutes): the ``rnnlab serve`` app on a loopback
   uvicorn server with concurrent real-time WebSocket streams: per-frame latency and per-stream real-time factor
   at 1, 4 and 16 streams, the streams held at p95 <= 300 ms, cold start and RSS with every model loaded.
+- ``decode`` (only when named in ``--only``): speech checkpoints (``--decode-ckpt NAME=CKPT``, e.g. CTC against
+  transducer) side by side at batch 1 on one thread: greedy, beam search and streaming real-time factors.
 
 Each section module has ``TITLE``, ``run(ctx) -> dict`` and ``show(result)``; they share one
 :class:`~pipelines.commands.bench.context.BenchContext`. Exit status: 0, 1 when a section failed (its error is in
@@ -46,6 +48,7 @@ import torch
 from pipelines.commands.bench import (
     data,
     data_scale,
+    decode,
     encoder,
     flops,
     memory,
@@ -61,10 +64,11 @@ from pipelines.commands.bench.models import MODEL_CONFIGS
 
 PROG = "rnnlab bench"
 SECTION_MODULES = {"train": train, "flops": flops, "data": data, "padding": padding, "rtf": rtf, "memory": memory,
-                   "encoder": encoder, "slots": slots, "data-scale": data_scale, "serve": serve}
+                   "encoder": encoder, "slots": slots, "data-scale": data_scale, "serve": serve,
+                   "decode": decode}
 SECTIONS = tuple(SECTION_MODULES)
-# data-scale and serve take minutes and slots needs the slot data: they are asked for by name.
-DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots", "serve"))
+# data-scale and serve take minutes, slots needs the slot data and decode checkpoints: they are asked for by name.
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots", "serve", "decode"))
 
 
 class _UsageError(Exception):
@@ -80,7 +84,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap = _Parser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
                  + " (tables printed, all numbers in one JSON file).")
     ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
-                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots, data-scale, serve)")
+                    help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots, data-scale, serve, decode)")
     ap.add_argument("--scale-sizes", type=int, nargs="+", default=None,
                     help="corpus sizes of the data-scale section (default 10000 30000 100000; 500 1000 with --quick)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes everywhere (seconds; for tests)")
@@ -97,6 +101,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--serve-cap", type=int, default=None,
                     help="most concurrent streams the serve section tries (default 64; 2 with --quick)")
     ap.add_argument("--ckpt", default=None, help="trained CTC checkpoint for the rtf section (default: random weights)")
+    ap.add_argument("--decode-ckpt", action="append", default=None, metavar="NAME=CKPT",
+                    help="a speech checkpoint (or shipped name) for the decode section; repeat to compare several")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default 16; 4 with --quick)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per repetition (default 8)")
     ap.add_argument("--warmup-steps", type=int, default=None, help="steps of each warm-up run (default 2)")
@@ -138,6 +144,11 @@ def _check(a: argparse.Namespace) -> str | None:
     a.sections = [s for s in SECTIONS if s in sections]
     if a.ckpt and not Path(a.ckpt).is_file():
         return f"--ckpt: checkpoint not found: {a.ckpt}"
+    if "decode" in a.sections and not a.decode_ckpt:
+        return "the decode section needs --decode-ckpt NAME=CHECKPOINT (one or more)"
+    for spec in a.decode_ckpt or []:
+        if not all(spec.partition("=")[::2]):
+            return f"--decode-ckpt takes NAME=CHECKPOINT, got {spec!r}"
     if a.data_dir and not Path(a.data_dir).is_dir():
         return f"--data-dir: not a directory: {a.data_dir}"
     if a.beam < 2:

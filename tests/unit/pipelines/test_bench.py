@@ -181,3 +181,33 @@ def test_serve_section_streams_in_real_time_to_a_live_server(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "p95 <= 300 ms" in printed and "concurrent real-time stream(s)" in printed
     assert "RSS MB, every model loaded" in printed and "english-stream not installed" in printed
+
+
+def test_decode_section_times_ctc_and_transducer_side_by_side(speech_corpus_dir, tmp_path, capsys):
+    """Asked for by name: two checkpoints on the same utterances, greedy, beam and streaming rows for each."""
+    import torch
+
+    from data.tokenizers import CharTokenizer
+    from pipelines.commands.bench import DEFAULT_SECTIONS
+    from pipelines.commands.bench.rtf import save_checkpoint
+    from pipelines.ctc import CTCSpeechRecognizer
+    from pipelines.transducer import TransducerSpeechRecognizer
+
+    assert "decode" not in DEFAULT_SECTIONS
+    torch.manual_seed(0)
+    small = dict(vocab=CharTokenizer().to_dict(), n_mels=20, stack_frames=2, hidden_size=16, num_layers=1,
+                 bidirectional=False, normalize="global")
+    save_checkpoint(CTCSpeechRecognizer(**small), str(tmp_path / "ctc.ckpt"))
+    save_checkpoint(TransducerSpeechRecognizer(**small, pred_hidden_size=12, joiner_size=10), str(tmp_path / "t.ckpt"))
+    out = tmp_path / "b.json"
+    assert main(["--only", "decode", "--quick", "--data-dir", str(speech_corpus_dir), "--beam", "2", "--out", str(out),
+                 "--decode-ckpt", f"ctc={tmp_path / 'ctc.ckpt'}", "--decode-ckpt", f"rnnt={tmp_path / 't.ckpt'}"]) == 0
+    r = json.loads(out.read_text())["decode"]
+    assert r["models"] == {"ctc": "CTCSpeechRecognizer", "rnnt": "TransducerSpeechRecognizer"}
+    assert sorted(v["mode"] for v in r["rows"].values() if v["model"] == "rnnt") == [
+        "beam 2", "greedy", "streaming greedy (200 ms chunks)"]
+    assert len(r["rows"]) == 6 and all(v["rtf"] > 0 and math.isfinite(v["rtf"]) for v in r["rows"].values())
+    assert "RTF by CPU time" in capsys.readouterr().out
+    assert main(["--only", "decode", "--quick", "--out", str(out)]) == 2
+    assert main(["--only", "decode", "--quick", "--decode-ckpt", "nameless", "--out", str(out)]) == 2
+    assert "NAME=CHECKPOINT" in capsys.readouterr().err
