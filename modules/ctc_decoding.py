@@ -13,6 +13,7 @@ from modules.ngram_lm import BOS, EOS, NGramLM
 
 __all__ = [
     "CTCBeamDecoder",
+    "WordScorer",
     "greedy_decode",
     "prefix_beam_search",
     "tokens_to_text",
@@ -149,8 +150,9 @@ def _word_prefixes(lm) -> frozenset[str] | None:
     return cached
 
 
-class _WordScorer:
-    """Tracks word-level LM state along a token prefix: (lm score, context, partial word).
+class WordScorer:
+    """Tracks word-level LM state along a token prefix: (lm score, context, partial word); shared by the CTC
+    prefix beam search and the transducer beam search.
 
     A partial word that stops being the prefix of any word the LM knows is charged its unknown-word score at
     once, not when the word ends: the total of a finished hypothesis is the same, but a prefix that runs words
@@ -273,7 +275,7 @@ def prefix_beam_search(
         log_probs.detach().to("cpu", torch.float64), token_prune_threshold, keep_top_k
     )
     use_words = lm is not None or word_bonus != 0.0
-    scorer = _WordScorer(tokens, lm, lm_weight, word_bonus) if use_words else None
+    scorer = WordScorer(tokens, lm, lm_weight, word_bonus) if use_words else None
     # An extension can raise the word score by at most `max_gain` (LM log-probs are <= 0);
     # with a negative LM weight there is no such bound and the exact-bound pruning is off.
     max_gain = max(word_bonus, 0.0) if lm_weight >= 0.0 or lm is None else math.inf

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from modules.ctc import CTCAcousticModel
-from modules.ctc_decoding import _WordScorer
+from modules.ctc_decoding import WordScorer
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 
@@ -222,7 +222,7 @@ def greedy_search(model: TransducerAcousticModel, enc: Tensor, lengths: Tensor, 
 class _Hyp:
     tokens: tuple[int, ...]
     acoustic: float
-    lm: tuple  # _WordScorer state: (score, context, partial word)
+    lm: tuple  # WordScorer state: (score, context, partial word)
     pred_p: Tensor  # (J,)
     hidden: tuple[Tensor, Tensor]  # (layers, 1, H) each
 
@@ -259,7 +259,7 @@ class TransducerBeamDecoder:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         self.tokens, self.blank, self.beam_size = list(tokens), blank, beam_size
         self.lm, self.lm_weight, self.word_bonus = lm, lm_weight, word_bonus
-        self.scorer = _WordScorer(self.tokens, lm, lm_weight, word_bonus)
+        self.scorer = WordScorer(self.tokens, lm, lm_weight, word_bonus)
 
     def __repr__(self) -> str:
         return f"TransducerBeamDecoder(beam_size={self.beam_size}, lm={self.lm!r}, lm_weight={self.lm_weight})"
