@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from fastapi import FastAPI, File, Query, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
@@ -320,6 +320,49 @@ class _BodyLimit:
         return await self.app(scope, limited, send)
 
 
+def api_reference(schema: dict) -> str:
+    """A self-contained HTML page of the API from its OpenAPI schema (no script, no CDN: it works offline)."""
+    from html import escape
+
+    def fields(ref_or_schema: dict) -> str:
+        comps = schema.get("components", {}).get("schemas", {})
+        s = ref_or_schema
+        if "$ref" in s:
+            s = comps.get(s["$ref"].rsplit("/", 1)[-1], {})
+        props = s.get("properties", {})
+        if not props:
+            return ""
+        need = set(s.get("required", []))
+        rows = "".join(f"<li><code>{escape(k)}</code>{' (required)' if k in need else ''}: "
+                       f"{escape(str(v.get('type', v.get('format', 'value'))))}"
+                       f"{' — ' + escape(v['description']) if v.get('description') else ''}</li>"
+                       for k, v in props.items())
+        return f"<ul>{rows}</ul>"
+
+    parts = [f"<h1>{escape(schema['info']['title'])} API</h1>",
+             f"<p>{escape(schema['info'].get('description', ''))}</p>",
+             '<p>The schema as JSON: <a href="/openapi.json">/openapi.json</a>.</p>']
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            parts.append(f"<h2><code>{method.upper()} {escape(path)}</code></h2><p>{escape(op.get('summary', ''))}"
+                         "</p>")
+            params = op.get("parameters", [])
+            if params:
+                parts.append("<p>Query parameters:</p><ul>" + "".join(
+                    f"<li><code>{escape(p['name'])}</code>{' (required)' if p.get('required') else ''}: "
+                    f"{escape(str(p.get('schema', {}).get('type', 'value')))}"
+                    f"{' = ' + escape(str(p['schema']['default'])) if 'default' in p.get('schema', {}) else ''}</li>"
+                    for p in params) + "</ul>")
+            body = op.get("requestBody", {}).get("content", {})
+            for kind, spec in body.items():
+                parts.append(f"<p>Body ({escape(kind)}):</p>{fields(spec.get('schema', {}))}")
+            codes = ", ".join(escape(c) for c in op.get("responses", {}))
+            parts.append(f"<p>Responses: {codes}</p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>rnnlab API</title>"
+            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+            "code{background:#f3f3f3;padding:0 .2em}</style></head><body>" + "".join(parts) + "</body></html>")
+
+
 def create_app(models: dict[str, object], *, limits: Limits | None = None,
                chunk_timings: list | None = None) -> FastAPI:
     """The web app over ``models`` (role -> loaded model, each role optional) within ``limits``.
@@ -343,7 +386,7 @@ def create_app(models: dict[str, object], *, limits: Limits | None = None,
     app = FastAPI(title="rnnlab", summary="Recurrent speech and text models on this machine.",
                   description="Transcription, keyword spotting, slot filling and G2P with rnnlab models. Errors "
                               "are `{\"error\": \"<one line>\"}`. The WebSocket `/ws/stream` is described in "
-                              "docs/usage.md.", version="1")
+                              "docs/usage.md.", version="1", docs_url=None, redoc_url=None)
     app.state.service = service
     # Multipart headers around the file are small: the exact file size is checked once it is read.
     app.add_middleware(_BodyLimit, max_bytes=limits.max_upload_bytes + 64 * 1024, label=limits.upload_size)
@@ -385,6 +428,10 @@ def create_app(models: dict[str, object], *, limits: Limits | None = None,
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # -- JSON API ------------------------------------------------------------------------------------------
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def api_docs() -> str:
+        return api_reference(app.openapi())
+
     @app.get("/api/models", summary="The loaded models by role, the stream modes and the limits")
     async def api_models():
         return {"models": {role: describe(role, m) for role, m in models.items()},

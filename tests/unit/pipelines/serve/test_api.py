@@ -275,3 +275,14 @@ def test_limits_and_roles_are_checked_when_the_app_is_built():
         create_app({"stream": tiny_ctc(bidirectional=True)})
     with pytest.raises(ValueError, match="the slots model .* has no tag_sentences"):
         create_app({"slots": tiny_ctc(bidirectional=True)})
+
+
+def test_docs_page_is_self_contained_and_lists_every_endpoint(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    for path in ("/api/transcribe", "/api/keywords", "/api/slots", "/api/g2p", "/api/inspect", "/api/models"):
+        assert f"{path}</code>" in html, path
+    assert "<script" not in html and "cdn" not in html.lower() and "https://" not in html  # works offline
+    assert "beam" in html and "file</code> (required)" in html  # query parameters and the upload field
+    assert client.get("/redoc").status_code == 404
