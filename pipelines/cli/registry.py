@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("transcribe", "pipelines.commands.transcribe:main", TOOLS, "--ckpt CKPT FILE|DIR...",
             "speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])"),
     Command("export", "pipelines.commands.export:main", TOOLS, "--ckpt CKPT --out DIR",
-            "CTC model as waveform -> log-probs: TorchScript + ONNX (--formats, --opset)"),
+            "CTC model as waveform -> log-probs, transducer as encoder/predictor/joiner: TorchScript + ONNX"),
     Command("average", "pipelines.commands.average:main", TOOLS, "CKPT... --out F.ckpt",
             "mean weights of checkpoints of one model (see --run.average_best)"),
     Command("synth", "pipelines.commands.synth:main", TOOLS, "[--say TEXT --voice V --out F.wav]",

@@ -1,19 +1,30 @@
-"""``rnnlab export``: a CTC checkpoint as a standalone waveform -> log-probabilities model (TorchScript, ONNX).
+"""``rnnlab export``: a CTC or transducer checkpoint as standalone TorchScript and ONNX models.
 
 Usage: rnnlab export --ckpt CKPT --out DIR [--formats torchscript onnx] [--opset N] [--onnx-exporter legacy|dynamo]
 
-The exported graph is the eval-mode model (no SpecAugment, speed perturbation or dropout) with the log-mel
-frontend inside, so it takes raw waveforms at the model's sample rate. The STFT is computed as a strided
-``conv1d`` with the windowed DFT basis over the reflect-padded signal, which TorchScript, every ONNX exporter
-and every runtime support. On real speech the exported log-probabilities differ from PyTorch's by float32
-rounding only (measured: up to 4e-5, as much as the float32 PyTorch model differs from a float64 evaluation).
+A CTC checkpoint (:class:`pipelines.ctc.CTCSpeechRecognizer`) becomes one graph, ``model.ts``/``model.onnx``:
+waveforms -> per-frame log-probabilities. A transducer checkpoint
+(:class:`pipelines.transducer.TransducerSpeechRecognizer`) becomes three graphs per format: ``encoder``
+(waveforms -> projected encoder frames), ``predictor`` (one step of the prediction network: token and LSTM state
+-> projected prediction and the next state) and ``joiner`` (one encoder frame and one prediction -> logits); the
+greedy loop that drives them (:func:`greedy_with_graphs`, and the ``README.md`` written with the export, which
+decodes with onnxruntime and numpy only) runs outside the graphs.
+
+Every exported graph is the eval-mode model (no SpecAugment, speed perturbation or dropout); the log-mel
+frontend is inside the CTC graph and the transducer's encoder graph, so they take raw waveforms at the model's
+sample rate. The STFT is computed as a strided ``conv1d`` with the windowed DFT basis over the reflect-padded
+signal, which TorchScript, every ONNX exporter and every runtime support. On real speech the exported
+log-probabilities differ from PyTorch's by float32 rounding only (measured: up to 4e-5, as much as the float32
+PyTorch model differs from a float64 evaluation).
 
 ONNX is written by ``torch.onnx.export(dynamo=False)``, which maps ``nn.LSTM``/``nn.GRU`` to ONNX
 ``LSTM``/``GRU`` with dynamic batch and time axes. ``dynamo=True`` (``--onnx-exporter dynamo``, needs the
 ``onnxscript`` package) fails for these models with torch 2.11: ``torch.export`` unrolls the recurrence over
 time, which cannot keep the time axis dynamic (``GuardOnDataDependentSymNode`` inside ``nn.LSTM``; a bare
 ``nn.LSTM`` exports, but with its time axis fixed to the example's length). Every export is checked against
-the PyTorch model on several lengths before it is kept.
+the PyTorch model on several lengths before it is kept (a transducer's predictor and joiner on deterministic
+random inputs, and its greedy decoding driven by the exported graphs must give the same tokens as
+:func:`modules.transducer.greedy_search` on every check input).
 """
 
 from __future__ import annotations
@@ -26,8 +37,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,12 +60,40 @@ OUTPUTS = (*FILES.values(), "tokenizer.json", "export.json", "README.md")
 CHECK_TOLERANCE = 1e-3
 
 
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names of a graph's inputs and outputs, in order, and their dynamic axes (``{name: {dim: axis name}}``)."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+CTC_GRAPH = GraphSpec(tuple(INPUT_NAMES), tuple(OUTPUT_NAMES),
+                      {"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+                       "log_probs": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}})
+# The transducer's three graphs, in the order they are exported and checked.
+TRANSDUCER_GRAPHS = {
+    "encoder": GraphSpec(("waveforms", "lengths"), ("encoder_out", "output_lengths"),
+                         {"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+                          "encoder_out": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}}),
+    "predictor": GraphSpec(("tokens", "h", "c"), ("prediction", "h_out", "c_out"),
+                           {"tokens": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"},
+                            "prediction": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}}),
+    "joiner": GraphSpec(("encoder_frame", "prediction"), ("logits",),
+                        {"encoder_frame": {0: "batch"}, "prediction": {0: "batch"}, "logits": {0: "batch"}}),
+}
+TRANSDUCER_FILES = {fmt: {name: f"{name}.{ext}" for name in TRANSDUCER_GRAPHS}
+                    for fmt, ext in (("torchscript", "ts"), ("onnx", "onnx"))}
+
+
 class ExportableCTC(nn.Module):
     """The eval-mode CTC acoustic model in ops that trace and export with dynamic batch and time axes.
 
     Same numbers as :class:`modules.ctc.CTCAcousticModel` in eval mode: reflect-padded STFT (a strided
     ``conv1d`` with the windowed DFT basis), power, mel filterbank, log, the frontend's normalisation over
-    valid frames, frame stacking without data-dependent branches, then the model's own encoder and head.
+    valid frames, frame stacking without data-dependent branches, then the model's own encoder (:meth:`encode`)
+    and head.
 
     Shape:
         - waveforms ``(B, S)`` float32 (zero-padded, ``S >= n_fft // 2 + 1``), lengths ``(B,)`` int64 samples
@@ -92,7 +134,8 @@ class ExportableCTC(nn.Module):
         self.register_buffer("mel_fb", frontend.melspec.mel_scale.fb.detach().clone().float(), persistent=False)
         self.eval()
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder frames ``(B, T, D)`` and their lengths ``(B,)``: the frontend, then the encoder."""
         half = self.n_fft // 2
         x = F.pad(waveforms.float().unsqueeze(1), (half, half), mode="reflect")  # (B, 1, S + n_fft)
         spec = F.conv1d(x, self.dft_basis, stride=self.hop_length)  # (B, 2 * bins, T)
@@ -114,8 +157,135 @@ class ExportableCTC(nn.Module):
             feats = F.pad(feats, (0, 0, 0, k - 1))[:, : stacked * k]
             feats = feats.reshape(feats.size(0), -1, k * feats.size(2))
             frame_lengths = torch.div(frame_lengths + k - 1, k, rounding_mode="floor")
-        enc, enc_lengths = self.encoder(feats, frame_lengths)
+        return self.encoder(feats, frame_lengths)
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, enc_lengths = self.encode(waveforms, lengths)
         return self.head(enc), enc_lengths
+
+
+class ExportableTransducerEncoder(ExportableCTC):
+    """The transducer's ``encoder`` graph: :class:`ExportableCTC`'s frontend and encoder, then the joiner's
+    encoder projection (applied once per frame here, so the joiner graph adds the two projections only).
+
+    Shape:
+        - waveforms ``(B, S)`` float32, lengths ``(B,)`` int64 samples (as :class:`ExportableCTC`)
+        - encoder_out ``(B, T, J)`` float32, output_lengths ``(B,)`` int64 frames (only the first
+          ``output_lengths[b]`` frames of a row are meaningful)
+    """
+
+    def __init__(self, acoustic_model: nn.Module) -> None:
+        super().__init__(acoustic_model)
+        del self.head  # the auxiliary CTC head is not part of transducer decoding
+        self.enc_proj = copy.deepcopy(acoustic_model.joiner.enc_proj).eval()
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc, enc_lengths = self.encode(waveforms, lengths)
+        return self.enc_proj(enc), enc_lengths
+
+
+class ExportablePredictor(nn.Module):
+    """The transducer's ``predictor`` graph: one step of the prediction network, then the joiner's prediction
+    projection.
+
+    Shape:
+        - tokens ``(B,)`` int64 (the previous emitted token; the blank id before the first), h and c
+          ``(layers, B, H)`` float32 (zeros before the first step)
+        - prediction ``(B, J)`` float32, h_out and c_out ``(layers, B, H)`` float32 (the next state)
+    """
+
+    def __init__(self, acoustic_model: nn.Module) -> None:
+        super().__init__()
+        predictor = acoustic_model.predictor
+        self.embed = copy.deepcopy(predictor.embed)
+        self.lstm = copy.deepcopy(predictor.lstm)
+        self.pred_proj = copy.deepcopy(acoustic_model.joiner.pred_proj)
+        self.layers = int(self.lstm.num_layers)
+        self.hidden_size = int(self.lstm.hidden_size)
+        self.eval()
+
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor,
+                c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, (h_out, c_out) = self.lstm(self.embed(tokens).unsqueeze(1), (h, c))
+        return self.pred_proj(out[:, 0]), h_out, c_out
+
+
+class ExportableJoiner(nn.Module):
+    """The transducer's ``joiner`` graph on projected inputs: ``out(tanh(encoder_frame + prediction))``.
+
+    Shape:
+        - encoder_frame ``(B, J)`` (a frame of the encoder graph's output), prediction ``(B, J)`` float32
+        - logits ``(B, V)`` float32 over the tokens (blank included)
+    """
+
+    def __init__(self, acoustic_model: nn.Module) -> None:
+        super().__init__()
+        self.out = copy.deepcopy(acoustic_model.joiner.out)
+        self.eval()
+
+    def forward(self, encoder_frame: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(encoder_frame + prediction))
+
+
+# -- decoding with exported graphs -------------------------------------------------------------------------------
+
+# A graph as a function: numpy arrays in (the graph's inputs, in order), its outputs as a sequence of arrays.
+Runner = Callable[..., Sequence[np.ndarray]]
+
+
+def greedy_with_graphs(run_encoder: Runner, run_predictor: Runner, run_joiner: Runner, waveforms: np.ndarray,
+                       lengths: np.ndarray, *, blank: int, max_symbols: int, layers: int,
+                       hidden_size: int) -> list[list[int]]:
+    """Frame-synchronous greedy transducer decoding driven by the three exported graphs (any backend).
+
+    Each row is decoded on its own: start with the blank token and zero LSTM states; at each valid frame emit
+    the joiner's argmax until blank wins or ``max_symbols`` tokens were emitted at that frame; the prediction
+    network advances on emitted tokens only. Same tokens as :func:`modules.transducer.greedy_search`.
+
+    Args:
+        run_encoder / run_predictor / run_joiner: The graphs (see :func:`onnx_runner`, :func:`torch_runner`).
+        waveforms: ``(B, S)`` float32; lengths ``(B,)`` int64 samples.
+
+    Returns:
+        Token ids per row (the blank never appears).
+    """
+    enc, frames = run_encoder(np.asarray(waveforms, dtype=np.float32), np.asarray(lengths, dtype=np.int64))
+    hyps = []
+    for b in range(enc.shape[0]):
+        zeros = np.zeros((layers, 1, hidden_size), dtype=np.float32)
+        pred, h, c = run_predictor(np.array([blank], dtype=np.int64), zeros, zeros)
+        ids: list[int] = []
+        for t in range(int(frames[b])):
+            frame = np.ascontiguousarray(enc[b:b + 1, t])
+            for _ in range(max_symbols):
+                (logits,) = run_joiner(frame, pred)
+                k = int(logits[0].argmax())
+                if k == blank:
+                    break
+                ids.append(k)
+                pred, h, c = run_predictor(np.array([k], dtype=np.int64), h, c)
+        hyps.append(ids)
+    return hyps
+
+
+def onnx_runner(session, graph: GraphSpec) -> Runner:
+    """An onnxruntime session of ``graph`` as a :data:`Runner`."""
+
+    def run(*arrays: np.ndarray) -> Sequence[np.ndarray]:
+        return session.run(list(graph.outputs), dict(zip(graph.inputs, arrays, strict=True)))
+
+    return run
+
+
+def torch_runner(module) -> Runner:
+    """A PyTorch or TorchScript module as a :data:`Runner` (no autograd)."""
+
+    def run(*arrays: np.ndarray) -> Sequence[np.ndarray]:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return [o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))]
+
+    return run
 
 
 # -- checks ------------------------------------------------------------------------------------------------------
@@ -167,10 +337,43 @@ def run_onnx(session, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[t
     return torch.from_numpy(lp), torch.from_numpy(ol)
 
 
+def predictor_check_inputs(vocab_size: int, layers: int, hidden_size: int, *, blank: int,
+                           seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Deterministic ``(tokens, h, c)`` batches for the predictor graph: the first step (the blank token, zero
+    states), then batches of 2 and 5 random tokens and states."""
+    gen = torch.Generator().manual_seed(seed)
+    zeros = torch.zeros(layers, 1, hidden_size)
+    out = [(torch.tensor([blank]), zeros, zeros.clone())]
+    for batch in (2, 5):
+        out.append((torch.randint(0, vocab_size, (batch,), generator=gen),
+                    torch.randn(layers, batch, hidden_size, generator=gen) * 0.5,
+                    torch.randn(layers, batch, hidden_size, generator=gen)))
+    return out
+
+
+def joiner_check_inputs(joiner_size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Deterministic ``(encoder_frame, prediction)`` batches of 1, 2 and 5 rows for the joiner graph."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, joiner_size, generator=gen), torch.randn(batch, joiner_size, generator=gen))
+            for batch in (1, 2, 5)]
+
+
+def max_abs_diff(ref: Sequence[torch.Tensor], out: Sequence) -> float:
+    """Largest absolute difference over every output of a graph; raises if a shape differs."""
+    worst = 0.0
+    for r, o in zip(ref, out, strict=True):
+        o = torch.as_tensor(o)
+        if tuple(r.shape) != tuple(o.shape):
+            raise ValueError(f"output shape {tuple(o.shape)} differs from PyTorch's {tuple(r.shape)}")
+        if r.numel():
+            worst = max(worst, float((r.double() - o.double()).abs().max()))
+    return worst
+
+
 # -- exporters ---------------------------------------------------------------------------------------------------
 
 
-def export_torchscript(module: ExportableCTC, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
+def export_torchscript(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
     """Traces ``module`` on ``example`` (sizes are traced, so batch and time stay dynamic) and saves it."""
     with torch.no_grad(), quiet():
         traced = torch.jit.trace(module, example, check_trace=False)
@@ -185,12 +388,13 @@ def _onnx_dims(path: Path) -> dict[str, list]:
             for v in [*graph.input, *graph.output]}
 
 
-def export_onnx(module: ExportableCTC, example: tuple[torch.Tensor, torch.Tensor], path: Path, *,
-                opset: int = DEFAULT_OPSET, exporter: str = "legacy") -> dict:
-    """Writes ``module`` as ONNX with dynamic batch and time axes; returns ``{"exporter", "opset"}``.
+def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, *,
+                opset: int = DEFAULT_OPSET, exporter: str = "legacy", graph: GraphSpec = CTC_GRAPH) -> dict:
+    """Writes ``module`` as ONNX with the dynamic axes of ``graph`` (the CTC model's by default); returns
+    ``{"exporter", "opset"}``.
 
     ``exporter``: ``legacy`` (``torch.onnx.export(dynamo=False)``) or ``dynamo`` (``dynamo=True``; raises
-    ``ValueError`` when it fails or fixes the batch or time axis).
+    ``ValueError`` when it fails or fixes a dynamic axis).
     """
     if exporter == "dynamo":
         import importlib.util
@@ -199,14 +403,21 @@ def export_onnx(module: ExportableCTC, example: tuple[torch.Tensor, torch.Tensor
             raise ValueError("--onnx-exporter dynamo needs the onnxscript package (pip install onnxscript)")
         opset = max(opset, 18)  # the lowest opset the dynamo exporter writes
         try:
-            batch, samples = torch.export.Dim("batch"), torch.export.Dim("samples", min=module.n_fft)
+            dims: dict[str, torch.export.Dim] = {}
+            for axes in graph.axes.values():
+                for axis in axes.values():
+                    if axis not in dims:
+                        dims[axis] = (torch.export.Dim(axis, min=module.n_fft) if axis == "samples"
+                                      else torch.export.Dim(axis))
+            shapes = tuple({i: dims[a] for i, a in graph.axes.get(name, {}).items()} or None
+                           for name in graph.inputs)
             with torch.no_grad(), quiet():
                 torch.onnx.export(module, example, str(path), dynamo=True, opset_version=opset,
-                                  input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, external_data=False,
-                                  dynamic_shapes=({0: batch, 1: samples}, {0: batch}), verbose=False)
-            dims = _onnx_dims(path)
-            fixed = [f"{name}[{i}]" for name in ("waveforms", "log_probs") for i in (0, 1)
-                     if not isinstance(dims[name][i], str)]
+                                  input_names=list(graph.inputs), output_names=list(graph.outputs),
+                                  external_data=False, dynamic_shapes=shapes, verbose=False)
+            found = _onnx_dims(path)
+            fixed = [f"{name}[{i}]" for name, axes in graph.axes.items() for i in axes
+                     if not isinstance(found[name][i], str)]
             if fixed:
                 raise ValueError(f"the graph has fixed sizes for {', '.join(fixed)}")
         except Exception as e:  # noqa: BLE001 - reported as one line
@@ -216,25 +427,35 @@ def export_onnx(module: ExportableCTC, example: tuple[torch.Tensor, torch.Tensor
         return {"exporter": "torch.onnx.export(dynamo=True)", "opset": opset}
     if exporter != "legacy":
         raise ValueError(f"unknown ONNX exporter {exporter!r} (expected legacy|dynamo)")
-    axes = {"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
-            "log_probs": {0: "batch", 1: "frames"}, "output_lengths": {0: "batch"}}
     with torch.no_grad(), quiet():
-        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset, input_names=INPUT_NAMES,
-                          output_names=OUTPUT_NAMES, dynamic_axes=axes, do_constant_folding=True)
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=opset,
+                          input_names=list(graph.inputs), output_names=list(graph.outputs),
+                          dynamic_axes=graph.axes, do_constant_folding=True)
     return {"exporter": "torch.onnx.export(dynamo=False)", "opset": opset}
 
 
 # -- the command -------------------------------------------------------------------------------------------------
 
 
-def tokenizer_spec(tokenizer) -> dict:
-    """The vocabulary as plain data, with the decoding rule, for decoding without rnnlab."""
+def tokenizer_spec(tokenizer, decoding: str = "ctc") -> dict:
+    """The vocabulary as plain data, with the decoding rule, for decoding without rnnlab.
+
+    ``decoding``: ``ctc`` (per-frame argmax, merge repeats, drop blanks) or ``transducer`` (the greedy loop of
+    the export's README.md).
+    """
+    if decoding == "ctc":
+        rule = ("per frame argmax over the first output_lengths[b] frames; merge consecutive repeats; "
+                "drop the blank id; concatenate the tokens")
+    elif decoding == "transducer":
+        rule = ("transducer greedy loop over the encoder, predictor and joiner graphs (see README.md); "
+                "concatenate the emitted tokens (the blank id is never emitted)")
+    else:
+        raise ValueError(f"unknown decoding {decoding!r} (expected ctc|transducer)")
     spec = {
         "kind": tokenizer.kind,
         "blank": int(tokenizer.blank),
         "tokens": list(tokenizer.tokens),
-        "greedy_decoding": "per frame argmax over the first output_lengths[b] frames; merge consecutive repeats; "
-                           "drop the blank id; concatenate the tokens",
+        "greedy_decoding": rule,
     }
     if tokenizer.kind == "sentencepiece":
         spec["word_start"] = "\u2581"
@@ -282,21 +503,112 @@ TorchScript: `m = torch.jit.load("model.ts"); log_probs, output_lengths = m(wave
 """
 
 
+# The greedy loop of a transducer export's README.md: onnxruntime and numpy (soundfile reads the audio).
+# @RATE@ and @JOIN@ are filled in by _transducer_readme.
+_TRANSDUCER_README_CODE = '''\
+import json
+
+import numpy as np
+import onnxruntime as ort
+import soundfile as sf
+
+tok = json.load(open("tokenizer.json", encoding="utf-8"))
+meta = json.load(open("export.json", encoding="utf-8"))
+blank, max_symbols = meta["blank"], meta["max_symbols"]
+layers, hidden = meta["predictor"]["layers"], meta["predictor"]["hidden_size"]
+encoder, predictor, joiner = (ort.InferenceSession(f"{name}.onnx") for name in ("encoder", "predictor", "joiner"))
+
+
+def predict(token, h, c):
+    """One step of the prediction network: -> prediction (1, J), next h and c."""
+    return predictor.run(None, {"tokens": np.array([token], dtype=np.int64), "h": h, "c": c})
+
+
+wav, sr = sf.read("audio.wav", dtype="float32")
+assert wav.ndim == 1 and sr == @RATE@, "mono audio at @RATE@ Hz"
+enc, n = encoder.run(None, {"waveforms": wav[None], "lengths": np.array([len(wav)], dtype=np.int64)})
+zeros = np.zeros((layers, 1, hidden), dtype=np.float32)
+pred, h, c = predict(meta["start_token"], zeros, zeros)  # start: the blank token and zero states
+ids = []
+for t in range(int(n[0])):  # frame-synchronous: at each frame emit tokens until blank wins
+    for _ in range(max_symbols):
+        logits = joiner.run(None, {"encoder_frame": enc[:, t], "prediction": pred})[0]
+        k = int(logits[0].argmax())
+        if k == blank:
+            break  # next frame, same prediction
+        ids.append(k)
+        pred, h, c = predict(k, h, c)  # the prediction network reads emitted tokens only
+@JOIN@
+'''
+
+
+def _transducer_readme(meta: dict, tokenizer_kind: str) -> str:
+    files = "\n".join(f"- `{f}`" for fmt in meta["files"].values() for f in fmt.values())
+    join = 'text = "".join(tok["tokens"][i] for i in ids)'
+    if tokenizer_kind == "sentencepiece":
+        join += '\ntext = " ".join(text.replace("\u2581", " ").split())'
+    code = _TRANSDUCER_README_CODE.replace("@RATE@", str(meta["sample_rate"])).replace("@JOIN@", join + "\nprint(text)")
+    pred, j, v = meta["predictor"], meta["joiner_size"], meta["vocab_size"]
+    return f"""# Exported RNN transducer speech recogniser
+
+Exported by `rnnlab export` from `{meta['checkpoint']}`.
+
+{files}
+- `tokenizer.json`
+- `export.json`
+
+Input: mono float32 audio at **{meta['sample_rate']} Hz** in [-1, 1]. The encoder computes its own log-mel
+features. Three graphs (every `batch` axis is dynamic; `layers` = {pred['layers']}, `H` = {pred['hidden_size']}):
+
+| graph | inputs | outputs |
+|---|---|---|
+| `encoder` | `waveforms` float32 `[batch, samples]` (zero-padded, at least {meta['min_samples']} samples), `lengths` int64 `[batch]` | `encoder_out` float32 `[batch, frames, {j}]`, `output_lengths` int64 `[batch]` ({meta['frame_rate']:g} frames per second; later frames are padding) |
+| `predictor` | `tokens` int64 `[batch]`, `h` float32 `[layers, batch, H]`, `c` float32 `[layers, batch, H]` | `prediction` float32 `[batch, {j}]`, `h_out`, `c_out` (the next state) |
+| `joiner` | `encoder_frame` float32 `[batch, {j}]`, `prediction` float32 `[batch, {j}]` | `logits` float32 `[batch, {v}]` over `tokenizer.json` tokens |
+
+Greedy decoding, one utterance at a time: run the encoder once; start the predictor with the blank token (id
+{meta['blank']}, `start_token` in `export.json`) and zero states. At each of the first `output_lengths[b]` frames,
+join the frame with the current prediction and take the argmax: blank moves on to the next frame; any other
+token is emitted and fed to the predictor (its output and state replace the current ones) and the same frame is
+joined again, at most {meta['max_symbols']} tokens per frame (`max_symbols`). Concatenate the emitted tokens (see
+`tokenizer.json`).
+
+```python
+{code}```
+
+TorchScript: the same loop with `torch.jit.load("encoder.ts")` (and `predictor.ts`, `joiner.ts`):
+`encoder_out, output_lengths = encoder(waveforms, lengths)`, `prediction, h, c = predictor(tokens, h, c)`,
+`logits = joiner(encoder_frame, prediction)`.
+"""
+
+
+def _is_transducer(model) -> bool:
+    from pipelines.transducer import TransducerSpeechRecognizer
+
+    return isinstance(model, TransducerSpeechRecognizer)
+
+
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *, formats: tuple[str, ...] = FORMATS,
                       opset: int = DEFAULT_OPSET, onnx_exporter: str = "legacy") -> dict:
-    """Exports a CTC checkpoint to ``out_dir``; returns what ``export.json`` records.
+    """Exports a CTC or transducer checkpoint to ``out_dir``; returns what ``export.json`` records.
 
     Raises:
         FileNotFoundError: no checkpoint at ``ckpt``.
-        ValueError: not a CTC checkpoint, an unsupported model, or an export that does not match PyTorch.
+        ValueError: not a CTC or transducer checkpoint, an unsupported model, or an export that does not match
+            PyTorch.
     """
     from pipelines.base import load_module
     from pipelines.ctc import CTCSpeechRecognizer
 
     model = load_module(ckpt, map_location="cpu")
+    # A transducer is a CTCSpeechRecognizer too (its auxiliary CTC head): test for it first.
+    if _is_transducer(model):
+        return _export_transducer(model.eval(), ckpt, out_dir, formats=formats, opset=opset,
+                                  onnx_exporter=onnx_exporter)
     if not isinstance(model, CTCSpeechRecognizer):
         raise ValueError(f"{ckpt} is a {type(model).__name__} checkpoint; export needs a CTC speech recogniser "
-                         f"(pipelines.ctc.CTCSpeechRecognizer)")
+                         f"(pipelines.ctc.CTCSpeechRecognizer) or a transducer "
+                         f"(pipelines.transducer.TransducerSpeechRecognizer)")
     model.eval()
     module = ExportableCTC(model.model)
     out = Path(out_dir)
@@ -347,19 +659,152 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *, formats: tuple[s
                                  f"(limit {CHECK_TOLERANCE})")
             meta["files"][fmt] = path.name
             meta["max_abs_diff_vs_pytorch"][fmt] = diff
-        (Path(tmp) / "tokenizer.json").write_text(
-            json.dumps(tokenizer_spec(model.tokenizer), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        (Path(tmp) / "export.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        (Path(tmp) / "README.md").write_text(_readme(meta, model.tokenizer.kind), encoding="utf-8")
-        for f in Path(tmp).iterdir():
-            os.replace(f, out / f.name)
+        _keep(Path(tmp), out, tokenizer_spec(model.tokenizer), meta, _readme(meta, model.tokenizer.kind))
+    return meta
+
+
+
+
+def _keep(tmp: Path, out: Path, tokenizer: dict, meta: dict, readme: str) -> None:
+    """Writes the files that describe a checked export into ``tmp``, then moves everything into ``out``."""
+    (tmp / "tokenizer.json").write_text(json.dumps(tokenizer, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp / "export.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    (tmp / "README.md").write_text(readme, encoding="utf-8")
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+
+
+def _io(graph: GraphSpec, shapes: dict[str, tuple[str, list, str]]) -> dict:
+    """``{"inputs", "outputs"}`` of a graph for export.json: name, dtype, shape and meaning of each."""
+    def entry(name: str) -> dict:
+        dtype, shape, meaning = shapes[name]
+        return {"name": name, "dtype": dtype, "shape": shape, "meaning": meaning}
+
+    return {"inputs": [entry(n) for n in graph.inputs], "outputs": [entry(n) for n in graph.outputs]}
+
+
+def _export_transducer(model, ckpt: str | Path, out_dir: str | Path, *, formats: tuple[str, ...], opset: int,
+                       onnx_exporter: str) -> dict:
+    """The transducer's encoder, predictor and joiner graphs, each checked against PyTorch, and their greedy
+    decoding checked against :func:`modules.transducer.greedy_search`."""
+    from modules.transducer import greedy_search
+
+    acoustic = model.model
+    graphs = {"encoder": ExportableTransducerEncoder(acoustic), "predictor": ExportablePredictor(acoustic),
+              "joiner": ExportableJoiner(acoustic)}
+    encoder, predictor = graphs["encoder"], graphs["predictor"]
+    blank, max_symbols = int(acoustic.blank), int(model.hparams.max_symbols)
+    layers, hidden = predictor.layers, predictor.hidden_size
+    j, v = int(acoustic.joiner.enc_proj.out_features), len(model.tokenizer)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cases = {"encoder": check_inputs(encoder.sample_rate, encoder.n_fft),
+             "predictor": predictor_check_inputs(v, layers, hidden, blank=blank),
+             "joiner": joiner_check_inputs(j)}
+    with torch.no_grad():
+        encoded = [acoustic.encode(w, n) for w, n in cases["encoder"]]
+        refs = {"encoder": [(acoustic.joiner.project_encoder(e), n) for e, n in encoded],
+                "predictor": [(acoustic.joiner.project_prediction(p), *state) for p, state in
+                              (acoustic.predictor.step(t, (h, c)) for t, h, c in cases["predictor"])],
+                "joiner": [(acoustic.joiner(e, p),) for e, p in cases["joiner"]]}
+        ref_ids = [greedy_search(acoustic, e, n, max_symbols=max_symbols) for e, n in encoded]
+    # Traced on batches of 2 (and the encoder on a padded one), checked on batches of 1, 2 and 5.
+    examples = {"encoder": cases["encoder"][-1], "predictor": cases["predictor"][1], "joiner": cases["joiner"][1]}
+    frames = f"valid frames per row ({acoustic.frontend.frame_rate:g} per second)"
+    shapes = {
+        "waveforms": ("float32", ["batch", "samples"], f"zero-padded mono audio at {encoder.sample_rate} Hz"),
+        "lengths": ("int64", ["batch"], "valid samples per row"),
+        "encoder_out": ("float32", ["batch", "frames", j],
+                        "encoder frames through the joiner's encoder projection (only the first "
+                        "output_lengths[b] frames of a row are meaningful)"),
+        "output_lengths": ("int64", ["batch"], frames),
+        "tokens": ("int64", ["batch"], "the last emitted token (start_token before the first)"),
+        "h": ("float32", [layers, "batch", hidden], "LSTM hidden state (zeros before the first step)"),
+        "c": ("float32", [layers, "batch", hidden], "LSTM cell state (zeros before the first step)"),
+        "prediction": ("float32", ["batch", j], "prediction network output through the joiner's projection"),
+        "h_out": ("float32", [layers, "batch", hidden], "the next hidden state"),
+        "c_out": ("float32", [layers, "batch", hidden], "the next cell state"),
+        "encoder_frame": ("float32", ["batch", j], "one frame of encoder_out"),
+        "logits": ("float32", ["batch", v], "scores over tokenizer.json tokens (blank included)"),
+    }
+    meta = {
+        "format": 1,
+        "checkpoint": str(ckpt),
+        "model": "RNN transducer speech recogniser: waveform -> log-mel -> recurrent encoder (encoder graph); "
+                 "last emitted token -> LSTM prediction network (predictor graph); joiner (joiner graph); "
+                 "the greedy loop runs outside the graphs (README.md)",
+        "decoder": "transducer",
+        "sample_rate": encoder.sample_rate,
+        "frame_rate": acoustic.frontend.frame_rate,
+        "samples_per_frame": encoder.hop_length * encoder.stack_frames,
+        "min_samples": encoder.n_fft // 2 + 1,
+        "vocab_size": v,
+        "blank": blank,
+        "start_token": blank,
+        "max_symbols": max_symbols,
+        "bidirectional": bool(model.hparams.bidirectional),
+        "predictor": {"layers": layers, "hidden_size": hidden},
+        "joiner_size": j,
+        "graphs": {name: _io(spec, shapes) for name, spec in TRANSDUCER_GRAPHS.items()},
+        "greedy_decoding": "per row: run the encoder; start the predictor with start_token and zero h, c; at each "
+                           "of the first output_lengths[b] frames join the frame with the current prediction; "
+                           "blank: next frame; another token: emit it, step the predictor on it, join the same "
+                           "frame again (at most max_symbols tokens per frame)",
+        "files": {},
+        "max_abs_diff_vs_pytorch": {},
+        "greedy_check": {"inputs": len(cases["encoder"]), "tokens": sum(len(r) for ids in ref_ids for r in ids),
+                         "same_tokens_as_pytorch": {}},
+        "torch_version": torch.__version__,
+    }
+    # Files are written to a scratch directory inside `out` and moved in only when every format checked out.
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        for fmt in formats:
+            runners: dict[str, Runner] = {}
+            diffs: dict[str, float] = {}
+            for name, module in graphs.items():
+                path = Path(tmp) / TRANSDUCER_FILES[fmt][name]
+                if fmt == "torchscript":
+                    export_torchscript(module, examples[name], path)
+                    runners[name] = torch_runner(torch.jit.load(str(path)))
+                else:
+                    meta["onnx"] = export_onnx(module, examples[name], path, opset=opset, exporter=onnx_exporter,
+                                               graph=TRANSDUCER_GRAPHS[name])
+                    runners[name] = onnx_runner(onnx_session(path), TRANSDUCER_GRAPHS[name])
+                outs = [runners[name](*(x.numpy() for x in case)) for case in cases[name]]
+                try:
+                    if name == "encoder":
+                        diff = max(max_valid_diff(r[0], r[1], *o) for r, o in zip(refs[name], outs, strict=True))
+                    else:
+                        diff = max(max_abs_diff(r, o) for r, o in zip(refs[name], outs, strict=True))
+                except ValueError as e:
+                    raise ValueError(f"the {fmt} {name} graph does not match the PyTorch model: {e}") from None
+                if not diff <= CHECK_TOLERANCE:
+                    raise ValueError(f"the {fmt} {name} graph differs from the PyTorch model by {diff:.2e} "
+                                     f"(limit {CHECK_TOLERANCE})")
+                diffs[name] = diff
+            for i, ((w, n), ref) in enumerate(zip(cases["encoder"], ref_ids, strict=True)):
+                got = greedy_with_graphs(runners["encoder"], runners["predictor"], runners["joiner"], w.numpy(),
+                                         n.numpy(), blank=blank, max_symbols=max_symbols, layers=layers,
+                                         hidden_size=hidden)
+                if got != ref:
+                    row = next(b for b, (g, r) in enumerate(zip(got, ref, strict=True)) if g != r)
+                    raise ValueError(f"greedy decoding with the {fmt} graphs gives other tokens than PyTorch's "
+                                     f"greedy_search on check input {i} (row {row}: {len(got[row])} tokens "
+                                     f"vs {len(ref[row])})")
+            meta["files"][fmt] = {name: TRANSDUCER_FILES[fmt][name] for name in graphs}
+            meta["max_abs_diff_vs_pytorch"][fmt] = diffs
+            meta["greedy_check"]["same_tokens_as_pytorch"][fmt] = True
+        _keep(Path(tmp), out, tokenizer_spec(model.tokenizer, "transducer"), meta,
+              _transducer_readme(meta, model.tokenizer.kind))
     return meta
 
 
 def main(argv: list[str]) -> int:
     ap = ArgumentParser(prog="rnnlab export",
-                        description="Export a CTC checkpoint as a waveform -> log-probabilities model.")
-    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC run")
+                        description="Export a CTC checkpoint as a waveform -> log-probabilities model, or a "
+                                    "transducer checkpoint as encoder, predictor and joiner graphs (with a "
+                                    "README.md on greedy decoding with onnxruntime and numpy alone).")
+    ap.add_argument("--ckpt", required=True, help="checkpoint of a CTC or transducer run")
     ap.add_argument("--out", required=True,
                     help="output directory (created if needed; files of the same names in it are replaced)")
     ap.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
@@ -371,7 +816,8 @@ def main(argv: list[str]) -> int:
     formats = tuple(dict.fromkeys(args.formats))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         # --out names a directory; an existing file there is never replaced (it may be the user's work).
-        fail("export", f"--out {args.out} is an existing file; export writes a directory ({', '.join(OUTPUTS)}): "
+        fail("export", f"--out {args.out} is an existing file; export writes a directory ({', '.join(OUTPUTS)}; "
+                       f"for a transducer encoder, predictor and joiner .ts/.onnx instead of model.*): "
                        f"give a new or existing directory")
     try:
         meta = export_checkpoint(args.ckpt, args.out, formats=formats, opset=args.opset,
@@ -380,9 +826,12 @@ def main(argv: list[str]) -> int:
         fail("export", str(e))
     except OSError as e:
         fail("export", f"cannot write to {args.out}: {e.strerror or e}")
-    diffs = ", ".join(f"{k} {v:.1e}" for k, v in meta["max_abs_diff_vs_pytorch"].items())
+    files = [f for v in meta["files"].values() for f in (v.values() if isinstance(v, dict) else [v])]
+    diffs = ", ".join(f"{k} {v:.1e}" if not isinstance(v, dict) else
+                      f"{k} " + " ".join(f"{g} {d:.1e}" for g, d in v.items())
+                      for k, v in meta["max_abs_diff_vs_pytorch"].items())
     how = f" (ONNX: {meta['onnx']['exporter']}, opset {meta['onnx']['opset']})" if "onnx" in meta else ""
-    print(f"[rnnlab] exported {', '.join(meta['files'].values())} to {args.out}; max |diff| vs PyTorch: {diffs}{how}",
+    print(f"[rnnlab] exported {', '.join(files)} to {args.out}; max |diff| vs PyTorch: {diffs}{how}",
           file=sys.stderr)
     return 0
 
@@ -392,7 +841,7 @@ def main(argv: list[str]) -> int:
 
 def bench_export(ckpt: str | Path, files: list[str | Path], *, out_dir: str | Path | None = None,
                  onnx_exporter: str = "legacy", warmup: int = 1, repeats: int = 3) -> dict:
-    """Exports ``ckpt`` and times batch-1 greedy transcription of ``files`` with PyTorch eager, TorchScript and
+    """Exports ``ckpt`` (a CTC checkpoint) and times batch-1 greedy transcription of ``files`` with PyTorch eager, TorchScript and
     onnxruntime, each on one thread.
 
     Each backend transcribes every file ``repeats`` times, passes interleaved across backends (after ``warmup``
@@ -400,12 +849,19 @@ def bench_export(ckpt: str | Path, files: list[str | Path], *, out_dir: str | Pa
     steadier when other jobs share the core). Returns ``{"checkpoint", "files", "audio_s", "threads",
     "seconds", "rtf", "cpu_seconds", "rtf_cpu"`` (per backend; RTF = processing seconds / audio seconds)
     ``, "max_abs_diff_vs_pytorch", "same_text_as_pytorch", "onnx"}``.
+
+    Raises:
+        ValueError: no files, or a transducer checkpoint (only CTC exports are benchmarked).
     """
     from data.audio import AudioRef, load_audio
     from pipelines.base import load_module
 
     if not files:
         raise ValueError("bench_export needs at least one audio file")
+    model = load_module(ckpt, map_location="cpu").eval()
+    if _is_transducer(model):
+        raise ValueError(f"bench_export times CTC exports only; {ckpt} is a transducer checkpoint "
+                         f"(rnnlab export exports it; its greedy decoding loop is not benchmarked)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -413,7 +869,6 @@ def bench_export(ckpt: str | Path, files: list[str | Path], *, out_dir: str | Pa
             if out_dir is None:
                 out_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rnnlab-export-"))
             meta = export_checkpoint(ckpt, out_dir, onnx_exporter=onnx_exporter)
-            model = load_module(ckpt, map_location="cpu").eval()
             scripted = torch.jit.load(str(Path(out_dir) / FILES["torchscript"]))
             session = onnx_session(Path(out_dir) / FILES["onnx"], threads=1)
             inputs = [(w[None], torch.tensor([w.numel()]))

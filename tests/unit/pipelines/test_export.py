@@ -1,17 +1,32 @@
-"""`rnnlab export`: TorchScript and ONNX exports of tiny CTC models match PyTorch; bad checkpoints give one line."""
+"""`rnnlab export`: TorchScript and ONNX exports of tiny CTC and transducer models match PyTorch; bad checkpoints
+give one line."""
 
 import json
 import math
+import shutil
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 from data.text import CharTokenizer, Vocabulary
+from modules.transducer import greedy_search
 from pipelines.base import load_module
-from pipelines.commands.export import main, max_valid_diff, onnx_session, run_onnx
+from pipelines.commands.export import (
+    TRANSDUCER_GRAPHS,
+    greedy_with_graphs,
+    main,
+    max_abs_diff,
+    max_valid_diff,
+    onnx_runner,
+    onnx_session,
+    run_onnx,
+    torch_runner,
+)
 from pipelines.ctc import CTCSpeechRecognizer
 from pipelines.slot_filling import SlotFillingModule
+from pipelines.transducer import TransducerSpeechRecognizer
 
 RATE = 16000
 TOL = 1e-4
@@ -215,3 +230,161 @@ def test_tokenizer_spec_decodes_sentencepiece_without_rnnlab():
     text = " ".join("".join(spec["tokens"][i] for i in ids).replace(spec["word_start"], " ").split())
     assert text == sp.decode(ids) == "the dog ran on the mat"
     assert SentencePieceTokenizer.from_dict(spec["rnnlab_tokenizer"]).tokens == sp.tokens
+
+
+# -- transducer ---------------------------------------------------------------------------------------------------
+
+TRANSDUCER_FILES = {"torchscript": {"encoder": "encoder.ts", "predictor": "predictor.ts", "joiner": "joiner.ts"},
+                    "onnx": {"encoder": "encoder.onnx", "predictor": "predictor.onnx", "joiner": "joiner.onnx"}}
+
+
+def tiny_transducer(**kw) -> TransducerSpeechRecognizer:
+    torch.manual_seed(0)
+    args = dict(vocab=CharTokenizer().to_dict(), n_mels=20, stack_frames=2, hidden_size=16, num_layers=2,
+                dropout=0.0, spec_augment=False, pred_embed_size=8, pred_hidden_size=12, joiner_size=10,
+                pred_dropout=0.0)
+    args.update(kw)
+    return TransducerSpeechRecognizer(**args)
+
+
+@pytest.fixture(scope="module")
+def transducer_exported(tmp_path_factory):
+    """A tiny transducer checkpoint (2x BiLSTM encoder, 1-layer prediction network) and its export."""
+    root = tmp_path_factory.mktemp("export-rnnt")
+    model = tiny_transducer()
+    with torch.no_grad():
+        # Untouched, this random joiner emits max_symbols tokens at every frame; a larger blank bias lets blank
+        # win at some frames too, so greedy decoding takes both of its branches.
+        model.model.joiner.out.bias[model.tokenizer.blank] += 0.6
+    ckpt = save_checkpoint(model, root / "rnnt.ckpt")
+    assert main(["--ckpt", ckpt, "--out", str(root / "out")]) == 0
+    return load_module(ckpt).eval(), root / "out"
+
+
+def graph_runners(out, backend: str) -> dict:
+    if backend == "onnxruntime":
+        return {g: onnx_runner(onnx_session(out / f"{g}.onnx"), spec) for g, spec in TRANSDUCER_GRAPHS.items()}
+    return {g: torch_runner(torch.jit.load(str(out / f"{g}.ts"))) for g in TRANSDUCER_GRAPHS}
+
+
+def greedy_exported(runners: dict, meta: dict, waveforms, lengths) -> list[list[int]]:
+    return greedy_with_graphs(runners["encoder"], runners["predictor"], runners["joiner"], waveforms.numpy(),
+                              lengths.numpy(), blank=meta["blank"], max_symbols=meta["max_symbols"],
+                              layers=meta["predictor"]["layers"], hidden_size=meta["predictor"]["hidden_size"])
+
+
+def greedy_reference(model, waveforms, lengths) -> list[list[int]]:
+    with torch.no_grad():
+        enc, enc_lengths = model.model.encode(waveforms, lengths)
+    return greedy_search(model.model, enc, enc_lengths, max_symbols=model.hparams.max_symbols)
+
+
+def test_transducer_export_writes_three_graphs_per_format_and_description(transducer_exported):
+    model, out = transducer_exported
+    assert {p.name for p in out.iterdir()} == {*TRANSDUCER_FILES["torchscript"].values(),
+                                               *TRANSDUCER_FILES["onnx"].values(),
+                                               "tokenizer.json", "export.json", "README.md"}
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["decoder"] == "transducer" and meta["files"] == TRANSDUCER_FILES
+    assert meta["blank"] == meta["start_token"] == model.tokenizer.blank == 0
+    assert meta["max_symbols"] == model.hparams.max_symbols == 4
+    assert meta["predictor"] == {"layers": 1, "hidden_size": 12} and meta["joiner_size"] == 10
+    assert meta["vocab_size"] == len(model.tokenizer) and meta["sample_rate"] == RATE and meta["bidirectional"]
+    assert meta["samples_per_frame"] == 320 and meta["min_samples"] == 257
+    names = {g: ([i["name"] for i in s["inputs"]], [o["name"] for o in s["outputs"]])
+             for g, s in meta["graphs"].items()}
+    assert names == {"encoder": (["waveforms", "lengths"], ["encoder_out", "output_lengths"]),
+                     "predictor": (["tokens", "h", "c"], ["prediction", "h_out", "c_out"]),
+                     "joiner": (["encoder_frame", "prediction"], ["logits"])}
+    assert meta["graphs"]["predictor"]["inputs"][1]["shape"] == [1, "batch", 12]
+    assert meta["graphs"]["joiner"]["outputs"][0]["shape"] == ["batch", len(model.tokenizer)]
+    assert meta["onnx"] == {"exporter": "torch.onnx.export(dynamo=False)", "opset": 17}
+    for fmt in ("torchscript", "onnx"):
+        diffs = meta["max_abs_diff_vs_pytorch"][fmt]
+        assert set(diffs) == {"encoder", "predictor", "joiner"} and all(0 <= d <= TOL for d in diffs.values())
+    assert meta["greedy_check"]["tokens"] > 0
+    assert meta["greedy_check"]["same_tokens_as_pytorch"] == {"torchscript": True, "onnx": True}
+    tok = json.loads((out / "tokenizer.json").read_text())
+    assert tok["tokens"] == list(model.tokenizer.tokens) and tok["blank"] == 0 and "transducer" in tok["greedy_decoding"]
+    readme = (out / "README.md").read_text()
+    assert "16000 Hz" in readme and "max_symbols" in readme and "encoder.onnx" in readme
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_transducer_graphs_match_pytorch(transducer_exported, backend):
+    model, out = transducer_exported
+    run, am = graph_runners(out, backend), model.model
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for waveforms, lengths in CASES:
+            enc, enc_lengths = am.encode(waveforms, lengths)
+            ref = am.joiner.project_encoder(enc)
+            got, got_lengths = run["encoder"](waveforms.numpy(), lengths.numpy())
+            assert got.dtype == np.float32 and got_lengths.dtype == np.int64 and got.shape == tuple(ref.shape)
+            assert torch.equal(torch.from_numpy(got_lengths), enc_lengths)
+            assert max_valid_diff(ref, enc_lengths, got, got_lengths) <= TOL
+        for batch in (1, 3, 7):  # dynamic batch; random tokens and states
+            tokens = torch.randint(0, len(model.tokenizer), (batch,), generator=gen)
+            h, c = torch.randn(2, 1, batch, 12, generator=gen)
+            pred, (h_next, c_next) = am.predictor.step(tokens, (h, c))
+            ref = (am.joiner.project_prediction(pred), h_next, c_next)
+            assert max_abs_diff(ref, run["predictor"](tokens.numpy(), h.numpy(), c.numpy())) <= TOL
+            frame, prediction = torch.randn(2, batch, 10, generator=gen)
+            ref = (am.joiner(frame, prediction),)
+            assert max_abs_diff(ref, run["joiner"](frame.numpy(), prediction.numpy())) <= TOL
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_greedy_with_graphs_equals_greedy_search_on_a_padded_batch(transducer_exported, backend):
+    model, out = transducer_exported
+    meta = json.loads((out / "export.json").read_text())
+    waveforms, lengths = CASES[-1]
+    ids = greedy_exported(graph_runners(out, backend), meta, waveforms, lengths)
+    assert ids == greedy_reference(model, waveforms, lengths) and all(ids)
+    assert [model.tokenizer.decode(x) for x in ids] == model.decode_waveforms(waveforms, lengths)
+
+
+def test_transducer_readme_greedy_loop_gives_the_models_text(transducer_exported, tmp_path, monkeypatch):
+    """The README's code, run as written on the ONNX graphs (onnxruntime, numpy and soundfile only)."""
+    import soundfile as sf
+
+    model, out = transducer_exported
+    code = (out / "README.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    for name in (*TRANSDUCER_FILES["onnx"].values(), "tokenizer.json", "export.json"):
+        shutil.copy(out / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    for seconds, seed in ((0.8, 21), (1.7, 22)):
+        wav = speechlike(seconds, seed)
+        sf.write(tmp_path / "audio.wav", wav.numpy(), RATE, subtype="FLOAT")
+        scope: dict = {}
+        exec(code, scope)
+        assert scope["text"] and scope["text"] == model.transcribe_waveforms([wav])[0]
+
+
+def test_unidirectional_transducer_with_two_predictor_layers_exports(tmp_path):
+    model = tiny_transducer(bidirectional=False, pred_layers=2, max_symbols=3)
+    with torch.no_grad():  # a joiner that depends more on its inputs: blank wins at some frames, not all
+        model.model.joiner.out.weight.mul_(8.0)
+        model.model.joiner.out.bias[model.tokenizer.blank] += 2.0
+    ckpt = save_checkpoint(model, tmp_path / "uni.ckpt")
+    out = tmp_path / "out"
+    assert main(["--ckpt", ckpt, "--out", str(out), "--formats", "onnx"]) == 0
+    assert {p.name for p in out.iterdir()} == {*TRANSDUCER_FILES["onnx"].values(), "tokenizer.json", "export.json",
+                                               "README.md"}
+    meta = json.loads((out / "export.json").read_text())
+    assert not meta["bidirectional"] and meta["predictor"] == {"layers": 2, "hidden_size": 12}
+    assert meta["max_symbols"] == 3 and set(meta["max_abs_diff_vs_pytorch"]) == {"onnx"}
+    runners = graph_runners(out, "onnxruntime")
+    model.eval()
+    for waveforms, lengths in CASES:
+        assert greedy_exported(runners, meta, waveforms, lengths) == greedy_reference(model, waveforms, lengths)
+
+
+def test_bench_export_rejects_a_transducer_in_one_line(transducer_exported, tmp_path):
+    from pipelines.commands.export import bench_export
+
+    _, out = transducer_exported
+    ckpt = json.loads((out / "export.json").read_text())["checkpoint"]
+    with pytest.raises(ValueError, match="CTC exports only.*transducer") as exc:
+        bench_export(ckpt, [tmp_path / "a.wav"], out_dir=tmp_path / "bench")
+    assert "\n" not in str(exc.value) and not (tmp_path / "bench").exists()
