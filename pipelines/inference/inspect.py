@@ -40,7 +40,8 @@ def ctc_posteriors(model, wav: torch.Tensor, *, top_k: int = 5) -> dict:
 
     Returns:
         ``{"frames", "frame_rate", "symbols", "blank", "argmax", "argmax_prob", "top": [[[symbol id, prob] x k]
-        per frame], "posteriors": (frames, vocab) probabilities, "text"}``.
+        per frame], "posteriors": (frames, vocab) probabilities, "text", "posteriors_from"}``. For a transducer
+        the posteriors are those of its auxiliary CTC head and the text is the transducer's greedy transcript.
     """
     device = next(model.parameters()).device
     log_probs, lengths = model(wav.reshape(1, -1).to(device), torch.tensor([wav.numel()], device=device))
@@ -49,7 +50,7 @@ def ctc_posteriors(model, wav: torch.Tensor, *, top_k: int = 5) -> dict:
     k = min(top_k, probs.size(1))
     top_p, top_i = probs.topk(k, dim=-1)
     best_p, best_i = probs.max(-1)
-    return {
+    out = {
         "frames": n,
         "frame_rate": frame_rate(model),
         "symbols": symbols(model),
@@ -60,7 +61,13 @@ def ctc_posteriors(model, wav: torch.Tensor, *, top_k: int = 5) -> dict:
                 for ii, pp in zip(top_i.tolist(), top_p.tolist(), strict=True)],
         "posteriors": _round(probs.tolist(), 3),
         "text": model.decode_greedy(log_probs, lengths)[0],
+        "posteriors_from": "ctc",
     }
+    if getattr(getattr(model, "model", None), "joiner", None) is not None:
+        # A transducer: the posteriors are its auxiliary CTC head's; the text is the transducer's own greedy one.
+        out["posteriors_from"] = "the transducer's auxiliary CTC head"
+        out["text"] = model.transcribe_waveforms([wav.to(device)])[0]
+    return out
 
 
 @torch.no_grad()

@@ -178,3 +178,16 @@ def test_checkpoint_round_trip_keeps_the_transducer(tmp_path):
 def test_bad_options_are_one_line_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         _tiny_recognizer(**bad)
+
+
+def test_look_inside_a_transducer_shows_its_ctc_head_and_its_own_text():
+    from pipelines.inference.inspect import inspect_ctc
+
+    model = _tiny_recognizer()
+    with torch.no_grad():
+        model.model.joiner.out.bias[model.tokenizer.blank] -= 1.5
+    wav = torch.randn(12000, generator=torch.Generator().manual_seed(2)) * 0.1
+    out = inspect_ctc(model, wav)
+    assert out["posteriors_from"] == "the transducer's auxiliary CTC head"
+    assert out["text"] == model.transcribe_waveforms([wav])[0] and out["text"]
+    assert len(out["posteriors"]) == out["frames"] > 0
