@@ -151,5 +151,5 @@ def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path,
     with pytest.raises(SystemExit) as exc:
         transcribe_main(["--ckpt", ckpt, str(wav), "--stream"])
     assert exc.value.code == 2
-    assert capsys.readouterr().err == f"rnnlab transcribe: error: --stream needs a CTC checkpoint; {ckpt} is a " \
+    assert capsys.readouterr().err == f"rnnlab transcribe: error: --stream needs a CTC or transducer checkpoint; {ckpt} is a " \
                                       "LASRecognizer checkpoint\n"
