@@ -1,7 +1,8 @@
-"""Query-by-example retrieval: MAP and precision@k from a similarity matrix, MFCC features, and DTW on sequences.
+"""Query-by-example retrieval (MAP, precision@k), same-different average precision, MFCC features, and DTW.
 
 Every segment queries all the others; a hit is a segment with the same label. These functions score any
-method the same way: embeddings (cosine similarity), mean-pooled MFCC vectors, or DTW distances (negated).
+method the same way: embeddings (cosine similarity), mean-pooled or downsampled MFCC vectors, or DTW
+distances (negated). :func:`same_different_ap` is the pair-level protocol of acoustic word embedding papers.
 """
 
 from __future__ import annotations
@@ -52,6 +53,84 @@ def retrieval_scores(similarity: np.ndarray | torch.Tensor, labels: Sequence, ks
     return out
 
 
+def same_different_ap(scores: np.ndarray | torch.Tensor, labels: Sequence, speakers: Sequence | None = None, *,
+                      higher_is_similar: bool) -> dict:
+    """Same-different average precision over all unordered pairs of tokens (Carlin et al. 2011).
+
+    Every pair ``i < j`` is one trial; it is positive when both tokens have the same label. Pairs are ranked from
+    most to least similar and AP is the mean, over the positive pairs, of the precision at their rank (the area
+    under the precision-recall curve, as in Kamper's ``samediff``). Tied scores form one threshold: every
+    positive pair of a tie group gets the precision at the group's end, so the result does not depend on the
+    order of the tokens. All pairs are sorted once (float32 scores, the condensed upper triangle).
+
+    Args:
+        scores: ``(N, N)`` matrix (only the part above the diagonal is read), or the condensed upper triangle
+            ``(N * (N - 1) / 2,)`` in row-major order (``torch.triu_indices(N, N, 1)``).
+        labels: ``N`` word labels.
+        speakers: ``N`` speaker names, or None. With speakers, ``ap_cross_speaker`` keeps only the pairs of two
+            different speakers and ``ap_same_speaker`` only the pairs of one speaker (the other pairs are left out
+            as positives and as negatives).
+        higher_is_similar: True for similarities (cosine), False for distances (DTW).
+
+    Returns:
+        ``{"ap", "pairs", "positive_pairs"}``, and with speakers also ``ap_cross_speaker``, ``cross_speaker_pairs``,
+        ``cross_speaker_positive_pairs``, ``ap_same_speaker``, ``same_speaker_pairs``,
+        ``same_speaker_positive_pairs``. An AP is ``nan`` when its pairs hold no positive pair (its
+        ``*positive_pairs`` count is then 0).
+
+    Raises:
+        ValueError: wrong shapes, fewer than 2 tokens, or a NaN score.
+    """
+    s = torch.as_tensor(scores)
+    n = len(labels)
+    if n < 2:
+        raise ValueError("same-different AP needs at least 2 tokens")
+    if speakers is not None and len(speakers) != n:
+        raise ValueError(f"{len(speakers)} speakers for {n} tokens")
+    if s.dim() == 2:
+        if s.shape != (n, n):
+            raise ValueError(f"scores must be ({n}, {n}) for {n} labels, got {tuple(s.shape)}")
+        values = torch.cat([s[i, i + 1:].float() for i in range(n - 1)])  # row by row: no (N, N) index
+    elif s.dim() == 1 and s.numel() == n * (n - 1) // 2:
+        values = s.to(torch.float32, copy=True)  # negated in place below
+    else:
+        raise ValueError(f"scores must be ({n}, {n}) or condensed ({n * (n - 1) // 2},), got {tuple(s.shape)}")
+    if torch.isnan(values).any():
+        raise ValueError("scores hold NaN")
+
+    def same(values_of: Sequence) -> torch.Tensor:  # condensed: both tokens of the pair have the same value
+        codes = {v: i for i, v in enumerate(dict.fromkeys(values_of))}
+        c = torch.tensor([codes[v] for v in values_of])
+        return torch.cat([c[i + 1:] == c[i] for i in range(n - 1)])
+
+    # Ascending key = most similar first. Ties are scored as one threshold, so the sort need not be stable.
+    key, order = torch.sort(values.neg_() if higher_is_similar else values)
+    del values
+    positive = same(labels)[order]
+    out = {"ap": _sorted_ap(key, positive), "pairs": int(key.numel()), "positive_pairs": int(positive.sum())}
+    if speakers is not None:
+        one_speaker = same(speakers)[order]
+        for name, keep in (("cross_speaker", ~one_speaker), ("same_speaker", one_speaker)):
+            out[f"ap_{name}"] = _sorted_ap(key[keep], positive[keep])
+            out[f"{name}_pairs"] = int(keep.sum())
+            out[f"{name}_positive_pairs"] = int(positive[keep].sum())
+    return out
+
+
+def _sorted_ap(key: torch.Tensor, positive: torch.Tensor) -> float:
+    """AP of pairs sorted by ascending ``key`` (most similar first); equal keys share one threshold.
+
+    Only the positive pairs are visited: a positive's rank is the number of pairs with a key at most its own
+    (the end of its tie group), its hits the number of positives up to that rank.
+    """
+    where = positive.nonzero().squeeze(1)  # ascending positions of the positives
+    if where.numel() == 0:
+        return float("nan")
+    rank = torch.searchsorted(key, key[where], right=True)
+    hits = torch.searchsorted(where, rank - 1, right=True)
+    return float((hits.double() / rank.double()).mean())
+
+
 def cosine_similarity_matrix(vectors: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``(N, D)`` -> ``(N, N)`` cosine similarities."""
     v = F.normalize(torch.as_tensor(vectors, dtype=torch.float32), dim=1)
@@ -59,8 +138,12 @@ def cosine_similarity_matrix(vectors: np.ndarray | torch.Tensor) -> torch.Tensor
 
 
 def mfcc_sequences(waveforms: Sequence[torch.Tensor], sample_rate: int, n_mfcc: int = 13, n_mels: int = 40,
-                   win_ms: float = 25.0, hop_ms: float = 10.0) -> list[torch.Tensor]:
-    """MFCC frames ``(T_i, n_mfcc)`` per waveform (25 ms windows, 10 ms hop by default)."""
+                   win_ms: float = 25.0, hop_ms: float = 10.0, deltas: bool = False) -> list[torch.Tensor]:
+    """MFCC frames ``(T_i, n_mfcc)`` per waveform (25 ms windows, 10 ms hop by default).
+
+    With ``deltas`` the first and second time derivatives (regression over +-2 frames, edges replicated) are
+    appended: ``(T_i, 3 * n_mfcc)``.
+    """
     import math
 
     import torchaudio
@@ -71,8 +154,40 @@ def mfcc_sequences(waveforms: Sequence[torch.Tensor], sample_rate: int, n_mfcc: 
         sample_rate=sample_rate, n_mfcc=n_mfcc,
         melkwargs={"n_fft": 2 ** math.ceil(math.log2(win)), "win_length": win, "hop_length": hop, "n_mels": n_mels,
                    "center": True})
+    out = []
     with torch.no_grad():
-        return [mfcc(w.float()).T.contiguous() for w in waveforms]
+        for w in waveforms:
+            m = mfcc(w.float())  # (n_mfcc, T)
+            if deltas:
+                d1 = torchaudio.functional.compute_deltas(m, win_length=5)
+                m = torch.cat([m, d1, torchaudio.functional.compute_deltas(d1, win_length=5)])
+            out.append(m.T.contiguous())
+    return out
+
+
+def cmvn(sequences: Sequence[torch.Tensor], groups: Sequence | None = None, eps: float = 1e-5) -> list[torch.Tensor]:
+    """Cepstral mean and variance normalisation: every dimension to zero mean and unit variance.
+
+    The statistics are taken over all frames of a group's sequences (``groups[i]`` names sequence ``i``'s group,
+    e.g. its speaker), or over each sequence alone when ``groups`` is None.
+    """
+    if groups is None:
+        return [(s - s.mean(0)) / s.std(0, correction=0).clamp_min(eps) for s in sequences]
+    if len(groups) != len(sequences):
+        raise ValueError(f"{len(groups)} groups for {len(sequences)} sequences")
+    stats = {}
+    for g in dict.fromkeys(groups):
+        frames = torch.cat([s for s, h in zip(sequences, groups, strict=True) if h == g])
+        stats[g] = frames.mean(0), frames.std(0, correction=0).clamp_min(eps)
+    return [(s - stats[g][0]) / stats[g][1] for s, g in zip(sequences, groups, strict=True)]
+
+
+def downsampled(sequences: Sequence[torch.Tensor], n_frames: int = 10) -> torch.Tensor:
+    """Fixed-size vectors: each ``(T_i, D)`` sequence resampled to ``n_frames`` frames by linear interpolation
+    along time (first and last frames kept), then flattened: ``(N, n_frames * D)`` (Levin et al. 2013)."""
+    out = [F.interpolate(s.T[None].float(), size=n_frames, mode="linear", align_corners=True)[0].T.reshape(-1)
+           for s in sequences]
+    return torch.stack(out)
 
 
 def mean_pooled(sequences: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -97,14 +212,18 @@ def dtw(cost: np.ndarray) -> float:
     return float(acc[ta, tb])
 
 
-def _dtw_block(a: torch.Tensor, la: torch.Tensor, b: torch.Tensor, lb: torch.Tensor) -> torch.Tensor:
+def _dtw_block(a: torch.Tensor, la: torch.Tensor, b: torch.Tensor, lb: torch.Tensor,
+               metric: str = "euclidean") -> torch.Tensor:
     """DTW of ``P`` pairs at once: ``a (P, Ta, D)``, ``b (P, Tb, D)`` zero-padded -> accumulated costs ``(P,)``.
 
     Cells along each anti-diagonal depend only on the two previous ones, so one diagonal is one vector step over
     all pairs. Padding never reaches a pair's result: ``D[la, lb]`` depends only on cells above and left of it.
     """
     p, ta, tb = a.size(0), a.size(1), b.size(1)
-    cost = torch.cdist(a, b)  # (P, Ta, Tb) Euclidean frame distances
+    if metric == "cosine":  # (P, Ta, Tb) 1 - cosine of frames
+        cost = 1 - F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).transpose(1, 2)
+    else:
+        cost = torch.cdist(a, b)  # (P, Ta, Tb) Euclidean frame distances
     acc = torch.full((p, ta + 1, tb + 1), float("inf"), dtype=cost.dtype)
     acc[:, 0, 0] = 0.0
     for d in range(ta + tb - 1):
@@ -116,12 +235,16 @@ def _dtw_block(a: torch.Tensor, la: torch.Tensor, b: torch.Tensor, lb: torch.Ten
 
 
 def dtw_distance_matrix(sequences: Sequence[torch.Tensor], *, normalize: bool = True,
-                        max_cells: int = 4_000_000) -> torch.Tensor:
-    """Symmetric ``(N, N)`` DTW distances between ``(T_i, D)`` sequences (Euclidean frame cost).
+                        max_cells: int = 4_000_000, metric: str = "euclidean") -> torch.Tensor:
+    """Symmetric ``(N, N)`` DTW distances between ``(T_i, D)`` sequences.
 
-    With ``normalize`` each accumulated cost is divided by ``T_i + T_j`` so long and short segments compare
-    fairly. Pairs are sorted by length and processed in blocks of about ``max_cells`` cost cells (bounded memory).
+    The frame cost is the Euclidean distance (``metric="euclidean"``) or one minus the cosine similarity
+    (``"cosine"``, as in same-different evaluations). With ``normalize`` each accumulated cost is divided by
+    ``T_i + T_j`` so long and short segments compare fairly. Pairs are sorted by length and processed in blocks
+    of about ``max_cells`` cost cells (bounded memory).
     """
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
     n = len(sequences)
     lens = torch.tensor([s.size(0) for s in sequences])
     if n and int(lens.min()) < 1:
@@ -144,7 +267,7 @@ def dtw_distance_matrix(sequences: Sequence[torch.Tensor], *, normalize: bool = 
         for k, (x, y) in enumerate(zip(bi.tolist(), bj.tolist(), strict=True)):
             a[k, : lens[x]] = sequences[x]
             b[k, : lens[y]] = sequences[y]
-        d = _dtw_block(a, lens[bi], b, lens[bj])
+        d = _dtw_block(a, lens[bi], b, lens[bj], metric)
         if normalize:
             d = d / (lens[bi] + lens[bj]).to(d.dtype)
         dist[bi, bj] = d

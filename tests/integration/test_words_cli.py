@@ -126,10 +126,10 @@ def test_evaluate_retrieval_scores_baselines_and_checkpoint(ae_run, words_dir, t
     assert main(["evaluate-retrieval", "--ckpt", f"ae={ckpt}", "--data", str(words_dir), "--k", "1", "2",
                  "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| method | MAP | P@1 | P@2 | queries | seconds |" in table
+    assert "| method | MAP | P@1 | P@2 | AP | AP cross-speaker | queries | µs/pair | seconds |" in table
     rows = json.loads(out.read_text())["rows"]
-    assert [r["method"] for r in rows] == ["mfcc-mean", "dtw", "ae"]
-    assert all(0 <= r["map"] <= 1 and r["queries"] == 9 for r in rows)
+    assert [r["method"] for r in rows] == ["mfcc-mean", "dtw", "dtw-cmvn", "mfcc-downsample", "ae"]
+    assert all(0 <= r["map"] <= 1 and r["queries"] == 9 and 0 <= r["ap"] <= 1 and r["pairs"] == 36 for r in rows)
     with pytest.raises(SystemExit, match="unknown baseline"):
         main(["evaluate-retrieval", "--data", str(words_dir), "--baselines", "dtw,nope"])
     with pytest.raises(SystemExit, match="checkpoint not found"):
