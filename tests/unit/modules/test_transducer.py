@@ -158,14 +158,11 @@ def test_bidirectional_transducer_refuses_to_stream():
 
 
 def test_checkpoint_round_trip_keeps_the_transducer(tmp_path):
-    import lightning as L
-
     from pipelines.base import load_module
+    from tests.fixtures.checkpoints import save_checkpoint
 
     model = _tiny_recognizer(joiner_size=14, ctc_weight=0.2)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    save_checkpoint(model, tmp_path / "m.ckpt")
     loaded = load_module(tmp_path / "m.ckpt")
     assert type(loaded).__name__ == "TransducerSpeechRecognizer"
     assert loaded.hparams.joiner_size == 14 and loaded.hparams.ctc_weight == 0.2

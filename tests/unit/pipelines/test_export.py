@@ -5,7 +5,6 @@ import json
 import math
 import shutil
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -27,18 +26,10 @@ from pipelines.commands.export import (
 from pipelines.ctc import CTCSpeechRecognizer
 from pipelines.slot_filling import SlotFillingModule
 from pipelines.transducer import TransducerSpeechRecognizer
+from tests.fixtures.checkpoints import save_checkpoint
 
 RATE = 16000
 TOL = 1e-4
-
-
-def save_checkpoint(model, path):
-    """Saves ``model`` as Lightning does at the end of a fit (with rnnlab's checkpoint entry)."""
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", devices=1)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return str(path)
 
 
 def speechlike(seconds: float, seed: int) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """Streaming greedy CTC transcription: chunk by chunk equals offline (batch of one), log-probs and text."""
 
 
-import lightning as L
 import pytest
 import soundfile as sf
 import torch
@@ -10,6 +9,7 @@ from data.text import CharTokenizer
 from modules.streaming import StreamingTranscriber, stream_file_chunks
 from pipelines.commands.transcribe import main as transcribe_main
 from pipelines.ctc import CTCSpeechRecognizer
+from tests.fixtures.checkpoints import save_checkpoint
 from tests.unit.pipelines.serve.helpers import speechlike
 
 RATE = 16000
@@ -106,16 +106,8 @@ def test_too_short_audio_and_bidirectional_model_are_errors():
         StreamingTranscriber(tiny_model(bidirectional=True))
 
 
-def _checkpoint(model, path):
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", devices=1)
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return str(path)
-
-
 def test_transcribe_stream_prints_the_offline_line(tmp_path, capsys):
-    ckpt = _checkpoint(tiny_model(), tmp_path / "uni.ckpt")
+    ckpt = save_checkpoint(tiny_model(), tmp_path / "uni.ckpt")
     files = []
     for seconds, seed in CLIPS[:2]:
         files.append(tmp_path / f"clip{seed}.wav")
@@ -129,7 +121,7 @@ def test_transcribe_stream_prints_the_offline_line(tmp_path, capsys):
 
 
 def test_transcribe_stream_with_a_bidirectional_model_is_a_one_line_error(tmp_path, capsys):
-    ckpt = _checkpoint(tiny_model(bidirectional=True), tmp_path / "bi.ckpt")
+    ckpt = save_checkpoint(tiny_model(bidirectional=True), tmp_path / "bi.ckpt")
     wav = tmp_path / "a.wav"
     sf.write(wav, speechlike(0.3, 1).numpy(), RATE)
     with pytest.raises(SystemExit) as exc:
@@ -143,7 +135,7 @@ def test_transcribe_stream_with_a_bidirectional_model_is_a_one_line_error(tmp_pa
 def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path, capsys):
     from pipelines.seq2seq import LASRecognizer
 
-    ckpt = _checkpoint(LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, listener_hidden=8, listener_layers=2,
+    ckpt = save_checkpoint(LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, listener_hidden=8, listener_layers=2,
                                      pyramid_layers=1, speller_hidden=8, embed_size=8, attention_size=8),
                        tmp_path / "las.ckpt")
     wav = tmp_path / "a.wav"
