@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
+from data.ranges import NonNegativeInt, OpenUnitInterval, PositiveInt, UnitIntervalRightOpen
 from data.text import PAD, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -166,13 +167,16 @@ class G2PDataModule(L.LightningDataModule):
         num_workers: DataLoader workers.
     """
 
-    def __init__(self, *, dict_path: str | None = None, val_fraction: float = 0.05, test_fraction: float = 0.05,
-                 seed: int = 0, keep_stress: bool = False, max_word_length: int = 30, max_words: int | None = None,
-                 batch_size: int = 128, num_workers: int = 0) -> None:
+    def __init__(self, *, dict_path: str | None = None, val_fraction: OpenUnitInterval = 0.05,
+                 test_fraction: UnitIntervalRightOpen = 0.05, seed: int = 0, keep_stress: bool = False,
+                 max_word_length: PositiveInt = 30, max_words: PositiveInt | None = None, batch_size: PositiveInt = 128,
+                 num_workers: NonNegativeInt = 0) -> None:
         super().__init__()
-        if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction/test_fraction must be in (0, 1) with a sum below 1, got "
-                             f"{val_fraction}/{test_fraction}")
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if not 0 <= test_fraction < 1 - val_fraction:
+            raise ValueError(f"test_fraction must be in [0, 1 - val_fraction = {1 - val_fraction:g}) (some words must "
+                             f"be left to train on), got {test_fraction}")
         self.save_hyperparameters()
         self._vocab: G2PVocab | None = None
         self._splits: dict[str, list[str]] | None = None

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from data.errors import DataError
+from data.ranges import NonNegativeInt, PositiveInt
 from data.rows import SkipCounter
 from data.sources import load_split, row_place, split_where
 from data.text import PAD, UNK, Vocabulary, read_lines
@@ -350,12 +351,12 @@ class SlotFillingDataModule(L.LightningDataModule):
         tags_column: str | list[str] | None = "tags",
         intent_column: str | list[str] | None = "intent",
         lowercase: bool = True,
-        min_word_freq: int = 1,
+        min_word_freq: NonNegativeInt = 1,
         unknown_labels: Literal["error", "warn"] = "warn",
         strict: bool = False,
         spoken_form: bool = False,
-        batch_size: int = 64,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 64,
+        num_workers: NonNegativeInt = 0,
     ) -> None:
         super().__init__()
         if batch_size < 1:

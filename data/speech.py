@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.audio import AudioError, load_audio
 from data.errors import DataError
+from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from data.row_index import SplitIndex, Utterance, check_columns, index_rows, row_to_utterance
 from data.rows import SkipCounter, no_decode
 from data.sources import load_split, split_where
@@ -274,31 +275,33 @@ class SpeechDataModule(L.LightningDataModule):
         text_column: str = "text",
         id_column: str | None = "id",
         duration_column: str | None = "duration",
-        sample_rate: int = 16000,
-        min_duration: float = 0.1,
-        max_duration: float = 20.0,
+        sample_rate: PositiveInt = 16000,
+        min_duration: NonNegativeFloat = 0.1,
+        max_duration: PositiveFloat = 20.0,
         normalizer: Literal["asr_chars", "lower", "none"] = "asr_chars",
         tokenizer: Literal["char", "sentencepiece"] = "char",
-        sentencepiece_vocab_size: int = 128,
-        batch_size: int = 16,
-        max_batch_seconds: float | None = None,
+        sentencepiece_vocab_size: PositiveInt = 128,
+        batch_size: PositiveInt = 16,
+        max_batch_seconds: PositiveFloat | None = None,
         bucketing: bool = True,
         validate: bool = True,
         cache_audio: bool | None = None,
-        embedded_size: tuple[int, int, int] = (3000, 200, 200),
+        embedded_size: tuple[PositiveInt, NonNegativeInt, NonNegativeInt] = (3000, 200, 200),
         embedded_texts: str | None = None,
         embedded_voices: Literal["all", "train"] = "all",
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
-        digits_per_utterance: tuple[int, int] = (2, 7),
-        digits_size: tuple[int, int, int] = (3000, 300, 300),
+        digits_per_utterance: tuple[PositiveInt, PositiveInt] = (2, 7),
+        digits_size: tuple[PositiveInt, NonNegativeInt, NonNegativeInt] = (3000, 300, 300),
         streaming: bool = False,
-        shuffle_buffer: int = 2000,
-        steps_per_epoch: int | None = None,
+        shuffle_buffer: PositiveInt = 2000,
+        steps_per_epoch: PositiveInt | None = None,
         sources: list[SpeechSource] | None = None,
         holdout_speakers: list[str] | None = None,
     ) -> None:
         super().__init__()
+        if min_duration >= max_duration:
+            raise ValueError(f"min_duration must be below max_duration = {max_duration}, got {min_duration}")
         self.save_hyperparameters()
         self._index: dict[str, SplitIndex] = {}
         self._tokenizer = None

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from data.audio import AudioError, audio_ref, load_audio, load_audio_native, resample
 from data.digits import trim_silence
 from data.errors import DataError
+from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitIntervalRightOpen
 from data.rows import SkipCounter, no_decode, row_at
 from data.sources import load_split, split_where
 
@@ -249,22 +250,24 @@ class WordDataModule(L.LightningDataModule):
         train_split: str = "train",
         val_split: str | None = None,
         test_split: str = "test",
-        val_fraction: float = 0.1,
+        val_fraction: UnitIntervalRightOpen = 0.1,
         audio_column: str = "audio",
         label_column: str = "label",
         id_column: str | None = None,
-        sample_rate: int = 8000,
-        trim_db: float | None = 30.0,
-        min_duration: float = 0.05,
-        max_duration: float = 10.0,
-        batch_size: int = 32,
-        num_workers: int = 0,
+        sample_rate: PositiveInt = 8000,
+        trim_db: PositiveFloat | None = 30.0,
+        min_duration: NonNegativeFloat = 0.05,
+        max_duration: PositiveFloat = 10.0,
+        batch_size: PositiveInt = 32,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
-        embedded_size: tuple[int, int, int] = (3000, 200, 200),
+        embedded_size: tuple[PositiveInt, NonNegativeInt, NonNegativeInt] = (3000, 200, 200),
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if min_duration >= max_duration:
+            raise ValueError(f"min_duration must be below max_duration = {max_duration}, got {min_duration}")
         if data_dir is None and dataset is None:
             raise ValueError("set data.dataset (hub id or path) or data.data_dir (local copy)")
         self.save_hyperparameters()

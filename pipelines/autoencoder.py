@@ -14,6 +14,14 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
+from data.ranges import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    OneToEight,
+    PositiveFloat,
+    PositiveInt,
+    UnitIntervalRightOpen,
+)
 from modules.autoencoder import SequenceAutoencoder, masked_mse
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
@@ -46,36 +54,38 @@ class AudioAutoencoder(RnnlabModule):
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: int = 8000,
-        n_mels: int = 40,
-        win_ms: float = 25.0,
-        hop_ms: float = 10.0,
-        stack_frames: int = 1,
+        sample_rate: PositiveInt = 8000,
+        n_mels: PositiveInt = 40,
+        win_ms: PositiveFloat = 25.0,
+        hop_ms: PositiveFloat = 10.0,
+        stack_frames: OneToEight = 1,
         cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 2,
+        hidden_size: PositiveInt = 128,
+        num_layers: PositiveInt = 2,
         bidirectional: bool = True,
-        dropout: float = 0.0,
-        embedding_size: int = 128,
+        dropout: UnitIntervalRightOpen = 0.0,
+        embedding_size: PositiveInt = 128,
         pooling: Literal["last", "mean", "max", "attention"] = "last",
-        decoder_hidden_size: int = 128,
-        decoder_layers: int = 1,
+        decoder_hidden_size: PositiveInt = 128,
+        decoder_layers: PositiveInt = 1,
         reverse_target: bool = True,
-        noise_std: float = 0.0,
-        frame_drop: float = 0.0,
-        time_masks: int = 0,
-        time_mask_width: int = 5,
-        freq_masks: int = 0,
-        freq_mask_width: int = 5,
-        retrieval_ks: tuple[int, ...] = (1, 10),
-        plot_examples: int = 3,
+        noise_std: NonNegativeFloat = 0.0,
+        frame_drop: UnitIntervalRightOpen = 0.0,
+        time_masks: NonNegativeInt = 0,
+        time_mask_width: NonNegativeInt = 5,
+        freq_masks: NonNegativeInt = 0,
+        freq_mask_width: NonNegativeInt = 5,
+        retrieval_ks: tuple[PositiveInt, ...] = (1, 10),
+        plot_examples: NonNegativeInt = 3,
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
-        if noise_std < 0 or not 0 <= frame_drop < 1:
-            raise ValueError(f"need noise_std >= 0 and 0 <= frame_drop < 1, got {noise_std}, {frame_drop}")
+        if noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if not 0 <= frame_drop < 1:
+            raise ValueError(f"frame_drop must be in [0, 1), got {frame_drop}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.labels = list((vocab or {}).get("labels", []))
         frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
 from data.errors import DataError
+from data.ranges import plain_numbers
 from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint
 
 
@@ -145,6 +146,11 @@ class RnnlabModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CKPT_KEY] = {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "format": 1}
+        # Options parsed by jsonargparse are instances of their range types (data.ranges): saved as plain numbers,
+        # the checkpoint loads with weights_only (a model rebuilt from its hyperparameters holds such values).
+        for key in (self.CHECKPOINT_HYPER_PARAMS_KEY, "datamodule_hyper_parameters"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = plain_numbers(checkpoint[key])
 
 
 def batched_waveforms(waveforms: list[torch.Tensor], batch_size: int, device: torch.device | str = "cpu"):

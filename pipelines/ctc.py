@@ -15,6 +15,14 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
+from data.ranges import (
+    NonNegativeInt,
+    OneToEight,
+    PositiveFloat,
+    PositiveInt,
+    SpeedFactor,
+    UnitIntervalRightOpen,
+)
 from data.tokenizers import tokenizer_from_dict
 from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames_padded
 from modules.ctc_decoding import CTCBeamDecoder, greedy_decode
@@ -34,7 +42,7 @@ class CTCSpeechRecognizer(RnnlabModule):
             frames, saved with the model) or ``none``. A unidirectional model with ``global`` or ``none`` streams
             exactly (``transcribe --stream``), also while the audio still arrives.
         spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment (training only).
-        stack_frames: Frame stacking + subsampling factor (1-4) before the recurrent stack.
+        stack_frames: Frame stacking + subsampling factor (1-8) before the recurrent stack.
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
         length_handling: Exact length handling of the fused encoder (``reverse`` is fastest, ``packed`` uses
             PackedSequence); both give the same numbers.
@@ -55,27 +63,27 @@ class CTCSpeechRecognizer(RnnlabModule):
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: int = 16000,
-        n_mels: int = 80,
-        win_ms: float = 25.0,
-        hop_ms: float = 10.0,
+        sample_rate: PositiveInt = 16000,
+        n_mels: PositiveInt = 80,
+        win_ms: PositiveFloat = 25.0,
+        hop_ms: PositiveFloat = 10.0,
         normalize: Literal["utterance", "global", "none"] = "utterance",
         spec_augment: bool = True,
-        freq_masks: int = 2,
-        freq_mask_width: int = 15,
-        time_masks: int = 2,
-        time_mask_width: int = 40,
-        stack_frames: int = 2,
+        freq_masks: NonNegativeInt = 2,
+        freq_mask_width: NonNegativeInt = 15,
+        time_masks: NonNegativeInt = 2,
+        time_mask_width: NonNegativeInt = 40,
+        stack_frames: OneToEight = 2,
         cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: int = 320,
-        num_layers: int = 4,
+        hidden_size: PositiveInt = 320,
+        num_layers: OneToEight = 4,
         bidirectional: bool = True,
-        dropout: float = 0.15,
+        dropout: UnitIntervalRightOpen = 0.15,
         length_handling: Literal["reverse", "packed"] = "reverse",
-        speed_perturb: list[float] | None = None,
+        speed_perturb: list[SpeedFactor] | None = None,
         augment: dict | None = None,
         noise_dir: str | None = None,
-        val_examples: int = 4,
+        val_examples: NonNegativeInt = 4,
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
+from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitIntervalRightOpen
 from data.slots import IGNORE, collate_slots, sentences_to_examples, to_spoken_form
 from data.text import Vocabulary
 from modules.encoders import RecurrentEncoder
@@ -69,22 +70,22 @@ class SlotFillingModule(RnnlabModule):
         self,
         *,
         vocab: dict | None = None,
-        embedding_dim: int = 100,
+        embedding_dim: PositiveInt = 100,
         cell: Literal["elman", "jordan", "lstm", "gru"] = "lstm",
         implementation: Literal["auto", "fused", "reference"] = "auto",
-        hidden_size: int = 128,
-        num_layers: int = 1,
+        hidden_size: PositiveInt = 128,
+        num_layers: PositiveInt = 1,
         bidirectional: bool = True,
-        dropout: float = 0.3,
+        dropout: UnitIntervalRightOpen = 0.3,
         intent_pooling: Literal["mean", "max", "last", "attention"] = "max",
-        intent_weight: float = 1.0,
-        context_window: int = 0,
+        intent_weight: NonNegativeFloat = 1.0,
+        context_window: NonNegativeInt = 0,
         char_features: Literal["none", "cnn"] = "none",
-        char_dim: int = 32,
-        char_channels: int = 64,
+        char_dim: PositiveInt = 32,
+        char_channels: PositiveInt = 64,
         joint: Literal["pooled", "attention", "slot_gated"] = "pooled",
         crf: bool = False,
-        word_dropout: float = 0.0,
+        word_dropout: UnitIntervalRightOpen = 0.0,
         select_by: Literal["slot_f1", "joint", "exact_match"] = "slot_f1",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from data.ranges import PositiveInt, UnitIntervalRightOpen
 from modules.ngram_lm import NGramLM
 from modules.transducer import TransducerAcousticModel, TransducerBeamDecoder, greedy_search
 from pipelines.ctc import CTCSpeechRecognizer
@@ -35,9 +36,10 @@ class TransducerSpeechRecognizer(CTCSpeechRecognizer):
 
     run_prefix = "rnnt"
 
-    def __init__(self, *, pred_embed_size: int = 256, pred_hidden_size: int = 320, pred_layers: int = 1,
-                 pred_dropout: float = 0.1, joiner_size: int = 256, ctc_weight: float = 0.3, max_symbols: int = 4,
-                 max_lattice: int = 600_000, **kwargs) -> None:
+    def __init__(self, *, pred_embed_size: PositiveInt = 256, pred_hidden_size: PositiveInt = 320,
+                 pred_layers: PositiveInt = 1, pred_dropout: UnitIntervalRightOpen = 0.1, joiner_size: PositiveInt = 256,
+                 ctc_weight: UnitIntervalRightOpen = 0.3, max_symbols: PositiveInt = 4, max_lattice: PositiveInt = 600_000,
+                 **kwargs) -> None:
         if not 0.0 <= ctc_weight < 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1), got {ctc_weight}")
         if max_symbols < 1:

@@ -14,6 +14,8 @@ with the config saved beside it.
 from __future__ import annotations
 
 import ast
+import inspect
+import logging
 import os
 import re
 import sys
@@ -21,13 +23,16 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+import jsonargparse.typing
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from data.errors import DataError
+from data.ranges import describe
 from pipelines.base import RnnlabModule
 from pipelines.commands._common import NON_FINITE, SIGTERM, USER_ERROR, fail, run_config_for
 from pipelines.training.averaging import average_best
@@ -61,6 +66,54 @@ class _ParseError(SystemExit):
         self.message = message
 
 
+class _InitError(_ParseError):
+    """A ValueError from the model's or data module's ``__init__``: a value its options' types cannot check (one
+    bounded by another option, say); :class:`RnnlabCLI` prints it as one line (status 2)."""
+
+
+def _init_error(error: BaseException | None) -> tuple[str, type, BaseException] | None:
+    """``("model" | "data", class, the ValueError)`` when ``error`` is, or wraps, a ValueError raised by the
+    model's or data module's ``__init__`` (jsonargparse wraps it in its own); None for any other error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__ if isinstance(error, ValueError) else None
+        while tb is not None:  # outermost frame first: the class built, not a parent's or a part's __init__
+            me = tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
+            if isinstance(me, RnnlabModule | LightningDataModule):
+                return ("model" if isinstance(me, RnnlabModule) else "data"), type(me), error
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def init_error_line(key: str, cls: type, error: Exception) -> str:
+    """A ValueError from ``cls.__init__`` as one line: ``--model.init_args.NAME must ...`` when its message starts
+    with one of the class's options, else ``--model: CLASS: message``."""
+    message = " ".join(str(error).split())
+    names = {name for klass in inspect.getmro(cls) if "__init__" in vars(klass)
+             for name in inspect.signature(klass.__init__).parameters} - {"self", "args", "kwargs"}
+    first = re.match(r"\w+", message)
+    if first and first.group(0) in names:
+        return f"--{key}.init_args.{message}"
+    return f"--{key}: {cls.__module__}.{cls.__qualname__}: {message}"
+
+
+_SEED_LOG = logging.getLogger("lightning.fabric.utilities.seed")
+
+
+class _HeldRecords(logging.Filter):
+    """Keeps the log records that reach it instead of letting them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
 class _OneLineErrorParser(LightningArgumentParser):
     """jsonargparse reports a bad option with the whole usage (60 lines) before the error: raise it instead."""
 
@@ -77,6 +130,8 @@ def parse_error_line(message: str) -> str:
     option = None
     if keys:  # a subclass's argument (model/data init_args) is reported as its own key inside the outer one
         option = f"--{keys[0]}" + (f".init_args.{keys[-1]}" if cls and len(keys) > 1 else "")
+    if option and (line := _range_error(message)):
+        return f"{option}: {line}"
     if (m := re.search(r"Option '([^']+)' is not accepted", message)) and cls:
         return f"unknown option --{keys[0]}.init_args.{m.group(1)} ({cls.group(1)} has no such argument)"
     if option and (m := re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)):
@@ -90,6 +145,28 @@ def parse_error_line(message: str) -> str:
     if option and cls:
         return f"{option}: {cls.group(1)}: {cls.group(2).strip() or 'cannot be used'}"
     return " ".join(message.split())[:300]
+
+
+def _range_error(message: str) -> str | None:
+    """``expected int > 0, got 0``: jsonargparse's refusal of a value outside its range type (:mod:`data.ranges`),
+    ``or null`` where the option may be null, and the list or tuple that holds the value; None for other errors."""
+    m = re.search(r"Not of type (\w+): (?:(.*?) ?does not conform to restriction (.*)|(?:invalid literal for \w+\(\) "
+                  r"with base 10|could not convert string to \w+): (.*))$", message, re.M)
+    if m is None:
+        return None
+    name, value, restriction, not_a_number = m.groups()
+    expected = describe(getattr(jsonargparse.typing, name, None)) or f"a value with {restriction}"
+    # The values tried, the innermost first (an option's own, then the NestedArg or dict holding it).
+    given = [re.sub(r"^NestedArg\(key='[^']*', val=(.*)\)$", r"\1", g.strip())
+             for g in re.findall(r"Given value: (.*)$", message, re.M)]
+    if any(f"<class 'jsonargparse.typing.{name}'>" in s and "NoneType" in s
+           for s in re.findall(r"Subtypes: \[(.*)\]$", message, re.M)):
+        expected += " or null"
+    if not_a_number is not None:
+        return f"expected {expected}, got {not_a_number.strip()}"
+    value = value or (given[0] if given else "another value")
+    within = next((g for g in given if g[:1] in "[(" and g != value), None)
+    return f"expected {expected}, got {value}" + (f" (in {within})" if within else "")
 
 
 def _check_training_length(trainer) -> None:
@@ -120,7 +197,30 @@ class RnnlabCLI(LightningCLI):
         except _ParseError as e:
             given = list(sys.argv[1:] if args is None else args)
             command = next((a for a in given if a in self.subcommands()), None)
+            if isinstance(e, _InitError):
+                fail(command, e.message)
             fail(command, f"{parse_error_line(e.message)} (see rnnlab {command or 'COMMAND'} --help)")
+
+    def _set_seed(self) -> None:
+        # Seeded before the classes are built, as Lightning does; its line ("Seed set to N") is logged once they are,
+        # so that an error in the model's or data module's options is the only line printed.
+        held = _HeldRecords()
+        _SEED_LOG.addFilter(held)
+        try:
+            super()._set_seed()
+        finally:
+            _SEED_LOG.removeFilter(held)
+        self._seed_records = held.records
+
+    def instantiate_classes(self) -> None:
+        # A ValueError from the model's or data module's __init__ is one line naming the option, not the traceback
+        # of jsonargparse's error around it (every subtype tried, the whole config).
+        try:
+            super().instantiate_classes()
+        except ValueError as e:
+            if (found := _init_error(e)) is None:
+                raise
+            raise _InitError(init_error_line(*found)) from None
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -279,6 +379,9 @@ class RnnlabCLI(LightningCLI):
               f"averaged checkpoint are kept in {keep}", flush=True)
 
     def instantiate_trainer(self, **kwargs):
+        for record in getattr(self, "_seed_records", ()):  # the model and data module are built (_set_seed)
+            _SEED_LOG.handle(record)
+        self._seed_records = []
         cfg = self.config_init[self.subcommand]
         trainer_cfg = cfg["trainer"]
         for key, value in getattr(self, "_int_limits", {}).items():

@@ -160,7 +160,7 @@ ROWS = [
     Row("fit-wrong-type", [*TINY_CTC, "--trainer.max_epochs=two"], {}, 2,
         "rnnlab fit: error: --trainer.max_epochs: expected int or null, got 'two'"),
     Row("fit-wrong-type-model-option", [*TINY_CTC, "--model.init_args.hidden_size=big"], {}, 2,
-        "rnnlab fit: error: --model.init_args.hidden_size: expected int, got 'big'"),
+        "rnnlab fit: error: --model.init_args.hidden_size: expected int > 0, got 'big'"),
     Row("fit-unknown-option", [*TINY_CTC, "--trainer.max_epoks=2"], {}, 2,
         "rnnlab fit: error: unrecognized arguments: --trainer.max_epoks=2 (see rnnlab fit --help)"),
     Row("fit-unknown-model-option", [*TINY_CTC, "--model.init_args.hiden_size=8"], {}, 2,

@@ -27,6 +27,8 @@ COMBOS = [
     ["ctc", "speech-fsdd-digits", "ctc-fsdd-digits"],
     ["ctc", "speech-atis-synth", "ctc-atis-synth"],
     ["tiny/ctc.yaml"],
+    ["ctc", "rnnt"],
+    ["tiny/ctc.yaml", "tiny/rnnt.yaml"],
     ["seq2seq"],
     ["seq2seq", "speech-arctic", "seq2seq-arctic"],
     ["seq2seq", "speech-fsdd-digits"],
