@@ -33,12 +33,14 @@ EMBEDDED = "embedded"
 
 @dataclass
 class WordSegment:
-    """One labelled segment, decoded: ``waveform`` is float32 ``(S,)`` at the loader's sample rate."""
+    """One labelled segment, decoded: ``waveform`` is float32 ``(S,)`` at the loader's sample rate; ``speaker``
+    None when unknown."""
 
     id: str
     path: str
     label: str
     waveform: torch.Tensor
+    speaker: str | None = None
 
 
 def _label_key(label: str):
@@ -69,13 +71,16 @@ def decode_segment(ref, sample_rate: int, trim_db: float | None, trim_margin: fl
 
 def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None = None,
                        config_name: str | None = None, audio_column: str = "audio", label_column: str = "label",
-                       id_column: str | None = None, sample_rate: int = 8000, trim_db: float | None = 30.0,
-                       min_duration: float = 0.05, max_duration: float = 10.0,
-                       skips: SkipCounter | None = None) -> list[WordSegment]:
+                       id_column: str | None = None, speaker_column: str | None = "speaker",
+                       sample_rate: int = 8000, trim_db: float | None = 30.0, min_duration: float = 0.05,
+                       max_duration: float = 10.0, skips: SkipCounter | None = None) -> list[WordSegment]:
     """Every usable labelled segment of one split, decoded.
 
     Rows without a label, with unreadable audio or outside ``[min_duration, max_duration]`` seconds (after
-    trimming) are skipped with a warning naming the row and counted in ``skips``.
+    trimming) are skipped with a warning naming the row and counted in ``skips``. Rows whose label is an empty
+    string (e.g. Speech Commands' ``silence`` clips in its ``word`` column: no word was spoken) are dropped
+    without a warning each, counted as ``empty_label`` in the one summary line. ``speaker_column`` fills each
+    segment's ``speaker`` when the split has that column (empty: unknown).
 
     Raises:
         DataError: a missing column, or no usable segment at all.
@@ -90,6 +95,8 @@ def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None 
             raise DataError(f"{where}: missing column {col!r} (columns are {columns}); set {field}")
     if id_column is not None and id_column not in columns:
         id_column = None
+    if speaker_column is not None and speaker_column not in columns:
+        speaker_column = None
     base_dir = None
     if data_dir is not None:
         p = Path(data_dir)
@@ -99,7 +106,10 @@ def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None 
         label = row.get(label_column)
         cell = row.get(audio_column)
         rid = str(row[id_column]) if id_column else (row.get("file_name") or f"row {i + 1}")
-        if label is None or (isinstance(label, str) and not label.strip()):
+        if isinstance(label, str) and not label.strip():
+            skips.counts["empty_label"] += 1
+            continue
+        if label is None:
             skips.skip("no_label", f"{row_at(skips, i, rid)}: empty {label_column!r}")
             continue
         try:
@@ -112,7 +122,9 @@ def load_word_segments(dataset: str | None, split: str, *, data_dir: str | None 
         if not min_duration <= duration <= max_duration:
             skips.skip("duration", f"{row_at(skips, i, rid)}: {duration:.2f}s outside [{min_duration}, {max_duration}]s")
             continue
-        out.append(WordSegment(str(rid), ref.name, str(label), wav))
+        speaker = row.get(speaker_column) if speaker_column else None
+        speaker = str(speaker).strip() if speaker is not None and str(speaker).strip() else None
+        out.append(WordSegment(str(rid), ref.name, str(label), wav, speaker))
     if not out:
         raise DataError(f"{where}: no usable labelled segments ({dict(skips.counts)} skipped)")
     if skips.total:
@@ -189,19 +201,45 @@ class WordDataset(Dataset):
     def lengths(self) -> list[int]:
         return [s.waveform.numel() for s in self.segments]
 
-    def __getitem__(self, i: int) -> dict:
+    @property
+    def speakers(self) -> list[str | None]:
+        return [s.speaker for s in self.segments]
+
+    def __getitem__(self, i: int | tuple[int, int]) -> dict:
+        """Item ``i``; for ``(i, j)`` (from :class:`data.word_batches.PartnerBatchSampler`) item ``i`` with
+        segment ``j``'s waveform as ``partner``."""
+        j = None
+        if isinstance(i, tuple):
+            i, j = i
         s = self.segments[i]
-        return {"id": s.id, "waveform": s.waveform, "label": self.targets[i]}
+        item = {"id": s.id, "waveform": s.waveform, "label": self.targets[i]}
+        if j is not None:
+            item["partner"] = self.segments[j].waveform
+            item["partner_id"] = self.segments[j].id
+        return item
+
+
+def _padded(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for b, w in enumerate(waves):
+        out[b, : w.numel()] = w
+    return out, lengths
 
 
 def collate_words(items: list[dict]) -> dict:
-    """Pads waveforms to ``(B, S)``; ``lengths (B,)`` samples, ``labels (B,)`` int64, ``ids``."""
-    lengths = torch.tensor([it["waveform"].numel() for it in items], dtype=torch.long)
-    waveforms = torch.zeros(len(items), int(lengths.max()))
-    for b, it in enumerate(items):
-        waveforms[b, : it["waveform"].numel()] = it["waveform"]
-    return {"ids": [it["id"] for it in items], "waveforms": waveforms, "lengths": lengths,
-            "labels": torch.tensor([it["label"] for it in items], dtype=torch.long)}
+    """Pads waveforms to ``(B, S)``; ``lengths (B,)`` samples, ``labels (B,)`` int64, ``ids``.
+
+    Items with a ``partner`` waveform also give ``partner_waveforms (B, S')``, ``partner_lengths (B,)`` and
+    ``partner_ids``.
+    """
+    waveforms, lengths = _padded([it["waveform"] for it in items])
+    batch = {"ids": [it["id"] for it in items], "waveforms": waveforms, "lengths": lengths,
+             "labels": torch.tensor([it["label"] for it in items], dtype=torch.long)}
+    if items and "partner" in items[0]:
+        batch["partner_waveforms"], batch["partner_lengths"] = _padded([it["partner"] for it in items])
+        batch["partner_ids"] = [it["partner_id"] for it in items]
+    return batch
 
 
 def stratified_holdout(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -232,11 +270,19 @@ class WordDataModule(L.LightningDataModule):
         val_split: Validation split; ``None`` holds out ``val_fraction`` of the training split, stratified by label
             (FSDD has no validation split; its test split stays untouched for the final number).
         val_fraction / seed: Size and seed of that held-out part.
-        audio_column / label_column / id_column: Column names.
+        audio_column / label_column / id_column: Column names. Rows whose label is empty are dropped (counted in
+            one line): Speech Commands with ``label_column: word`` keeps the spoken words and drops ``silence``.
+        speaker_column: The speaker of each segment, where the data has that column (pairs prefer other speakers).
         sample_rate: Rate the model expects (FSDD is 8 kHz); audio is resampled to it.
         trim_db: Trim leading/trailing audio quieter than this many dB under the loudest frame; None keeps it.
         min_duration / max_duration: Segments outside this range (seconds, after trimming) are skipped and counted.
         batch_size: Segments per batch; batches group segments of similar length.
+        labels_per_batch / tokens_per_label: When set, training batches hold ``labels_per_batch`` labels x
+            ``tokens_per_label`` tokens each (:class:`data.word_batches.LabelBatchSampler`; ``batch_size`` then
+            applies to validation and test only), as triplet losses with in-batch negatives need.
+        pairs: Every training item also carries a partner: another token of the same label, from another speaker
+            when there is one, drawn anew each epoch (deterministic per seed and epoch), as ``partner_waveforms``
+            / ``partner_lengths`` of the batch (correspondence autoencoder). Validation and test are unchanged.
         num_workers: DataLoader workers.
         embedded_size: Utterances of the embedded corpus in train/validation/test.
     """
@@ -254,11 +300,15 @@ class WordDataModule(L.LightningDataModule):
         audio_column: str = "audio",
         label_column: str = "label",
         id_column: str | None = None,
+        speaker_column: str | None = "speaker",
         sample_rate: PositiveInt = 8000,
         trim_db: PositiveFloat | None = 30.0,
         min_duration: NonNegativeFloat = 0.05,
         max_duration: PositiveFloat = 10.0,
         batch_size: PositiveInt = 32,
+        labels_per_batch: PositiveInt | None = None,
+        tokens_per_label: PositiveInt = 4,
+        pairs: bool = False,
         num_workers: NonNegativeInt = 0,
         seed: int = 0,
         embedded_size: tuple[PositiveInt, NonNegativeInt, NonNegativeInt] = (3000, 200, 200),
@@ -270,6 +320,11 @@ class WordDataModule(L.LightningDataModule):
             raise ValueError(f"min_duration must be below max_duration = {max_duration}, got {min_duration}")
         if data_dir is None and dataset is None:
             raise ValueError("set data.dataset (hub id or path) or data.data_dir (local copy)")
+        if labels_per_batch is not None and labels_per_batch < 2:
+            raise ValueError(f"labels_per_batch must be at least 2 (negatives come from other labels), got "
+                             f"{labels_per_batch}")
+        if tokens_per_label < 2:
+            raise ValueError(f"tokens_per_label must be at least 2 (a positive pair per label), got {tokens_per_label}")
         self.save_hyperparameters()
         self._segments: dict[str, list[WordSegment]] = {}
         self._labels: list[str] | None = None
@@ -306,7 +361,8 @@ class WordDataModule(L.LightningDataModule):
                 return self._segments[split]
             self._segments[split] = load_word_segments(
                 hp.dataset, split, data_dir=hp.data_dir, config_name=hp.config_name, audio_column=hp.audio_column,
-                label_column=hp.label_column, id_column=hp.id_column, sample_rate=hp.sample_rate,
+                label_column=hp.label_column, id_column=hp.id_column, speaker_column=hp.speaker_column,
+                sample_rate=hp.sample_rate,
                 trim_db=hp.trim_db, min_duration=hp.min_duration, max_duration=hp.max_duration, skips=skips)
         return self._segments[split]
 
@@ -353,13 +409,21 @@ class WordDataModule(L.LightningDataModule):
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         from data.samplers import LengthBucketBatchSampler
+        from data.word_batches import LabelBatchSampler, PartnerBatchSampler
 
         hp = self.hparams
         trainer = getattr(self, "trainer", None)
-        sampler = LengthBucketBatchSampler(
-            lengths=self.datasets[name].lengths, batch_size=hp.batch_size, shuffle=train, seed=hp.seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0, bucket_size_multiplier=20)
+        world = {"num_replicas": trainer.world_size if trainer is not None else 1,
+                 "rank": trainer.global_rank if trainer is not None else 0}
+        ds = self.datasets[name]
+        if train and hp.labels_per_batch is not None:
+            sampler = LabelBatchSampler(labels=ds.targets, labels_per_batch=hp.labels_per_batch,
+                                        tokens_per_label=hp.tokens_per_label, seed=hp.seed, **world)
+        else:
+            sampler = LengthBucketBatchSampler(lengths=ds.lengths, batch_size=hp.batch_size, shuffle=train,
+                                               seed=hp.seed, bucket_size_multiplier=20, **world)
+        if train and hp.pairs:
+            sampler = PartnerBatchSampler(sampler, labels=ds.targets, speakers=ds.speakers, seed=hp.seed)
         if train:
             from data.resumable import ResumableDataLoader, trainer_progress
 

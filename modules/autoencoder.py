@@ -121,7 +121,9 @@ class SequenceAutoencoder(nn.Module):
 
     Shape:
         waveforms ``(B, S)``, lengths ``(B,)`` -> dict with ``embedding (B, E)``, ``features``/``reconstruction``
-        ``(B, T, F)`` (zero past ``frames``), ``frames (B,)``.
+        ``(B, T, F)`` (zero past ``frames``), ``frames (B,)``. Given ``targets`` (other waveforms and lengths, one
+        per input: a correspondence autoencoder's partners), ``features``, ``reconstruction`` and ``frames`` are
+        the targets' (``(B, T', F)``), decoded from the inputs' embeddings.
     """
 
     def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, embedding_size: int = 128,
@@ -166,8 +168,11 @@ class SequenceAutoencoder(nn.Module):
         feats, frames = self.features(waveforms, lengths)
         return self.encode_features(feats, frames)
 
-    def forward(self, waveforms: Tensor, lengths: Tensor, corruption: dict | None = None) -> dict[str, Tensor]:
+    def forward(self, waveforms: Tensor, lengths: Tensor, corruption: dict | None = None,
+                targets: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
         feats, frames = self.features(waveforms, lengths)
         inp = corrupt_features(feats, frames, **corruption) if corruption else feats
         z = self.encode_features(inp, frames)
+        if targets is not None:
+            feats, frames = self.features(*targets)
         return {"embedding": z, "features": feats, "reconstruction": self.decode(z, frames), "frames": frames}

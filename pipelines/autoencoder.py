@@ -3,6 +3,10 @@
 Run it with ``make train-autoencoder`` (FSDD digits) or ``rnnlab fit -c defaults -c autoencoder
 [-c autoencoder-denoising]``. Labels, when the data has them, serve only to score retrieval each validation
 epoch (``val/map``) and to colour the embedding plot.
+
+``target: same_word`` makes it a correspondence autoencoder (Kamper et al. 2015): the decoder rebuilds another
+token of the same word (``data.init_args.pairs: true`` supplies it), usually started from a trained autoencoder
+with ``init_from`` (``-c autoencoder-correspondence``). This one uses the labels for training.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class AudioAutoencoder(RnnlabModule):
         cell / hidden_size / num_layers / bidirectional / dropout: Encoder.
         embedding_size / pooling: The fixed-size vector and how encoder outputs are pooled into it.
         decoder_hidden_size / decoder_layers / reverse_target: Decoder (see :class:`SequenceAutoencoder`).
+        target: What the decoder rebuilds while training: ``self`` (the input's own frames, an autoencoder) or
+            ``same_word`` (the frames of the batch's ``partner_waveforms``, another token of the same label, with
+            the partner's length: a correspondence autoencoder; needs ``data.init_args.pairs: true``).
+            Validation always scores reconstructing the input itself (``val/loss``) and retrieval (``val/map``).
         noise_std / frame_drop / time_masks / time_mask_width / freq_masks / freq_mask_width: Denoising: the
             training input is corrupted this way (all zero: a plain autoencoder); the target stays clean.
         retrieval_ks: Cut-offs of the precision@k logged each validation epoch.
@@ -69,6 +77,7 @@ class AudioAutoencoder(RnnlabModule):
         decoder_hidden_size: PositiveInt = 128,
         decoder_layers: PositiveInt = 1,
         reverse_target: bool = True,
+        target: Literal["self", "same_word"] = "self",
         noise_std: NonNegativeFloat = 0.0,
         frame_drop: UnitIntervalRightOpen = 0.0,
         time_masks: NonNegativeInt = 0,
@@ -86,6 +95,8 @@ class AudioAutoencoder(RnnlabModule):
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         if not 0 <= frame_drop < 1:
             raise ValueError(f"frame_drop must be in [0, 1), got {frame_drop}")
+        if target not in ("self", "same_word"):
+            raise ValueError(f"target must be self or same_word, got {target!r}")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.labels = list((vocab or {}).get("labels", []))
         frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
@@ -109,7 +120,14 @@ class AudioAutoencoder(RnnlabModule):
         return self.model.embed(waveforms, lengths)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        out = self.model(batch["waveforms"], batch["lengths"], self.corruption if stage == "train" else None)
+        targets = None
+        if stage == "train" and self.hparams.target == "same_word":
+            if "partner_waveforms" not in batch:
+                raise ValueError("target: same_word needs training batches with partners: set "
+                                 "data.init_args.pairs: true (a WordDataModule)")
+            targets = (batch["partner_waveforms"], batch["partner_lengths"])
+        out = self.model(batch["waveforms"], batch["lengths"], self.corruption if stage == "train" else None,
+                         targets=targets)
         loss = masked_mse(out["reconstruction"], out["features"], out["frames"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=len(batch["ids"]), sync_dist=stage != "train")
         if stage != "train":

@@ -23,6 +23,7 @@ from pathlib import Path
 from pipelines.commands._common import ArgumentParser, fail, load_checkpoint, run_config_for
 
 TASKS = {"CTCSpeechRecognizer": "speech-to-text", "TransducerSpeechRecognizer": "speech-to-text",
+         "SiameseWordEmbedder": "acoustic word embedding",
          "UtteranceClassifier": "audio classification",
          "SlotFillingModule": "slot filling + intent", "G2PModule": "grapheme-to-phoneme",
          "AudioAutoencoder": "audio embedding", "ListenAttendSpell": "speech-to-text"}

@@ -31,7 +31,7 @@ from pipelines.cli import main
 from pipelines.cli.lightning import CONFIG_DIR, RnnlabCLI, _resolve_config_names
 from tests.integration.helpers import rnnlab
 
-# The top-level config combinations the Makefile trains (`make train-*`).
+# The top-level config combinations the Makefile trains (`make train-*`), and those of pipelines without a target.
 COMBOS = {
     "ctc": ["ctc"],
     "rnnt": ["ctc", "rnnt"],
@@ -41,6 +41,7 @@ COMBOS = {
     "autoencoder": ["autoencoder"],
     "digits": ["digits"],
     "keywords": ["digits", "keywords"],
+    "siamese": ["siamese"],
 }
 # Numeric options without a natural range, and why.
 UNBOUNDED = {"seed": "any int seeds the generators (samplers mix it with the epoch modulo 2**63)"}
@@ -205,6 +206,7 @@ def test_cases_cover_every_class_and_both_ends():
         "pipelines.ctc.CTCSpeechRecognizer", "pipelines.transducer.TransducerSpeechRecognizer",
         "pipelines.seq2seq.LASRecognizer", "pipelines.seq2seq.G2PModel", "pipelines.slot_filling.SlotFillingModule",
         "pipelines.autoencoder.AudioAutoencoder", "pipelines.classifier.UtteranceClassifier",
+        "pipelines.word_embedding.SiameseWordEmbedder",
         "data.speech.SpeechDataModule", "data.slots.SlotFillingDataModule", "data.words.WordDataModule",
         "data.g2p.G2PDataModule"}
     ids = [c.id for c in CASES]

@@ -1,0 +1,155 @@
+"""Discriminative acoustic word embeddings: a Siamese recurrent encoder trained with a cosine triplet loss.
+
+Run it with ``rnnlab fit -c defaults -c siamese`` (Speech Commands words; see the config's header). Training
+batches hold K labels x M tokens (``data.init_args.labels_per_batch`` / ``tokens_per_label``) so every token has
+same-word positives and other-word negatives in its batch. Each validation epoch logs the same-different average
+precision of all validation pairs (``val/ap``, which picks the best checkpoint) and query-by-example retrieval
+(``val/map``, ``val/p_at_k``), as the autoencoder does. ``rnnlab evaluate-retrieval`` / ``embed`` /
+``linear-probe`` take its checkpoints as they take an autoencoder's.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from data.ranges import (
+    NonNegativeInt,
+    OneToEight,
+    PositiveFloat,
+    PositiveInt,
+    SpeedFactor,
+    UnitIntervalRightOpen,
+)
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend
+from modules.retrieval import cosine_similarity_matrix, retrieval_scores, same_different_ap
+from modules.word_embedding import SequenceEmbedder, cosine_triplet_loss
+from pipelines.base import RnnlabModule, batched_by_length
+
+
+class SiameseWordEmbedder(RnnlabModule):
+    """Log-mel frames -> (bi)RNN -> pooled -> linear embedding, trained so same-word tokens are cosine-close.
+
+    The encoder's weights are named as :class:`~pipelines.autoencoder.AudioAutoencoder`'s (``model.frontend``,
+    ``model.encoder``, ``model.pool``, ``model.to_embedding``): ``init_from`` an autoencoder checkpoint of the
+    same sizes starts from its encoder.
+
+    Args:
+        vocab: Label set from the DataModule (``{"labels": [...]}``, saved in the checkpoint).
+        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend (log-mel, normalised per utterance).
+        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment while training.
+        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        cell / hidden_size / num_layers / bidirectional / dropout: Encoder.
+        embedding_size / pooling: The fixed-size vector and how encoder outputs are pooled into it.
+        margin: Cosine triplet hinge margin: ``max(0, margin + cos(a, n) - cos(a, p))``.
+        negatives: In-batch negative of each (anchor, positive) pair: ``hardest`` (most similar other-word token)
+            or ``semi_hard`` (most similar one still less similar than the positive).
+        retrieval_ks: Cut-offs of the precision@k logged each validation epoch.
+        init_from: Checkpoint to start from (e.g. an autoencoder's); see :class:`~pipelines.base.RnnlabModule`.
+    """
+
+    monitor = "val/ap"
+    monitor_mode = "max"
+    run_prefix = "siamese"
+
+    def __init__(
+        self,
+        *,
+        vocab: dict | None = None,
+        sample_rate: PositiveInt = 8000,
+        n_mels: PositiveInt = 40,
+        win_ms: PositiveFloat = 25.0,
+        hop_ms: PositiveFloat = 10.0,
+        stack_frames: OneToEight = 1,
+        spec_augment: bool = False,
+        freq_masks: NonNegativeInt = 2,
+        freq_mask_width: NonNegativeInt = 6,
+        time_masks: NonNegativeInt = 2,
+        time_mask_width: NonNegativeInt = 8,
+        speed_perturb: list[SpeedFactor] | None = None,
+        cell: Literal["lstm", "gru"] = "lstm",
+        hidden_size: PositiveInt = 128,
+        num_layers: PositiveInt = 2,
+        bidirectional: bool = True,
+        dropout: UnitIntervalRightOpen = 0.0,
+        embedding_size: PositiveInt = 128,
+        pooling: Literal["last", "mean", "max", "attention"] = "last",
+        margin: PositiveFloat = 0.4,
+        negatives: Literal["hardest", "semi_hard"] = "semi_hard",
+        retrieval_ks: tuple[PositiveInt, ...] = (1, 10),
+        init_from: str | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
+        if margin <= 0:
+            raise ValueError(f"margin must be > 0, got {margin}")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        self.labels = list((vocab or {}).get("labels", []))
+        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
+                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
+                                  time_masks=time_masks, time_mask_width=time_mask_width, time_mask_max_frac=0.2,
+                                  stack_frames=stack_frames, speed_perturb=speed_perturb)
+        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
+                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
+        self.model = SequenceEmbedder(frontend=frontend, encoder=encoder, embedding_size=embedding_size,
+                                      pooling=pooling)
+        self._val: dict[str, list] = {}
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
+        return self.model(waveforms, lengths)
+
+    def training_step(self, batch, batch_idx):
+        emb = self(batch["waveforms"], batch["lengths"])
+        loss, stats = cosine_triplet_loss(emb, batch["labels"], margin=self.hparams.margin,
+                                          negatives=self.hparams.negatives)
+        n = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({"train/active_triplets": stats["active"], "train/pos_sim": stats["pos_sim"],
+                       "train/neg_sim": stats["neg_sim"]}, batch_size=n)
+        return loss
+
+    def _eval_step(self, batch: dict) -> None:
+        self._val.setdefault("emb", []).append(self(batch["waveforms"], batch["lengths"]).detach().float().cpu())
+        self._val.setdefault("labels", []).extend(batch["labels"].tolist())
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def _epoch_end(self, stage: str) -> None:
+        data, self._val = self._val, {}
+        if not data.get("emb"):
+            return
+        emb = torch.cat(data["emb"])
+        known = [i for i, lab in enumerate(data["labels"]) if lab >= 0]  # -1: a label training never saw
+        emb, labels = emb[known], [data["labels"][i] for i in known]
+        if len(set(labels)) < 2 or len(labels) < 2:
+            return
+        # Each rank scores the segments it saw; under DDP the logged values are the means over ranks.
+        sim = cosine_similarity_matrix(emb)
+        scores = retrieval_scores(sim, labels, ks=self.hparams.retrieval_ks)
+        ap = same_different_ap(sim, labels, higher_is_similar=True)["ap"]
+        self.log(f"{stage}/ap", 0.0 if ap != ap else ap, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
+        for k in self.hparams.retrieval_ks:
+            self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    # -- inference ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> torch.Tensor:
+        """Embeddings ``(N, E)`` of mono waveforms already at ``sample_rate`` (batched by length)."""
+        self.eval()
+        return batched_by_length(lambda w, n: self(w, n), waveforms, batch_size, self.device)
