@@ -244,3 +244,24 @@ def test_a_dropped_connection_frees_its_slot_on_a_real_server(models):
         while status() != 0:
             assert time.monotonic() < deadline, "the slot of the dropped stream was not freed"
             time.sleep(0.05)
+
+
+def test_a_unidirectional_transducer_streams_on_the_page_as_offline():
+    """`rnnlab serve --stream` takes a transducer: its partials are exact and the final is its offline greedy."""
+    from data.text import CharTokenizer
+    from pipelines.transducer import TransducerSpeechRecognizer
+
+    torch.manual_seed(0)
+    model = TransducerSpeechRecognizer(vocab=CharTokenizer().to_dict(), n_mels=40, stack_frames=3, hidden_size=32,
+                                       num_layers=2, bidirectional=False, dropout=0.0, normalize="global",
+                                       pred_embed_size=8, pred_hidden_size=16, joiner_size=16).eval()
+    with torch.no_grad():
+        model.model.joiner.out.bias[model.tokenizer.blank] -= 2.0
+    wav = speechlike(1.5, 9)
+    pcm = pcm16(wav)
+    with TestClient(create_app({"stream": model}, limits=LIMITS)) as c, \
+            c.websocket_connect("/ws/stream?mode=asr") as ws:
+        messages, code = run_stream(ws, pcm)
+    final = model.transcribe_waveforms([from_pcm16(pcm)])[0]
+    assert code == 1000 and messages[-1] == {"type": "final", "text": final} and final
+    assert all(final.startswith(m["text"]) for m in messages if m["type"] == "partial")
