@@ -102,6 +102,7 @@ COMMANDS = {
     "make train-slots DATA=spoken DATA_DIR=...": PARSE,
     "rnnlab test --ckpt ...": PARSE,
     "rnnlab evaluate-retrieval ...": PARSE,
+    "rnnlab fit -c defaults -c siamese": PARSE,
     "rnnlab evaluate-spoken-slots ...": PARSE,
 }
 
