@@ -46,6 +46,7 @@ COMMANDS = {
     "make train-ctc DATA=atis-synth": PARSE,
     "make train-ctc DATA=librispeech-100": PARSE,
     "make train-rnnt": PARSE,
+    "make train-rnnt DATA=english": PARSE,
     "make train-seq2seq": PARSE,
     "make train-g2p": PARSE,
     "make train-slots": PARSE,
