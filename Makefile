@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install rnnlab (editable) with pinned dependencies
 
 test: $(STAMP) ## Run the test suite (fast layers; no network)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests --durations=20
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check modules data pipelines tests

@@ -57,3 +57,14 @@ def speech_corpus_dir(tmp_path_factory) -> Path:
 
     return build_corpus(tmp_path_factory.mktemp("speech") / "corpus", n_train=16, n_validation=6, n_test=6,
                         seed=1, workers=1, progress=False)
+
+
+@pytest.fixture
+def one_thread():
+    """Runs a test on one torch thread: tiny recurrent models train faster without intra-op threading."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -42,12 +42,14 @@ def test_average_best_writes_and_validates_the_mean_of_the_two_best(ctc_run):
     assert read_json(ctc_run / "validate_metrics.json")["checkpoint"].endswith("averaged.ckpt")
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_average_best_of_one_is_an_error(tmp_path, speech_corpus_dir):
     proc = rnnlab("fit", "-c", "defaults", "-c", "tiny/ctc.yaml", f"--data.init_args.data_dir={speech_corpus_dir}",
                   f"--run.root={tmp_path}", "--run.average_best=1", check=False)
     assert proc.returncode == 2 and "run.average_best: 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_transcribe_round_trip_from_checkpoint(ctc_run, speech_corpus_dir):
     ckpt = str(ctc_run / "checkpoints" / "best.ckpt")
     val = speech_corpus_dir / "validation"
@@ -67,6 +69,7 @@ def test_transcribe_round_trip_from_checkpoint(ctc_run, speech_corpus_dir):
     assert texts == [line.split("\t")[1] if "\t" in line else "" for line in lines]
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_transcribe_bad_inputs(ctc_run, tmp_path):
     ckpt = str(ctc_run / "checkpoints" / "best.ckpt")
     bad = tmp_path / "bad.wav"
@@ -79,6 +82,7 @@ def test_transcribe_bad_inputs(ctc_run, tmp_path):
     assert proc.returncode != 0 and "language model not found" in proc.stderr
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_test_command_writes_wer_cer_json(ctc_run, tmp_path):
     out = tmp_path / "metrics.json"
     proc = rnnlab("test", "--ckpt", str(ctc_run / "checkpoints" / "best.ckpt"), f"--run.metrics_file={out}")

@@ -11,7 +11,7 @@ from pipelines.ctc import CTCSpeechRecognizer
 from tests.integration.helpers import arctic_subset
 
 
-def test_tiny_ctc_overfits_ten_arctic_utterances(tmp_path):
+def test_tiny_ctc_overfits_ten_arctic_utterances(tmp_path, one_thread):
     data_dir = arctic_subset(tmp_path, 10)
     torch.manual_seed(0)
     dm = SpeechDataModule(dataset=None, data_dir=str(data_dir), train_split="train", val_split="train",

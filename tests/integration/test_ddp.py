@@ -5,6 +5,7 @@ import pytest
 from tests.integration.helpers import read_json, rnnlab
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_two_process_ddp_fit_and_globally_reduced_metrics(slot_data_dir, tmp_path):
     runs = tmp_path / "runs"
     # Plain `ddp` relaunches the command line in a child process: run it as a subprocess with a timeout.
@@ -47,6 +48,7 @@ def test_exception_on_one_rank_ends_every_rank_in_bounded_time(slot_data_dir, tm
     assert elapsed < 150
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_torchrun_launch_makes_one_run_and_logs_the_global_batch(slot_data_dir, tmp_path):
     import os
     import subprocess

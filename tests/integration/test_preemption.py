@@ -93,6 +93,7 @@ def test_resuming_a_finished_run_changes_nothing_and_extending_it_keeps_its_reco
     assert not any(n in extended.stdout + extended.stderr for n in NOISE)
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_ctrl_c_saves_prints_the_resume_line_and_exits_130(slot_data_dir, tmp_path):
     root = tmp_path / "runs"
     args = [*_make_args(slot_data_dir, root), "--trainer.callbacks+=tests.fixtures.callbacks.SigtermAt",

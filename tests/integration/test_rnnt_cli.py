@@ -50,7 +50,7 @@ def test_transcribe_with_beam_matches_in_process_and_validate_test_take_beam_lm(
     assert "test/cer" in proc.stdout and read_json(out)["metrics"]["test/wer"] >= 0
 
 
-def test_tiny_transducer_learns_ten_arctic_utterances(tmp_path):
+def test_tiny_transducer_learns_ten_arctic_utterances(tmp_path, one_thread):
     import lightning as L
     import torch
 

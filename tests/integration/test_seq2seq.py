@@ -16,7 +16,7 @@ from tests.integration.helpers import arctic_subset, read_json, rnnlab
 WORDS = ["cat", "dog", "house", "phone", "night", "water", "table", "music"]
 
 
-def test_tiny_g2p_overfits_a_few_pairs():
+def test_tiny_g2p_overfits_a_few_pairs(one_thread):
     prons, _ = read_pronunciations(cmudict_path())
     graphemes = ["<pad>", *sorted({c for w in WORDS for c in w})]
     phonemes = sorted({p for w in WORDS for p in prons[w][0]})
@@ -44,7 +44,7 @@ def test_tiny_g2p_overfits_a_few_pairs():
         model.pronounce(["ca7"])
 
 
-def test_tiny_las_overfits_real_arctic_utterances(tmp_path):
+def test_tiny_las_overfits_real_arctic_utterances(tmp_path, one_thread):
     data_dir = arctic_subset(tmp_path, 6)
     torch.manual_seed(0)
     dm = SpeechDataModule(dataset=None, data_dir=str(data_dir), train_split="train", val_split="train",
@@ -81,6 +81,7 @@ def test_g2p_cli_fit_writes_attention_maps_and_metrics(g2p_run):
     assert ckpt["hyper_parameters"]["vocab"]["kind"] == "g2p"
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_g2p_cli_test_and_predict(g2p_run, tmp_path):
     ckpt = str(g2p_run / "checkpoints" / "best.ckpt")
     out = tmp_path / "m.json"
@@ -100,6 +101,7 @@ def test_g2p_cli_test_and_predict(g2p_run, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_las_cli_fit_test_and_transcribe(speech_corpus_dir, tmp_path):
     runs = tmp_path / "runs"
     rnnlab("fit", "-c", "defaults", "-c", "tiny/seq2seq.yaml", f"--data.init_args.data_dir={speech_corpus_dir}",

@@ -59,6 +59,7 @@ def test_test_command_prints_and_writes_json(trained_run, tmp_path):
     assert metrics["test/slot_f1"] > 80.0 and 0 <= metrics["test/intent_acc"] <= 100
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_predict_tags_sentences_from_stdin_and_file(trained_run, tmp_path):
     ckpt = trained_run["run"] / "checkpoints" / "best.ckpt"
     proc = rnnlab("predict", "--ckpt", str(ckpt), stdin="i want to fly from boston to denver\n\nunknownword\n")

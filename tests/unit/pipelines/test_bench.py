@@ -117,6 +117,7 @@ def test_bad_arguments_give_one_line(argv, message, capsys, tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+@pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget
 def test_data_scale_section_is_opt_in_and_reports_each_rank(report, tmp_path):
     assert "data-scale" not in report  # minutes at full size: only when named
     out = tmp_path / "scale.json"
