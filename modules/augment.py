@@ -8,7 +8,8 @@ degrades each training utterance on the fly, each effect drawn independently per
 - simulated reverberation: a synthetic room impulse response (exponentially decaying noise, RT60 drawn);
 - channel: a band limit (telephone-like 300-3400 Hz or a random low-pass) and a random two-band EQ tilt;
 - codec: 8-bit mu-law quantisation (the G.711 telephone codec), optionally at 8 kHz;
-- level: a gain in dB and a DC offset.
+- level: a gain in dB and a DC offset;
+- time shift: the signal moved by up to ``shift_ms`` earlier or later, zeros filling in (keyword spotters' shift).
 
 Shapes: ``waveforms (B, S)`` float32 with ``lengths (B,)`` samples; the output keeps both (padding stays zero).
 """
@@ -43,6 +44,19 @@ def _tilt(wav: Tensor, sample_rate: int, low_db: float, high_db: float, split_hz
     return torch.fft.irfft(spec * 10 ** (gain_db / 20), n=n)
 
 
+def time_shift(wav: Tensor, samples: int) -> Tensor:
+    """``wav (S,)`` moved ``samples`` later (earlier if negative), same length, zeros filling in."""
+    n = wav.numel()
+    if samples == 0 or abs(samples) >= n:
+        return wav if samples == 0 else torch.zeros_like(wav)
+    out = torch.zeros_like(wav)
+    if samples > 0:
+        out[samples:] = wav[:n - samples]
+    else:
+        out[:samples] = wav[-samples:]
+    return out
+
+
 def synthetic_rir(sample_rate: int, rt60: float, generator: torch.Generator | None = None) -> Tensor:
     """A room impulse response: a direct path then exponentially decaying noise reaching -60 dB at ``rt60`` s."""
     n = max(2, int(rt60 * sample_rate))
@@ -68,18 +82,23 @@ class WaveformAugment(nn.Module):
         codec_prob: Chance of 8-bit mu-law quantisation (G.711-like).
         gain_prob / gain_db: Chance of a gain change and its range (dB).
         dc_prob / dc: Chance of a DC offset and its largest magnitude (fraction of full scale).
+        shift_prob / shift_ms: Chance of a time shift and its largest size (milliseconds, either way; the length
+            stays, zeros fill in). Off by default: it suits fixed-length clips (keywords), not sentences.
     """
 
     def __init__(self, *, sample_rate: int = 16000, noise_prob: float = 0.5, snr_db: tuple[float, float] = (0.0, 25.0),
                  reverb_prob: float = 0.3, rt60: tuple[float, float] = (0.15, 0.8), band_prob: float = 0.2,
                  eq_prob: float = 0.3, eq_db: float = 8.0, codec_prob: float = 0.1, gain_prob: float = 0.5,
-                 gain_db: tuple[float, float] = (-15.0, 6.0), dc_prob: float = 0.1, dc: float = 0.05) -> None:
+                 gain_db: tuple[float, float] = (-15.0, 6.0), dc_prob: float = 0.1, dc: float = 0.05,
+                 shift_prob: float = 0.0, shift_ms: float = 100.0) -> None:
         super().__init__()
         for name, p in (("noise_prob", noise_prob), ("reverb_prob", reverb_prob), ("band_prob", band_prob),
                         ("eq_prob", eq_prob), ("codec_prob", codec_prob), ("gain_prob", gain_prob),
-                        ("dc_prob", dc_prob)):
+                        ("dc_prob", dc_prob), ("shift_prob", shift_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {p}")
+        if not 0.0 <= shift_ms <= 1000.0:
+            raise ValueError(f"shift_ms must lie in [0, 1000], got {shift_ms}")
         if snr_db[0] > snr_db[1] or rt60[0] > rt60[1] or rt60[0] <= 0 or gain_db[0] > gain_db[1]:
             raise ValueError(f"ranges must be (low, high) with low <= high (rt60 > 0): snr_db={snr_db}, "
                              f"rt60={rt60}, gain_db={gain_db}")
@@ -90,6 +109,7 @@ class WaveformAugment(nn.Module):
         self.codec_prob = codec_prob
         self.gain_prob, self.gain_db = gain_prob, (float(gain_db[0]), float(gain_db[1]))
         self.dc_prob, self.dc = dc_prob, float(dc)
+        self.shift_prob, self.shift_ms = shift_prob, float(shift_ms)
         self.noise: list[Tensor] = []  # never saved: the bank is training data, not weights
 
     def set_noise(self, clips: list[Tensor]) -> None:
@@ -121,6 +141,8 @@ class WaveformAugment(nn.Module):
         if n < 16:
             return wav
         out = wav
+        if self.shift_prob > 0 and torch.rand(()) < self.shift_prob:
+            out = time_shift(out, int(round(self._uniform(-self.shift_ms, self.shift_ms) * sr / 1000)))
         if torch.rand(()) < self.reverb_prob:
             rir = synthetic_rir(sr, self._uniform(*self.rt60))
             from torchaudio.functional import fftconvolve

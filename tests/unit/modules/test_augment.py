@@ -9,7 +9,7 @@ import torch
 
 from data.errors import DataError
 from data.noise import load_noise_clips
-from modules.augment import WaveformAugment, synthetic_rir
+from modules.augment import WaveformAugment, synthetic_rir, time_shift
 
 OFF = dict(noise_prob=0.0, reverb_prob=0.0, band_prob=0.0, eq_prob=0.0, codec_prob=0.0, gain_prob=0.0, dc_prob=0.0)
 
@@ -75,6 +75,25 @@ def test_bad_options_are_one_line_errors():
         WaveformAugment(noise_prob=1.5)
     with pytest.raises(ValueError, match="ranges must be"):
         WaveformAugment(snr_db=(20.0, 5.0))
+    with pytest.raises(ValueError, match="shift_ms must lie in"):
+        WaveformAugment(shift_ms=-5.0)
+
+
+def test_time_shift_moves_the_clip_and_keeps_its_length():
+    x = torch.arange(1.0, 11.0)
+    assert time_shift(x, 3).tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert time_shift(x, -2).tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
+    assert torch.equal(time_shift(x, 0), x) and time_shift(x, 10).abs().sum() == 0
+    # with every shift on, a 1 s click moves by at most shift_ms and never changes the length
+    click = torch.zeros(16000)
+    click[8000] = 1.0
+    aug = WaveformAugment(**{**OFF, "shift_prob": 1.0, "shift_ms": 100.0}).train()
+    moves = set()
+    for _ in range(20):
+        y, n = aug(click[None], torch.tensor([16000]))
+        assert y.shape == (1, 16000) and int(n) == 16000 and float(y.sum()) == 1.0
+        moves.add(int(y[0].argmax()) - 8000)
+    assert max(abs(m) for m in moves) <= 1600 and len(moves) > 10
 
 
 def test_noise_bank_reads_the_silence_clips_of_a_corpus(tmp_path):
