@@ -25,13 +25,16 @@ class AlignmentError(ValueError):
 
 @dataclass(frozen=True)
 class Span:
-    """One aligned unit (a character or a word): frames ``[start, end)`` and the mean log-probability of the
-    path over them (``score``, <= 0; closer to 0 is a more confident alignment)."""
+    """One aligned unit (a character or a word): frames ``[start, end)``, the mean log-probability of the path
+    over them (``score``, <= 0; closer to 0 is a more confident alignment) and, for a word, the longest run of
+    frames between two of its characters (``gap``: a long one is a pause inside the word, or audio that does not
+    say what the transcript says)."""
 
     text: str
     start: int
     end: int
     score: float
+    gap: int = 0
 
     @property
     def frames(self) -> int:
@@ -124,5 +127,6 @@ def align_words(log_probs: torch.Tensor, text: str, tokens: Sequence[str], *, bl
         start, end = chars[first].start, chars[last].end
         limit = chars[last + 1].start if last + 1 < len(chars) else frames  # the next emitted token
         end = min(end + max(tail, 0), limit)
-        out.append(Span(word, start, end, float(frame_scores[start:end].mean())))
+        gap = max((chars[j + 1].start - chars[j].end for j in range(first, last)), default=0)
+        out.append(Span(word, start, end, float(frame_scores[start:end].mean()), gap))
     return out, chars

@@ -3,7 +3,7 @@
 Usage::
 
     rnnlab align --ckpt english --data NAME=DIR [NAME=DIR ...] --split validation --out OUT
-                 [--min-duration 0.5] [--min-letters 5] [--limit N] [--overwrite]
+                 [--min-duration 0.5] [--min-letters 5] [--tail 0.06] [--max-gap 0.5] [--limit N] [--overwrite]
 
 Each ``DIR`` is a speech corpus as the speech DataModules read it (an audiofolder ``<split>/metadata.jsonl``
 with ``file_name`` and ``text``, or any layout :func:`data.sources.load_split` reads). Every transcript is
@@ -12,14 +12,15 @@ and aligned to the model's CTC log-probabilities (:func:`torchaudio.functional.f
 its characters' frames plus up to ``--tail`` seconds of the blank frames after them (CTC emits a character
 early in its sound and blanks the rest; docs/usage.md gives the measured effect). Words of at least
 ``--min-duration`` seconds and ``--min-letters`` letters are kept (0.5 s and 5 letters: the protocol of Kamper
-et al.'s acoustic word embedding papers) and written to ``OUT/<split>/<NAME>/*.wav`` (16-bit PCM at the model's
-rate) with ``OUT/<split>/metadata.jsonl``: ``file_name, word, speaker, corpus, source, start, end, duration,
-score`` (``speaker``: the corpus's speaker column, else its name; ``source``: the utterance's ``file_name``;
-``start``/``end`` in seconds of it; ``score``: the mean log-probability per frame of the alignment over the
-word). ``rnnlab evaluate-retrieval --data OUT --split <split> --label-column word`` scores embeddings on it. An
-utterance that cannot be used (unreadable audio, characters the model lacks, a transcript longer than its frames
-allow) is named on stderr and skipped (exit status 1); errors to fix exit with status 2 (see
-:mod:`pipelines.commands._common`).
+et al.'s acoustic word embedding papers) unless more than ``--max-gap`` seconds separate two of their characters
+(a pause inside the word, or audio that does not say what the transcript says). They are written to
+``OUT/<split>/<NAME>/*.wav`` (16-bit PCM at the model's rate) with ``OUT/<split>/metadata.jsonl``: ``file_name,
+word, speaker, corpus, source, start, end, duration, score`` (``speaker``: the corpus's speaker column, else
+its name; ``source``: the utterance's ``file_name``; ``start``/``end`` in seconds of it; ``score``: the mean
+log-probability per frame of the alignment over the word). ``rnnlab evaluate-retrieval --data OUT --split
+<split> --label-column word`` scores embeddings on it. An utterance that cannot be used (unreadable audio,
+characters the model lacks, a transcript longer than its frames allow) is named on stderr and skipped (exit
+status 1); errors to fix exit with status 2 (see :mod:`pipelines.commands._common`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tail", type=float, default=0.06,
                     help="seconds of blank frames after a word's last character that still belong to it (rounded to "
                          "frames; never past the next symbol): CTC emits a character early in its sound (0.06)")
+    ap.add_argument("--max-gap", type=float, default=0.5,
+                    help="drop a word with more than this many seconds between two of its characters: a pause inside "
+                         "it, or audio that does not say what the transcript says (0.5)")
     ap.add_argument("--limit", type=at_least(1), default=None, help="first N utterances of each corpus")
     ap.add_argument("--text-column", default="text", help="transcript column (default text)")
     ap.add_argument("--speaker-column", default="speaker",
@@ -121,11 +125,13 @@ def safe_stem(text: str) -> str:
 class Writer:
     """Writes the kept word tokens of every corpus under one split folder and collects their metadata rows."""
 
-    def __init__(self, out_split: Path, sample_rate: int, min_duration: float, min_letters: int) -> None:
+    def __init__(self, out_split: Path, sample_rate: int, min_duration: float, min_letters: int,
+                 max_gap: float) -> None:
         self.out_split, self.rate = out_split, sample_rate
-        self.min_duration, self.min_letters = min_duration, min_letters
+        self.min_duration, self.min_letters, self.max_gap = min_duration, min_letters, max_gap
         self.rows: list[dict] = []
         self.aligned_words = 0
+        self.gapped = 0  # long enough words dropped for a pause (or misreading) between two of their characters
 
     def add(self, corpus: str, source: str, speaker: str, wav, words) -> int:
         """Writes the words of one utterance that pass the filters; returns how many."""
@@ -136,6 +142,9 @@ class Writer:
         stem = safe_stem(str(Path(source).with_suffix("")))
         for k, w in enumerate(words):
             if w.duration + 1e-9 < self.min_duration or w.letters < self.min_letters:
+                continue
+            if w.gap > self.max_gap + 1e-9:
+                self.gapped += 1
                 continue
             name = f"{corpus}/{stem}_{k:03d}_{safe_stem(w.word)}.wav"
             path = self.out_split / name
@@ -211,7 +220,7 @@ def align_corpus(aligner, writer: Writer, name: str, root: Path, args, skips: Co
 
 
 def run(args: argparse.Namespace) -> int:
-    for option, value in (("--min-duration", args.min_duration), ("--tail", args.tail)):
+    for option, value in (("--min-duration", args.min_duration), ("--tail", args.tail), ("--max-gap", args.max_gap)):
         if not value >= 0:  # NaN too
             fail(COMMAND, f"{option} must be a number >= 0, got {value:g}")
     data = named_dirs(COMMAND, args.data)
@@ -229,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         read_rows(name, root, args.split, args.text_column, args.limit)
     prepare_out(out_split, [root / args.split for _, root in data], args.overwrite)
     t0 = time.perf_counter()
-    writer = Writer(out_split, aligner.sample_rate, args.min_duration, args.min_letters)
+    writer = Writer(out_split, aligner.sample_rate, args.min_duration, args.min_letters, args.max_gap)
     skips: Counter[str] = Counter()
     read = aligned = 0
     corpus_of: dict[str, str] = {}
@@ -249,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
     speakers = len({r["speaker"] for r in writer.rows})
     print(f"[rnnlab] align [{args.split}]: {read} utterances read, {aligned} aligned, {skipped} skipped{why}; "
           f"{len(writer.rows)} word tokens kept of {writer.aligned_words} aligned words (>= {args.min_duration:g} s, "
-          f">= {args.min_letters} letters), {types} word types, {speakers} speakers -> {meta} "
+          f">= {args.min_letters} letters; {writer.gapped} more dropped for a gap > {args.max_gap:g} s inside), "
+          f"{types} word types, {speakers} speakers -> {meta} "
           f"({time.perf_counter() - t0:.1f} s)")
     return 1 if skipped else 0
 

@@ -22,7 +22,8 @@ __all__ = ["AlignedWord", "AlignmentError", "WordAligner"]
 @dataclass(frozen=True)
 class AlignedWord:
     """One aligned word: ``start``/``end`` in seconds, samples ``[start_sample, end_sample)`` of the utterance at
-    the model's rate, and ``score`` the mean log-probability per frame of the alignment path over the word."""
+    the model's rate, ``score`` the mean log-probability per frame of the alignment path over the word and
+    ``gap`` the longest time (s) between two of its characters."""
 
     word: str
     start: float
@@ -30,6 +31,7 @@ class AlignedWord:
     start_sample: int
     end_sample: int
     score: float
+    gap: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -120,5 +122,6 @@ class WordAligner:
             start, end = w.start * self.hop, w.end * self.hop
             if num_samples is not None:
                 start, end = min(start, num_samples), min(end, num_samples)
-            out.append(AlignedWord(w.text, start / self.sample_rate, end / self.sample_rate, start, end, w.score))
+            out.append(AlignedWord(w.text, start / self.sample_rate, end / self.sample_rate, start, end, w.score,
+                                   w.gap * self.frame_seconds))
         return out

@@ -37,6 +37,7 @@ def test_words_span_their_characters_frames():
     assert [(w.text, w.start, w.end) for w in words] == [("ab", 1, 4), ("ba", 6, 9)]
     assert [(c.text, c.start, c.end) for c in chars] == [("a", 1, 3), ("b", 3, 4), (" ", 5, 6), ("b", 6, 7),
                                                          ("a", 8, 9)]
+    assert [w.gap for w in words] == [0, 1]  # frames between two characters of the word
     assert words[0].score == pytest.approx(math.log(0.97), abs=1e-5)  # the path's own frames, all at p = 0.97
     assert words[1].score == pytest.approx(math.log(0.97), abs=1e-5)
 
@@ -76,6 +77,7 @@ def test_frames_become_seconds_with_the_stacked_hop():
     words = aligner.align(_log_probs("_aab_|b_a_"), "ab ba")
     assert [(w.word, w.start_sample, w.end_sample) for w in words] == [("ab", 480, 1920), ("ba", 2880, 4320)]
     assert [(w.start, w.end) for w in words] == [(0.03, 0.12), (0.18, 0.27)]
+    assert [w.gap for w in words] == [0.0, 0.03]
     tailed = aligner.align(_log_probs("_aab_|b_a_"), "ab ba", num_samples=4500, tail=0.06)  # 2 frames
     assert [(w.start_sample, w.end_sample) for w in tailed] == [(480, 2400), (2880, 4500)]  # cut at the audio end
 
@@ -86,6 +88,23 @@ def test_only_character_ctc_models_align():
 
     with pytest.raises(InferenceError, match="needs a CTC speech model"):
         WordAligner(torch.nn.Linear(2, 2))
+
+
+def test_tokens_kept_are_long_enough_words_without_a_pause_inside(tmp_path):
+    from pipelines.commands.align import Writer
+    from pipelines.inference.align import AlignedWord
+
+    wav = torch.zeros(RATE)
+    words = [AlignedWord("short", 0.0, 0.45, 0, 7200, -0.1),  # too short
+             AlignedWord("word", 0.0, 0.6, 0, 9600, -0.1),  # too few letters
+             AlignedWord("paused", 0.0, 0.9, 0, 14400, -0.1, gap=0.6),  # a pause inside
+             AlignedWord("kept's", 0.1, 0.6, 1600, 9600, -0.25, gap=0.5)]
+    writer = Writer(tmp_path, RATE, min_duration=0.5, min_letters=5, max_gap=0.5)
+    assert writer.add("c", "dir/u.flac", "s", wav, words) == 1
+    assert (writer.aligned_words, writer.gapped) == (4, 1)
+    assert writer.rows == [{"file_name": "c/dir_u_003_kept_s.wav", "word": "kept's", "speaker": "s", "corpus": "c",
+                            "source": "dir/u.flac", "start": 0.1, "end": 0.6, "duration": 0.5, "score": -0.25}]
+    assert sf.info(tmp_path / "c/dir_u_003_kept_s.wav").frames == 8000
 
 
 def _write_corpus(root: Path, rows: list[dict], audio: dict[str, bytes | torch.Tensor]) -> Path:
