@@ -48,6 +48,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
             "a run's checkpoint as a shippable model: float16 weights, config, manifest entry, model card"),
     Command("transcribe", "pipelines.commands.transcribe:main", TOOLS, "--ckpt CKPT FILE|DIR...",
             "speech to text (--beam N, --lm ARPA, --json; --stream [--chunk-ms MS])"),
+    Command("align", "pipelines.commands.align:main", TOOLS, "[--ckpt CKPT] --data NAME=DIR... --out DIR",
+            "word tokens cut from read sentences by CTC forced alignment: wav files + metadata.jsonl"),
     Command("export", "pipelines.commands.export:main", TOOLS, "--ckpt CKPT --out DIR",
             "CTC model as waveform -> log-probs, transducer as encoder/predictor/joiner: TorchScript + ONNX"),
     Command("average", "pipelines.commands.average:main", TOOLS, "CKPT... --out F.ckpt",

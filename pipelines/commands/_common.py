@@ -77,6 +77,24 @@ def at_least(low: int, meaning: str = ""):
     return parse
 
 
+def named_dirs(command: str, items: list[str], option: str = "--data") -> list[tuple[str, Path]]:
+    """``NAME=DIR`` pairs (a bare ``DIR`` is named after its folder), each an existing directory, names unique;
+    anything else is a one-line exit (status 2)."""
+    out: list[tuple[str, Path]] = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if not name or not path:
+            fail(command, f"{option} expects NAME=DIR, got {item!r}")
+        if not Path(path).is_dir():
+            fail(command, f"data directory not found: {path}")
+        if name in (n for n, _ in out):
+            fail(command, f"corpus name {name!r} given twice in {option}")
+        out.append((name, Path(path)))
+    return out
+
+
 def warn(command: str, message: str) -> None:
     """Prints ``rnnlab <command>: warning: <message>`` on stderr (e.g. an input skipped: exit status 1)."""
     print(f"{_prefix(command)}: warning: {message}", file=sys.stderr)

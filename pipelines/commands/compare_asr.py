@@ -27,7 +27,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.commands._common import ArgumentParser, at_least, fail, first_line, load_checkpoint, warn
+from pipelines.commands._common import (
+    ArgumentParser,
+    at_least,
+    fail,
+    first_line,
+    load_checkpoint,
+    named_dirs,
+    warn,
+)
 
 COMMAND = "compare-asr"
 SAMPLE_RATE = 16000  # pocketsphinx's en-us model and the shared corpora are 16 kHz
@@ -105,23 +113,6 @@ class PocketSphinx:
 
 
 PEERS = {"pocketsphinx": PocketSphinx}
-
-
-def parse_data(items: list[str]) -> list[tuple[str, Path]]:
-    """``NAME=DIR`` (or a bare ``DIR``, named after its folder) pairs, checked to exist and be unique."""
-    out: list[tuple[str, Path]] = []
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).name, item
-        if not name or not path:
-            fail(COMMAND, f"--data expects NAME=DIR, got {item!r}")
-        if not Path(path).is_dir():
-            fail(COMMAND, f"data directory not found: {path}")
-        if name in (n for n, _ in out):
-            fail(COMMAND, f"corpus name {name!r} given twice in --data")
-        out.append((name, Path(path)))
-    return out
 
 
 def load_corpus(name: str, root: Path, split: str, limit: int | None) -> tuple[Corpus, list[str]]:
@@ -252,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         fail(COMMAND, f"language model not found: {args.lm}")
     if args.lm and not args.ckpt:
         fail(COMMAND, "--lm applies to the rnnlab checkpoint: give --ckpt too")
-    data = parse_data(args.data)
+    data = named_dirs(COMMAND, args.data)
     conditions = parse_conditions(args.conditions)
     noise = None
     if any(kind == "noise" for _, kind, _ in conditions):
