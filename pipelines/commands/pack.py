@@ -25,8 +25,8 @@ from pipelines.commands._common import ArgumentParser, fail, load_checkpoint, ru
 TASKS = {"CTCSpeechRecognizer": "speech-to-text", "TransducerSpeechRecognizer": "speech-to-text",
          "SiameseWordEmbedder": "acoustic word embedding",
          "UtteranceClassifier": "audio classification",
-         "SlotFillingModule": "slot filling + intent", "G2PModule": "grapheme-to-phoneme",
-         "AudioAutoencoder": "audio embedding", "ListenAttendSpell": "speech-to-text"}
+         "SlotFillingModule": "slot filling + intent", "G2PModel": "grapheme-to-phoneme",
+         "AudioAutoencoder": "audio embedding", "LASRecognizer": "speech-to-text"}
 
 
 def _commit() -> str:

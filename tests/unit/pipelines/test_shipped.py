@@ -218,3 +218,18 @@ def test_every_shipped_file_is_package_data():
         if f.is_file() and f.suffix != ".py" and "__pycache__" not in f.parts:
             rel = str(f.relative_to(root / "pipelines"))
             assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} would not be installed"
+
+
+def test_pack_names_the_task_of_every_pipeline():
+    from pipelines.autoencoder import AudioAutoencoder
+    from pipelines.classifier import UtteranceClassifier
+    from pipelines.commands.pack import TASKS
+    from pipelines.ctc import CTCSpeechRecognizer
+    from pipelines.seq2seq import G2PModel, LASRecognizer
+    from pipelines.slot_filling import SlotFillingModule
+    from pipelines.transducer import TransducerSpeechRecognizer
+    from pipelines.word_embedding import SiameseWordEmbedder
+
+    classes = (AudioAutoencoder, UtteranceClassifier, CTCSpeechRecognizer, G2PModel, LASRecognizer,
+               SlotFillingModule, TransducerSpeechRecognizer, SiameseWordEmbedder)
+    assert sorted(TASKS) == sorted(c.__name__ for c in classes)
