@@ -29,11 +29,19 @@ def _plain(metrics: dict) -> dict:
     return out
 
 
+def metrics_file_name(stage: str, ckpt: str | os.PathLike | None) -> str:
+    """``{stage}_metrics-{checkpoint name}.json`` (``validate_metrics-best.json``), or ``{stage}_metrics.json`` for
+    a model that was not read from a checkpoint: evaluating one checkpoint never overwrites another's results
+    (the averaged checkpoint's, say, written at the end of ``fit``)."""
+    name = Path(ckpt).stem if ckpt and str(ckpt) not in ("last", "best", "hpc", "registry") else ""
+    return f"{stage}_metrics-{name}.json" if name else f"{stage}_metrics.json"
+
+
 class MetricsJSON(Callback):
-    """Writes ``{stage}_metrics.json`` (test/validate results) into the run directory and prints where.
+    """Writes the test/validate results into the run directory and prints where.
 
     Args:
-        path: Output file; default ``<run dir>/<stage>_metrics.json``.
+        path: Output file; default ``<run dir>/<stage>_metrics-<checkpoint name>.json`` (:func:`metrics_file_name`).
     """
 
     def __init__(self, path: str | None = None) -> None:
@@ -44,9 +52,9 @@ class MetricsJSON(Callback):
             return
         prefix = {"test": "test/", "validate": "val/"}[stage]
         metrics = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith(prefix)}
-        path = Path(self.path or Path(trainer.default_root_dir) / f"{stage}_metrics.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = getattr(trainer, "ckpt_path", None)
+        path = Path(self.path or Path(trainer.default_root_dir) / metrics_file_name(stage, ckpt))
+        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"stage": stage, "checkpoint": str(ckpt) if ckpt else None, "metrics": metrics}
         path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         print(f"[rnnlab] {stage} metrics written to {path}")

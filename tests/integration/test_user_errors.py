@@ -404,3 +404,16 @@ def test_json_lists_skipped_files_and_empty_directories_in_place(ctc_model, tmp_
     assert rows[2]["path"] == ctc_model["wav"] and isinstance(rows[2]["text"], str) and "error" not in rows[2]
     assert f"rnnlab transcribe: warning: skipped {tmp_path / 'empty'}: no audio files in it" in err
 
+
+def test_validating_a_checkpoint_keeps_the_metrics_of_the_others(slot_run, capfd, monkeypatch):
+    run = slot_run["run"]
+    averaged = run / "validate_metrics-averaged.json"  # as fit --run.average_best writes it
+    averaged.write_text('{"checkpoint": "averaged.ckpt", "metrics": {}}\n')
+    for name in ("last", "best"):
+        code, out, err = run_cli(["validate", "--ckpt", str(run / "checkpoints" / f"{name}.ckpt")], capfd, monkeypatch)
+        assert code == 0, err[-3000:]
+        written = run / f"validate_metrics-{name}.json"
+        assert f"[rnnlab] validate metrics written to {written}" in out
+        assert json.loads(written.read_text())["checkpoint"] == str(run / "checkpoints" / f"{name}.ckpt")
+    assert averaged.read_text() == '{"checkpoint": "averaged.ckpt", "metrics": {}}\n'
+    assert not (run / "validate_metrics.json").exists()
