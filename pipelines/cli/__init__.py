@@ -5,6 +5,7 @@ Usage: rnnlab COMMAND [options]   (``rnnlab --help`` lists the commands; ``rnnla
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -19,16 +20,23 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if argv[0].startswith("-"):  # LightningCLI's global options come before its subcommand
-        from pipelines.cli.lightning import run
+    # Training and evaluation note SIGTERM and Ctrl-C from the start, before Lightning and torch are imported.
+    from pipelines.training.signals import noting
 
-        return run(argv)
-    command = COMMANDS.get(argv[0])
-    if command is None:
-        fail(None, f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)}; see rnnlab --help)")
-    return command.load()(argv[1:]) or 0
+    with noting() if argv[0] in ("fit", "validate", "test") else contextlib.nullcontext():
+        if argv[0].startswith("-"):  # LightningCLI's global options come before its subcommand
+            from pipelines.cli.lightning import run
+
+            return run(argv)
+        command = COMMANDS.get(argv[0])
+        if command is None:
+            fail(None, f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)}; see rnnlab --help)")
+        return command.load()(argv[1:]) or 0
 
 
 def entry() -> None:
     """The console script ``rnnlab`` (``pyproject.toml``)."""
+    from pipelines.training.signals import keep_until_exit
+
+    keep_until_exit()  # fit/validate/test: a signal while the process shuts down is noted, not fatal
     sys.exit(main())

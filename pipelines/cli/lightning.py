@@ -14,6 +14,7 @@ with the config saved beside it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import logging
 import os
@@ -35,8 +36,10 @@ from data.errors import DataError
 from data.ranges import describe
 from pipelines.base import RnnlabModule
 from pipelines.commands._common import NON_FINITE, SIGTERM, USER_ERROR, fail, run_config_for
+from pipelines.training import signals
 from pipelines.training.averaging import average_best
 from pipelines.training.callbacks import (
+    AgreeOnSignals,
     ExactResume,
     KeepBest,
     LoggedSaveConfig,
@@ -417,7 +420,7 @@ class RnnlabCLI(LightningCLI):
             if n_avg:
                 callbacks.append(KeepBest(f"{ckpt_dir}/best-{n_avg}", monitor, mode, n_avg))
         callbacks += [MetricsJSON(cfg.run.metrics_file), RunSummary(), ExactResume(),
-                      NonFiniteGuard(cfg.run.get("max_bad_steps") or 25)]
+                      NonFiniteGuard(cfg.run.get("max_bad_steps") or 25), AgreeOnSignals()]
         # Checkpoints are written atomically (temp file, fsync, rename): a kill mid-save keeps the old one.
         plugins = trainer_cfg.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
@@ -426,11 +429,15 @@ class RnnlabCLI(LightningCLI):
         if kwargs.get("logger") or trainer_cfg.get("logger"):
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        # SIGTERM and Ctrl-C are only noted when they arrive; the loops act on them between steps (signals.py).
+        trainer._signal_connector = signals.signal_connector(trainer)
+        return trainer
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].run.get("average_best"):
-            average_best(self.trainer, self.model, self.datamodule)
+            with signals.hold():  # training is over: a signal noted now lets the averaging finish
+                average_best(self.trainer, self.model, self.datamodule)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -516,12 +523,22 @@ def run(argv: list[str]) -> int:
     quiet_logger_advert()
     # Every error names its subcommand, as the other commands' errors do: "rnnlab fit: error: ...".
     prefix = f"rnnlab {command[0]}: error:" if command else "rnnlab: error:"
+    # fit/validate/test only note SIGTERM and Ctrl-C; the loops stop between steps (pipelines/training/signals.py).
+    with signals.noting() if command and command[0] in ("fit", "validate", "test") else contextlib.nullcontext():
+        return _run_cli(argv, command, prefix)
+
+
+def _run_cli(argv: list[str], command: list[str], prefix: str) -> int:
     try:
         cli = RnnlabCLI(args=argv, command=command)
         trainer = getattr(cli, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             # Every rank reports, so multi-process logs show that no rank was left behind.
             print(f"[rnnlab] rank {trainer.global_rank}/{trainer.world_size} finished {cli.subcommand}", flush=True)
+        if (by := signals.received()) and (trainer is None or trainer.is_global_zero):
+            # Noted once the last epoch was trained (or in the last batch of validate/test): the command finished.
+            print(f"[rnnlab] {by} arrived as {command[0]} was finishing; it finished, nothing to resume",
+                  file=sys.stderr, flush=True)
     except DataError as e:
         # Bad input data is the user's to fix: one line naming file/row/field, no traceback from deep inside.
         print(f"{prefix} {e}", file=sys.stderr)
@@ -535,16 +552,11 @@ def run(argv: list[str]) -> int:
         print(f"{prefix} {e}", file=sys.stderr)
         return NON_FINITE
     except SIGTERMException:
-        # Stopped by SIGTERM after a checkpoint (SaveOnPreemption): the conventional 128 + 15 tells a job
-        # scheduler that the run did not finish.
-        from pipelines.training.callbacks import INTERRUPTED
-
-        if INTERRUPTED["by"] == "Ctrl-C":
-            INTERRUPTED["by"] = None
-            print("[rnnlab] stopped by Ctrl-C", file=sys.stderr, flush=True)
-            return 130  # 128 + SIGINT, as a shell reports an interrupted command
-        print("[rnnlab] stopped by SIGTERM", file=sys.stderr, flush=True)
-        return SIGTERM
+        # Stopped by SIGTERM (fit: after a checkpoint, SaveOnPreemption): the conventional 128 + 15 tells a job
+        # scheduler that the run did not finish; Ctrl-C gives 130 (128 + SIGINT), as a shell reports it.
+        by = signals.received() or "SIGTERM"
+        print(f"[rnnlab] stopped by {by}", file=sys.stderr, flush=True)
+        return 130 if by == "Ctrl-C" else SIGTERM
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Exit-code policy (every command): 0 success; 1 the command ran but skipped some inputs (each named on stderr
 by :func:`warn`); 2 an error the user must fix (bad option, missing/unreadable/wrong-kind file, bad data), as
-argparse does for a bad option; 3 training stopped on non-finite values; 143 stopped by SIGTERM. An error is
-ONE line on stderr, ``rnnlab <command>: error: <what>``, never a traceback.
+argparse does for a bad option; 3 training stopped on non-finite values; 143 stopped by SIGTERM (130 by Ctrl-C).
+An error is ONE line on stderr, ``rnnlab <command>: error: <what>``, never a traceback.
 """
 
 from __future__ import annotations

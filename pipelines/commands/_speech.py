@@ -16,20 +16,24 @@ from pathlib import Path
 from pipelines.commands._common import ArgumentParser, at_least, fail, load_checkpoint, warn
 
 
-def audio_inputs(command: str, inputs: list[str]) -> tuple[list[Path], int]:
-    """The audio files of ``inputs`` and how many inputs gave none (each named by a warning).
+def audio_inputs(command: str, inputs: list[str]) -> tuple[list[Path], dict[Path, str]]:
+    """``(entries, skipped)``: the audio files of ``inputs`` in input order, with each input that holds none (a
+    directory) in its place, and why each of those is skipped (each also named by a warning). Records (``--json``)
+    list the skipped inputs in their place.
 
     A missing input, or inputs holding no audio file at all, is a one-line exit (status 2).
     """
     from pipelines.inference import InferenceError, audio_files
 
     try:
-        files, empty = audio_files(inputs)
+        entries, empty = audio_files(inputs)
     except InferenceError as e:
         fail(command, str(e))
+    skipped = {}
     for item in empty:
-        warn(command, f"skipped {item}: no audio files in it")
-    return files, len(empty)
+        skipped[item] = "no audio files in it"
+        warn(command, f"skipped {item}: {skipped[item]}")
+    return entries, skipped
 
 
 def _record(path: Path, text: str | None = None, error: str | None = None, *, as_json: bool) -> None:
@@ -114,7 +118,8 @@ def run_transcribe(argv: list[str], command: str = "transcribe") -> int:
 
     model = load_checkpoint(command, args.ckpt, kind="speech", device=args.device)
     decoder = make_decoder(command, model, args)
-    files, failed = audio_inputs(command, args.inputs)
+    entries, skipped = audio_inputs(command, args.inputs)
+    files = [f for f in entries if f not in skipped]
     if args.stream:
         from pipelines.inference import InferenceError, make_streamer
 
@@ -122,20 +127,20 @@ def run_transcribe(argv: list[str], command: str = "transcribe") -> int:
             streamer = make_streamer(model, str(args.ckpt), "--stream")
         except InferenceError as e:
             fail(command, str(e))
-        return stream_files(model, streamer, files, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json,
-                            command=command, failed=failed)
+        return stream_files(model, streamer, entries, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json,
+                            command=command, skipped=skipped)
     wavs, errors = read_audio(command, files, model.hparams.sample_rate)
     t0 = time.perf_counter()
     texts = dict(zip(wavs, model.transcribe_waveforms(list(wavs.values()), decoder=decoder,
                                                       batch_size=args.batch_size), strict=True))
     elapsed = time.perf_counter() - t0
     audio_s = sum(w.numel() for w in wavs.values()) / model.hparams.sample_rate
-    for f in files:  # in input order, skipped files in their place
+    for f in entries:  # in input order, skipped files and directories in their place
         if f in texts:
             _record(f, texts[f], as_json=args.json)
         else:
-            _record(f, error=_reason(f, errors[f]), as_json=args.json)
-    failed += len(errors)
+            _record(f, error=skipped[f] if f in skipped else _reason(f, errors[f]), as_json=args.json)
+    failed = len(skipped) + len(errors)
     if audio_s > 0:
         print(f"[rnnlab] {len(wavs)} files, {audio_s:.1f}s of audio in {elapsed:.2f}s (RTF {elapsed / audio_s:.3f})"
               + (f", {failed} skipped" if failed else ""), file=sys.stderr)
@@ -143,8 +148,9 @@ def run_transcribe(argv: list[str], command: str = "transcribe") -> int:
 
 
 def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: float = 200.0,
-                 as_json: bool = False, command: str = "transcribe", failed: int = 0) -> int:
-    """Streams each file through ``streamer`` in ``chunk_ms`` chunks.
+                 as_json: bool = False, command: str = "transcribe", skipped: dict[Path, str] | None = None) -> int:
+    """Streams each file through ``streamer`` in ``chunk_ms`` chunks; the entries of ``skipped`` (inputs already
+    named as skipped, with the reason) are only recorded, in their place.
 
     The growing hypothesis goes to stderr (rewritten in place on a terminal, one ``[partial]`` line per change
     otherwise); stdout gets the same final line per file as offline transcription. With a beam ``decoder`` the
@@ -158,8 +164,12 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
     chunk = max(1, round(chunk_ms * rate / 1000))
     tty = sys.stderr.isatty()
     clear = "\r\033[K" if tty else ""  # erases the partial line on a terminal
-    done, audio_s, elapsed = 0, 0.0, 0.0
+    skipped = skipped or {}
+    done, audio_s, elapsed, failed = 0, 0.0, 0.0, len(skipped)
     for f in files:
+        if f in skipped:
+            _record(f, error=skipped[f], as_json=as_json)
+            continue
         try:
             wav = load_audio(AudioRef(path=str(f)), rate)
         except AudioError as e:

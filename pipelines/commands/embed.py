@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
     from pipelines.commands._speech import audio_inputs
 
     model = load_checkpoint("embed", args.ckpt, kind="autoencoder", device=args.device)
-    files, failed = audio_inputs("embed", args.inputs)
+    entries, skipped = audio_inputs("embed", args.inputs)
+    files, failed = [f for f in entries if f not in skipped], len(skipped)
     wavs, ok = [], []
     for f in files:
         try:

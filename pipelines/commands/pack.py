@@ -7,7 +7,7 @@ Writes ``DIR/NAME/model.ckpt`` (weights only: parameters in float16 unless ``--f
 ``DIR/NAME/config.yaml`` (the run's resolved config, so ``rnnlab test --ckpt`` works), ``DIR/NAME/README.md`` (the
 model card) and merges the entry into ``DIR/manifest.json`` (task, command, data and licences, commit, metrics,
 bytes, sha256). The metrics are the run's best validation metrics (``summary.json``) unless given with
-``--metric`` or ``--metrics-json`` (the ``validate_metrics.json`` of ``rnnlab validate --ckpt`` on the packed
+``--metric`` or ``--metrics-json`` (the ``validate_metrics-<ckpt>.json`` of ``rnnlab validate --ckpt`` on the packed
 model, so the numbers are those of the float16 weights). The folder is what a user needs to publish the model (e.g. on the Hugging Face hub) or to point
 ``RNNLAB_MODELS`` at; ``--out pipelines/pretrained`` ships it with the package.
 """
@@ -110,7 +110,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--summary", default="", help="one sentence: what it is good for")
     ap.add_argument("--metric", action="append", default=[], metavar="KEY=VALUE", help="a metric (repeatable)")
     ap.add_argument("--metrics-json", default=None, metavar="FILE",
-                    help="metrics from `rnnlab validate` (validate_metrics.json), e.g. of the packed model itself")
+                    help="metrics from `rnnlab validate` (validate_metrics-<ckpt>.json), e.g. of the packed model "
+                         "itself")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     ap.add_argument("--commit", default=None, help="the commit it was trained at (default: the current one)")
     args = ap.parse_args(argv)

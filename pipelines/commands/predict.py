@@ -105,14 +105,15 @@ def _classify(model, args) -> int:
     if "-" in args.inputs:
         fail("predict", f"{args.ckpt} is an audio classifier ({type(model).__name__}): give audio files or "
                         f"directories, not text on stdin ('-')")
-    files, empty = audio_inputs("predict", args.inputs)
-    wavs, errors = read_audio("predict", files, model.hparams.sample_rate)
+    entries, skipped = audio_inputs("predict", args.inputs)
+    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], model.hparams.sample_rate)
     probs = model.class_probabilities(list(wavs.values())) if wavs else None
     rows = dict(zip(wavs, probs, strict=True)) if wavs else {}
-    for f in files:
+    for f in entries:  # in input order, skipped files and directories in their place
         if f not in rows:
             if args.json:
-                print(json.dumps({"path": str(f), "error": str(errors[f]).removeprefix(f"{f}: ")}))
+                why = skipped[f] if f in skipped else str(errors[f]).removeprefix(f"{f}: ")
+                print(json.dumps({"path": str(f), "error": why}))
             continue
         p = rows[f]
         k = int(p.argmax())
@@ -122,7 +123,7 @@ def _classify(model, args) -> int:
                                                                                    strict=True)}}))
         else:
             print(f"{f}\t{model.labels[k]}\t{float(p[k]):.3f}")
-    return 1 if errors or empty else 0
+    return 1 if errors or skipped else 0
 
 
 def _pronounce(model, words: list[str], *, as_json: bool, beam: int | None) -> int:

@@ -33,18 +33,19 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     slot_model, speech_model, decoder = load_cascade("predict", args)
-    files, empty = audio_inputs("predict", args.inputs)
-    wavs, errors = read_audio("predict", files, speech_model.hparams.sample_rate)
+    entries, skipped = audio_inputs("predict", args.inputs)
+    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], speech_model.hparams.sample_rate)
     texts = speech_model.transcribe_waveforms(list(wavs.values()), decoder=decoder, batch_size=args.batch_size)
     results = dict(zip(wavs, tag_transcripts(slot_model, texts), strict=True))
-    for f in files:  # in input order, skipped files in their place
+    for f in entries:  # in input order, skipped files and directories in their place
         if f not in results:
             if args.json:
-                print(json.dumps({"path": str(f), "error": str(errors[f]).removeprefix(f"{f}: ")}))
+                why = skipped[f] if f in skipped else str(errors[f]).removeprefix(f"{f}: ")
+                print(json.dumps({"path": str(f), "error": why}))
         elif args.json:
             print(json.dumps({"path": str(f), **results[f]}))
         else:
             res = results[f]
             pairs = " ".join(f"{w}/{t}" for w, t in zip(res["words"], res["tags"], strict=True))
             print(f"{f}\t{pairs}\t{res['intent'] or ''}")
-    return 1 if errors or empty else 0
+    return 1 if errors or skipped else 0

@@ -29,25 +29,26 @@ def find_audio(inputs: list[str]) -> list[Path]:
     return [f for item in inputs for f in _audio_in(item)]
 
 
-def audio_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """``(files, empty)``: the audio files of ``inputs`` and the inputs (directories) that held none.
+def audio_files(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """``(entries, empty)``: the audio files of ``inputs`` in input order, with each input that holds none (a
+    directory) in its place, and those inputs.
 
     Raises:
         InferenceError: a missing input, or no audio file at all (one line saying where it looked).
     """
-    files, empty = [], []
+    entries, empty = [], []
     for item in inputs:
         try:
             found = _audio_in(item)
         except FileNotFoundError as e:
             raise InferenceError(str(e)) from None
         if not found:
-            empty.append(item)
-        files += found
-    if not files:
+            empty.append(Path(item))
+        entries += found or [Path(item)]
+    if len(empty) == len(entries):
         exts = ", ".join(sorted({e.lstrip(".") for e in supported_extensions()} & {"wav", "flac", "ogg", "mp3"}))
-        raise InferenceError(f"no audio files in {', '.join(empty)} (looked for {exts}, ...)")
-    return files, empty
+        raise InferenceError(f"no audio files in {', '.join(map(str, empty))} (looked for {exts}, ...)")
+    return entries, empty
 
 
 def read_audio(path: str | Path, sample_rate: int) -> torch.Tensor:

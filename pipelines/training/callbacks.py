@@ -14,6 +14,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pipelines.training import signals
 from pipelines.training.checkpointing import mark_validation_unfinished, resume_command
 
 
@@ -29,11 +30,19 @@ def _plain(metrics: dict) -> dict:
     return out
 
 
+def metrics_file_name(stage: str, ckpt: str | os.PathLike | None) -> str:
+    """``{stage}_metrics-{checkpoint name}.json`` (``validate_metrics-best.json``), or ``{stage}_metrics.json`` for
+    a model that was not read from a checkpoint: evaluating one checkpoint never overwrites another's results
+    (the averaged checkpoint's, say, written at the end of ``fit``)."""
+    name = Path(ckpt).stem if ckpt and str(ckpt) not in ("last", "best", "hpc", "registry") else ""
+    return f"{stage}_metrics-{name}.json" if name else f"{stage}_metrics.json"
+
+
 class MetricsJSON(Callback):
-    """Writes ``{stage}_metrics.json`` (test/validate results) into the run directory and prints where.
+    """Writes the test/validate results into the run directory and prints where.
 
     Args:
-        path: Output file; default ``<run dir>/<stage>_metrics.json``.
+        path: Output file; default ``<run dir>/<stage>_metrics-<checkpoint name>.json`` (:func:`metrics_file_name`).
     """
 
     def __init__(self, path: str | None = None) -> None:
@@ -44,9 +53,9 @@ class MetricsJSON(Callback):
             return
         prefix = {"test": "test/", "validate": "val/"}[stage]
         metrics = {k: v for k, v in _plain(trainer.callback_metrics).items() if k.startswith(prefix)}
-        path = Path(self.path or Path(trainer.default_root_dir) / f"{stage}_metrics.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = getattr(trainer, "ckpt_path", None)
+        path = Path(self.path or Path(trainer.default_root_dir) / metrics_file_name(stage, ckpt))
+        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"stage": stage, "checkpoint": str(ckpt) if ckpt else None, "metrics": metrics}
         path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         print(f"[rnnlab] {stage} metrics written to {path}")
@@ -154,22 +163,24 @@ class LoggedSaveConfig(SaveConfigCallback):
                 print(f"[rnnlab] warning: {type(logger).__name__} could not log the config: {e}")
 
 
-# What stopped the run, for the exit status: None (SIGTERM) or "Ctrl-C".
-INTERRUPTED: dict[str, str | None] = {"by": None}
+class AgreeOnSignals(Callback):
+    """Under DDP, at the start of every training batch: every rank learns whether any rank noted SIGTERM or Ctrl-C
+    (:func:`pipelines.training.signals.agree`), so that all stop after the same step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        signals.agree(trainer)
 
 
 class SaveOnPreemption(Callback):
     """On SIGTERM (preemption, ``scancel``, a job scheduler's time limit) or Ctrl-C: checkpoint, then stop cleanly.
 
-    The first Ctrl-C (SIGINT) is turned into the SIGTERM path (stop after the current step, save, print the resume
-    line; ``rnnlab fit`` then exits 130 instead of 143); a second Ctrl-C interrupts at once.
-
-    Lightning notices the signal and stops after the current training or validation step (every DDP rank
-    together); this callback then writes ``checkpoints/last.ckpt`` (atomically) and prints the command that
-    resumes from it: the command as given, with ``--ckpt_path last``. A checkpoint written during validation
-    records that this validation did not finish, so the resumed run validates that epoch before it trains on.
-    SLURM's requeue signal is handled by Lightning's own ``SLURMEnvironment(auto_requeue=True)``, which writes an
-    ``hpc_ckpt`` that ``--ckpt_path hpc`` resumes.
+    The signal is only noted when it arrives (:mod:`pipelines.training.signals`); Lightning's loops act on it after
+    the current training step or validation batch (every DDP rank at the same step), and this callback then writes
+    ``checkpoints/last.ckpt`` (atomically) and prints the command that resumes from it: the command as given, with
+    ``--ckpt_path last``. ``rnnlab fit`` then exits 143 (130 for Ctrl-C; a second Ctrl-C interrupts at once). A
+    checkpoint written during validation records that this validation did not finish, so the resumed run
+    validates that epoch before it trains on. SLURM's requeue signal is handled by Lightning's own
+    ``SLURMEnvironment(auto_requeue=True)``, which writes an ``hpc_ckpt`` that ``--ckpt_path hpc`` resumes.
 
     Args:
         dirpath: The run's checkpoint directory.
@@ -181,35 +192,13 @@ class SaveOnPreemption(Callback):
         self.command = command
         self.saved: Path | None = None
         self._mid_validation = False
-        self._old_sigint = None
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        import signal
-        import threading
-
-        if stage != "fit" or threading.current_thread() is not threading.main_thread():
-            return
-
-        def ctrl_c(signum, frame) -> None:
-            INTERRUPTED["by"] = "Ctrl-C"
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
-            os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler: stop after this step, then save
-
-        self._old_sigint = signal.signal(signal.SIGINT, ctrl_c)
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        import signal
-        import threading
-
-        if self._old_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._old_sigint)
-            self._old_sigint = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
+        signals.release_child_observer()
         path = self.dirpath / "last.ckpt"
         during_validation = trainer.validating and not trainer.sanity_checking
         self._mid_validation = during_validation
@@ -221,7 +210,7 @@ class SaveOnPreemption(Callback):
         if trainer.is_global_zero:
             how = resume_command(self.command, path) if self.command else "the same command and --ckpt_path last"
             # The resume line ends with the command alone, so it can be copied as it is.
-            print(f"[rnnlab] {INTERRUPTED['by'] or 'SIGTERM'}: saved {path} at step {trainer.global_step}"
+            print(f"[rnnlab] {signals.received() or 'SIGTERM'}: saved {path} at step {trainer.global_step}"
                   f"{' during validation' if during_validation else ''}; resume with: {how}", flush=True)
             if os.environ.get("MAKELEVEL"):
                 print("[rnnlab] started by make: the same make command with --ckpt_path last added to ARGS "

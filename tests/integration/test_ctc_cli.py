@@ -39,7 +39,7 @@ def test_average_best_writes_and_validates_the_mean_of_the_two_best(ctc_run):
     summary = read_json(ctc_run / "summary.json")
     assert summary["averaged"]["checkpoint"].endswith("averaged.ckpt") and len(summary["averaged"]["from"]) == 2
     assert 0 <= summary["averaged"]["val/cer"]
-    assert read_json(ctc_run / "validate_metrics.json")["checkpoint"].endswith("averaged.ckpt")
+    assert read_json(ctc_run / "validate_metrics-averaged.json")["checkpoint"].endswith("averaged.ckpt")
 
 
 @pytest.mark.slow  # make test-all; kept out of make test's 10-minute budget

@@ -108,3 +108,107 @@ def test_ctrl_c_saves_prints_the_resume_line_and_exits_130(slot_data_dir, tmp_pa
     resumed = rnnlab(*command[1:], env=ENV, timeout=120)
     assert resumed.returncode == 0 and (run / "summary.json").is_file()
     assert _final(run / "checkpoints" / "last.ckpt")[:2] == (24, 1)
+
+
+# SIGTERM at random moments: while Python starts and the run is set up, during a training step, a validation (twice
+# an epoch here), a checkpoint save (one every step here) and data loading (DataLoader worker processes, and the
+# signal sent to the whole process group, as SLURM signals every process of a job). Trial i: i % 3 == 0 training
+# with workers, group signal; 1 start-up; 2 training, one process. RNNLAB_SIGTERM_TRIALS sets the number of
+# trials (each: the signalled run and its resumption), RNNLAB_SIGTERM_SEED the moments.
+STRESS_ARGS = ["--trainer.val_check_interval=0.5", "--run.last_every_n_steps=1",
+               "--trainer.callbacks+=tests.fixtures.callbacks.SlowSteps"]  # 24 steps and 12 batches: 1.5 s or more
+STRESS_NOISE = ("Traceback", "corrupted", "Received SIGTERM", "Error", "error:", "Aborted", "core dumped")
+
+
+def _sigterm_trial(slot_data_dir, root, rng, index):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tests.integration.helpers import REPO
+
+    workers, started = index % 3 == 0, index % 3 == 1
+    args = [*_make_args(slot_data_dir, root), *STRESS_ARGS, f"--data.init_args.num_workers={2 if workers else 0}"]
+    env = {**os.environ, **ENV, "PYTHONUNBUFFERED": "1"}
+    for key in ("RNNLAB_RUN_NAME", "RNNLAB_WANDB_ID"):
+        env.pop(key, None)
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "fit", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def send():
+        if proc.poll() is None:
+            (os.killpg if workers else os.kill)(proc.pid, signal.SIGTERM)
+
+    timer = threading.Timer(rng.uniform(0.3, 4.0), send) if started else None  # while Python starts, set-up
+    if timer:
+        timer.start()
+    hung = threading.Timer(180, lambda: os.killpg(proc.pid, signal.SIGKILL))  # a hang fails the test, never waits
+    hung.start()
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if timer is None and "[rnnlab] batch size" in line:  # training starts: validation, steps, saves follow
+            timer = threading.Timer(rng.uniform(0.0, 1.6), send)
+            timer.start()
+    proc.wait()
+    hung.cancel()
+    reader.join(10)
+    assert proc.returncode != -signal.SIGKILL, f"no exit within 180 s\n{''.join(out)[-2000:]}\n{''.join(err)[-2000:]}"
+    return proc.returncode, "".join(out), "".join(err)
+
+
+def _check_and_resume(slot_data_dir, root, code, out, err):
+    where = f"exit {code}\n{out[-1500:]}\n{err[-3000:]}"
+    assert not [n for n in STRESS_NOISE if n in err], where
+    runs = list(root.iterdir()) if root.exists() else []
+    if code == -15:  # before Python had loaded rnnlab: killed by the default action, nothing written yet
+        assert not list(root.rglob("*.ckpt")), where
+        return "before start"
+    if code == 0:  # the signal came once the last epoch was trained (or as the process shut down): it finished
+        (run,) = runs
+        assert (run / "summary.json").is_file(), where
+        assert _final(run / "checkpoints" / "last.ckpt")[:2] == (24, 1)
+        return "finished"
+    assert code == 143, where
+    assert "[rnnlab] stopped by SIGTERM" in err, where
+    line = next((x for x in out.splitlines() if "SIGTERM: saved" in x), None)
+    assert line is not None, where
+    command = shlex.split(line.split("resume with: ", 1)[1])
+    (run,) = runs
+    resumed = rnnlab(*command[1:], env=ENV, timeout=180, check=False)
+    assert resumed.returncode == 0, f"{where}\nresumed: {resumed.stdout[-1500:]}\n{resumed.stderr[-3000:]}"
+    assert not [n for n in STRESS_NOISE if n in resumed.stderr], resumed.stderr[-3000:]
+    assert (run / "summary.json").is_file()
+    assert _final(run / "checkpoints" / "last.ckpt")[:2] == (24, 1)
+    return "during validation" if "during validation" in line else f"step {line.split(' at step ')[1].split(';')[0]}"
+
+
+def _stress(slot_data_dir, tmp_path, trials):
+    import os
+    import random
+
+    rng = random.Random(int(os.environ.get("RNNLAB_SIGTERM_SEED", "0")))
+    seen = []
+    for i in range(trials):
+        root = tmp_path / f"t{i}"
+        code, out, err = _sigterm_trial(slot_data_dir, root, rng, i)
+        seen.append(_check_and_resume(slot_data_dir, root, code, out, err))
+    print("SIGTERM trials:", seen)
+
+
+def test_sigterm_at_random_moments_always_saves_or_finishes_and_resumes(slot_data_dir, tmp_path):
+    import os
+
+    _stress(slot_data_dir, tmp_path, int(os.environ.get("RNNLAB_SIGTERM_TRIALS", "3")))
+
+
+@pytest.mark.slow  # make test-all: 30 trials, about 8 minutes
+def test_sigterm_at_random_moments_many_times(slot_data_dir, tmp_path):
+    import os
+
+    _stress(slot_data_dir, tmp_path, int(os.environ.get("RNNLAB_SIGTERM_TRIALS", "30")))

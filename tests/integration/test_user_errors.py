@@ -275,6 +275,12 @@ ERROR = re.compile(r"rnnlab( [\w-]+)?: error: ")
 SETUP_LINES_FIRST = {"test-latin1-row-strict"}
 
 
+def _char_vocab() -> dict:
+    from data.text import CharTokenizer
+
+    return CharTokenizer().to_dict()
+
+
 @pytest.fixture(scope="module")
 def ctc_model(tmp_path_factory) -> dict:
     """A tiny (untrained) CTC checkpoint and half a second of audio."""
@@ -386,11 +392,39 @@ def test_user_error(case, capfd, caplog, monkeypatch):
         assert len(lines) == 1 or row.id in SETUP_LINES_FIRST, printed
 
 
-def test_json_lists_skipped_files_in_place(ctc_model, tmp_path, capfd, monkeypatch):
+@pytest.mark.parametrize("stream", [False, True], ids=["offline", "stream"])
+def test_json_lists_skipped_files_and_empty_directories_in_place(ctc_model, tmp_path, capfd, monkeypatch, stream):
     (tmp_path / "notes.mp3").write_bytes(TEXT_MP3["notes.mp3"])
-    argv = ["transcribe", "--ckpt", ctc_model["ctc"], str(tmp_path / "notes.mp3"), ctc_model["wav"], "--json"]
-    code, out, _ = run_cli(argv, capfd, monkeypatch)
+    (tmp_path / "empty").mkdir()
+    ckpt = ctc_model["ctc"]
+    if stream:  # a model that can stream: unidirectional
+        from pipelines.ctc import CTCSpeechRecognizer
+        from tests.unit.pipelines.test_export import save_checkpoint
+
+        torch.manual_seed(0)
+        model = CTCSpeechRecognizer(vocab=_char_vocab(), n_mels=40, stack_frames=2, hidden_size=16, num_layers=1,
+                                    bidirectional=False)
+        ckpt = str(save_checkpoint(model, tmp_path / "stream.ckpt"))
+    argv = ["transcribe", "--ckpt", ckpt, str(tmp_path / "notes.mp3"), str(tmp_path / "empty"),
+            ctc_model["wav"], "--json", *(["--stream"] if stream else [])]
+    code, out, err = run_cli(argv, capfd, monkeypatch)
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 1
     assert rows[0] == {"path": str(tmp_path / "notes.mp3"), "error": "not audio (a text file)"}
-    assert rows[1]["path"] == ctc_model["wav"] and isinstance(rows[1]["text"], str) and "error" not in rows[1]
+    assert rows[1] == {"path": str(tmp_path / "empty"), "error": "no audio files in it"}
+    assert rows[2]["path"] == ctc_model["wav"] and isinstance(rows[2]["text"], str) and "error" not in rows[2]
+    assert f"rnnlab transcribe: warning: skipped {tmp_path / 'empty'}: no audio files in it" in err
+
+
+def test_validating_a_checkpoint_keeps_the_metrics_of_the_others(slot_run, capfd, monkeypatch):
+    run = slot_run["run"]
+    averaged = run / "validate_metrics-averaged.json"  # as fit --run.average_best writes it
+    averaged.write_text('{"checkpoint": "averaged.ckpt", "metrics": {}}\n')
+    for name in ("last", "best"):
+        code, out, err = run_cli(["validate", "--ckpt", str(run / "checkpoints" / f"{name}.ckpt")], capfd, monkeypatch)
+        assert code == 0, err[-3000:]
+        written = run / f"validate_metrics-{name}.json"
+        assert f"[rnnlab] validate metrics written to {written}" in out
+        assert json.loads(written.read_text())["checkpoint"] == str(run / "checkpoints" / f"{name}.ckpt")
+    assert averaged.read_text() == '{"checkpoint": "averaged.ckpt", "metrics": {}}\n'
+    assert not (run / "validate_metrics.json").exists()
