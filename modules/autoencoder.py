@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.heads import SequencePooling
+from modules.networks import FrontendEncoderModel
 from modules.sequence import lengths_to_mask, reverse_padded
 
 
@@ -105,7 +106,7 @@ class RecurrentDecoder(nn.Module):
         return self.out(y)  # (B, steps, F)
 
 
-class SequenceAutoencoder(nn.Module):
+class SequenceAutoencoder(FrontendEncoderModel):
     """Audio Word2Vec: waveform -> log-mel -> recurrent encoder -> pooled vector ``z`` -> decoder -> frames.
 
     Args:

@@ -8,6 +8,7 @@ from torch import nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.networks import FrontendEncoderModel
 
 
 class CTCHead(nn.Module):
@@ -26,7 +27,7 @@ class CTCHead(nn.Module):
         return self.proj(self.dropout(x)).float().log_softmax(-1)
 
 
-class CTCAcousticModel(nn.Module):
+class CTCAcousticModel(FrontendEncoderModel):
     """Raw waveform in, per-frame token log-probabilities out: a checkpoint needs no feature pipeline.
 
     Shape:

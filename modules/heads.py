@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.networks import FrontendEncoderModel
 from modules.sequence import lengths_to_mask
 
 POOLING_CHOICES = ("last", "mean", "max", "attention")
@@ -59,7 +60,7 @@ class SequencePooling(nn.Module):
         return torch.einsum("bt,btd->bd", weights, x)
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(FrontendEncoderModel):
     """Waveform -> log-mel -> stacked (bi)RNN -> pooling -> dropout -> linear logits.
 
     Shape:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
 from modules.heads import SequencePooling
+from modules.networks import FrontendEncoderModel
 
 NEGATIVE_CHOICES = ("hardest", "semi_hard")
 
@@ -86,7 +87,7 @@ def cosine_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.4,
     return hinge.mean(), stats
 
 
-class SequenceEmbedder(nn.Module):
+class SequenceEmbedder(FrontendEncoderModel):
     """Waveform -> log-mel -> recurrent encoder -> pooling -> linear: one vector per segment.
 
     Args:

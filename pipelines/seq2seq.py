@@ -358,7 +358,7 @@ class LASRecognizer(Seq2SeqModule):
     def transcribe_files(self, paths: list[str], **kw) -> list[str]:
         from data.audio import AudioRef
 
-        wavs = [load_audio(AudioRef(path=str(p)), self.hparams.sample_rate) for p in paths]
+        wavs = [load_audio(AudioRef(path=str(p)), self.sample_rate) for p in paths]
         return self.transcribe_waveforms(wavs, **kw)
 
 

@@ -13,6 +13,7 @@ them, go through the whole command.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import json
@@ -89,7 +90,8 @@ def _classes(combo: list[str]) -> dict[str, type]:
 
 def init_options(cls: type) -> dict[str, tuple[object, type]]:
     """``name -> (annotation, class whose __init__ declares it)`` of every keyword of ``cls.__init__``, following
-    ``**kwargs`` up the MRO (as jsonargparse does)."""
+    ``**kwargs`` up the MRO (as jsonargparse does); a nested group of options (a dataclass, as ``encoder``) gives
+    one ``group.name`` per field."""
     options: dict[str, tuple[object, type]] = {}
     for klass in inspect.getmro(cls):
         init = vars(klass).get("__init__")
@@ -99,7 +101,13 @@ def init_options(cls: type) -> dict[str, tuple[object, type]]:
         params = inspect.signature(init).parameters.values()
         for p in params:
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                options.setdefault(p.name, (hints.get(p.name), klass))
+                tp = hints.get(p.name)
+                if dataclasses.is_dataclass(tp):
+                    fields = typing.get_type_hints(tp)
+                    for f in dataclasses.fields(tp):
+                        options.setdefault(f"{p.name}.{f.name}", (fields[f.name], klass))
+                else:
+                    options.setdefault(p.name, (tp, klass))
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return options
@@ -211,17 +219,18 @@ def test_cases_cover_every_class_and_both_ends():
         "data.g2p.G2PDataModule"}
     ids = [c.id for c in CASES]
     assert "slots-data.batch_size=0" in ids and "slots-model.hidden_size=0" in ids
-    assert "ctc-model.num_layers=9" in ids and "ctc-model.dropout=1.0" in ids
-    assert "rnnt-model.ctc_weight=1.0" in ids and "rnnt-model.sample_rate=0" in ids  # one through **kwargs
-    assert "ctc-data.embedded_size=[1, -1, 0]" in ids and "digits-model.speed_perturb=[3.0]" in ids
+    assert "ctc-model.encoder.num_layers=9" in ids and "ctc-model.dropout=1.0" in ids
+    assert "ctc-model.frontend.stack_frames=9" in ids and "ctc-model.encoder.dropout=1.0" in ids  # nested options
+    assert "rnnt-model.ctc_weight=1.0" in ids and "rnnt-model.frontend.sample_rate=0" in ids  # one through **kwargs
+    assert "ctc-data.embedded_size=[1, -1, 0]" in ids and "digits-model.frontend.speed_perturb=[3.0]" in ids
 
 
 def test_values_in_range_still_parse():
     # The edges that are part of the ranges: 0 dropout, 0 workers, a CTC weight of 0, 8 layers, no test split.
     code, _, err = _print_config([*_configs(["ctc", "rnnt"]), "--model.init_args.dropout=0",
-                                  "--model.init_args.num_layers=8", "--model.init_args.ctc_weight=0",
+                                  "--model.init_args.encoder.num_layers=8", "--model.init_args.ctc_weight=0",
                                   "--data.init_args.num_workers=0", "--data.init_args.embedded_size=[10, 2, 0]",
-                                  "--model.init_args.speed_perturb=[0.5, 2.0]"])
+                                  "--model.init_args.frontend.speed_perturb=[0.5, 2.0]"])
     assert code in (0, None), err
 
 

@@ -56,8 +56,8 @@ COMMANDS = {
     "make train-autoencoder": PARSE,
     "make train-digits": PARSE,
     # Pipelines: overrides and the other targets
-    'make train-ctc ARGS="--model.init_args.num_layers=5 --trainer.max_epochs=20"': PARSE,
-    "rnnlab fit -c defaults -c ctc -c my.yaml --model.init_args.hidden_size=384": PARSE,
+    'make train-ctc ARGS="--model.init_args.encoder.num_layers=5 --trainer.max_epochs=20"': PARSE,
+    "rnnlab fit -c defaults -c ctc -c my.yaml --model.init_args.encoder.hidden_size=384": PARSE,
     "rnnlab fit -c defaults -c slots --print_config": RUN,
     'make train-seq2seq ARGS="--model.init_args.ctc_weight=0 --model.init_args.attention=additive"': PARSE,
     "make slots-table": PARSE,

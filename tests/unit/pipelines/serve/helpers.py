@@ -10,7 +10,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.data import AttributeDict
 from torch import nn
 
 from data.g2p import G2PVocab
@@ -65,7 +64,7 @@ class FakeKeywords(nn.Module):
     def __init__(self, label: str = "yes", score: float = 0.99, labels=tuple(KEYWORD_LABELS)) -> None:
         super().__init__()
         self.labels = list(labels)
-        self.hparams = AttributeDict(sample_rate=RATE)
+        self.sample_rate = RATE  # what a model's frontend expects (RnnlabModule.sample_rate)
         rest = (1.0 - score) / (len(self.labels) - 1)
         probs = torch.full((len(self.labels),), rest)
         probs[self.labels.index(label)] = score
