@@ -211,8 +211,7 @@ class RnnlabModule(L.LightningModule):
     def sample_rate(self) -> int | None:
         """The sample rate (Hz) the model's frontend expects; None for a model of text."""
         frontend = self.hparams.get("frontend")
-        rate = frontend["sample_rate"] if frontend else self.hparams.get("sample_rate")
-        return int(rate) if rate else None
+        return int(frontend["sample_rate"]) if frontend else None
 
     def build_augment(self, augment: dict | None, noise_dir: str | None, sample_rate: int) -> None:
         """Sets :attr:`wave_augment` (a :class:`modules.augment.WaveformAugment`, or None) from the task's options.

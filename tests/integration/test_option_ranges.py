@@ -236,8 +236,8 @@ def test_values_in_range_still_parse():
 
 # Values bounded by another option: checked in __init__, still one line (the rest of the command never runs).
 INIT_CHECKS = [
-    (["seq2seq"], ["--model.init_args.listener_layers=3", "--model.init_args.pyramid_layers=3"],
-     "rnnlab fit: error: --model.init_args.pyramid_layers must be below listener_layers = 3"),
+    (["seq2seq"], ["--model.init_args.encoder.num_layers=3", "--model.init_args.encoder.pyramid_layers=3"],
+     "rnnlab fit: error: --model.init_args.encoder.pyramid_layers must be below encoder.num_layers = 3"),
     (["g2p"], ["--data.init_args.val_fraction=0.5", "--data.init_args.test_fraction=0.6"],
      "rnnlab fit: error: --data.init_args.test_fraction must be in [0, 1 - val_fraction = 0.5)"),
     (["ctc"], ["--data.init_args.min_duration=30"],

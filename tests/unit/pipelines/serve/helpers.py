@@ -171,8 +171,8 @@ def tiny_g2p(seed: int = 0) -> G2PModel:
     """Random weights over the letters a-z and a few ARPAbet phonemes."""
     torch.manual_seed(seed)
     vocab = G2PVocab(["<pad>", *"abcdefghijklmnopqrstuvwxyz'"], ["AA", "AE", "B", "K", "D", "IY", "T", "S"])
-    return G2PModel(vocab=vocab.to_dict(), embed_size=8, encoder_hidden=16, encoder_layers=1, speller_hidden=16,
-                    attention_size=8, dropout=0.0).eval()
+    return G2PModel(vocab=vocab.to_dict(), embed_size=8, encoder={"hidden_size": 16, "num_layers": 1},
+                    speller_hidden=16, attention_size=8, dropout=0.0).eval()
 
 
 def all_models() -> dict:
