@@ -218,7 +218,7 @@ def test_cases_cover_every_class_and_both_ends():
         "data.speech.SpeechDataModule", "data.slots.SlotFillingDataModule", "data.words.WordDataModule",
         "data.g2p.G2PDataModule"}
     ids = [c.id for c in CASES]
-    assert "slots-data.batch_size=0" in ids and "slots-model.hidden_size=0" in ids
+    assert "slots-data.batch_size=0" in ids and "slots-model.encoder.hidden_size=0" in ids
     assert "ctc-model.encoder.num_layers=9" in ids and "ctc-model.dropout=1.0" in ids
     assert "ctc-model.frontend.stack_frames=9" in ids and "ctc-model.encoder.dropout=1.0" in ids  # nested options
     assert "rnnt-model.ctc_weight=1.0" in ids and "rnnt-model.frontend.sample_rate=0" in ids  # one through **kwargs
@@ -261,14 +261,14 @@ def test_value_bounded_by_another_option_is_one_line(combo, args, line, tmp_path
 
 def test_issue_commands_as_a_user_runs_them():
     commands = [["fit", "-c", "defaults", "-c", "slots", "--data.init_args.batch_size=0"],
-                ["fit", "-c", "defaults", "-c", "slots", "--model.init_args.hidden_size=-4"]]
+                ["fit", "-c", "defaults", "-c", "slots", "--model.init_args.encoder.hidden_size=-4"]]
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda argv: rnnlab(*argv, check=False, timeout=120), commands))
     lines = [p.stderr.strip().splitlines() for p in procs]
     assert [p.returncode for p in procs] == [2, 2], lines
     assert lines == [
         ["rnnlab fit: error: --data.init_args.batch_size: expected int > 0, got 0 (see rnnlab fit --help)"],
-        ["rnnlab fit: error: --model.init_args.hidden_size: expected int > 0, got -4 (see rnnlab fit --help)"]]
+        ["rnnlab fit: error: --model.init_args.encoder.hidden_size: expected int > 0, got -4 (see rnnlab fit --help)"]]
     assert not any(p.stdout for p in procs)
 
 
@@ -281,16 +281,17 @@ def test_parsed_values_are_saved_as_plain_numbers(tmp_path):
     from pipelines.slot_filling import SlotFillingModule
 
     vocab = {"words": {"itos": ["<pad>", "<unk>", "fly"]}, "tags": ["O"], "intents": ["atis_flight"]}
-    model = SlotFillingModule(vocab=vocab, embedding_dim=PositiveInt(4), hidden_size=PositiveInt(4),
+    model = SlotFillingModule(vocab=vocab, embedding_dim=PositiveInt(4), encoder={"hidden_size": PositiveInt(4)},
                               dropout=UnitIntervalRightOpen(0.1))
-    assert type(model.hparams.hidden_size) is PositiveInt
+    assert type(model.hparams.encoder["hidden_size"]) is PositiveInt
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     hparams = torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]
-    assert type(hparams["hidden_size"]) is int and type(hparams["dropout"]) is float
-    assert SlotFillingModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True).hparams.hidden_size == 4
+    assert type(hparams["encoder"]["hidden_size"]) is int and type(hparams["dropout"]) is float
+    loaded = SlotFillingModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert loaded.hparams.encoder["hidden_size"] == 4
 
 
 def test_python_callers_pass_plain_numbers():

@@ -197,7 +197,7 @@ def workspace(tmp_path_factory):
                              tmp / "ctc-uni" / "best.ckpt")
     words = Vocabulary(["<pad>", "<unk>", "i", "want", "to", "fly"], unk="<unk>").to_dict()
     files["slots"] = _save(SlotFillingModule(vocab={"words": words, "tags": ["O", "B-city"], "intents": ["flight"]},
-                                             embedding_dim=4, hidden_size=8), _run_dir(tmp, "slots-1", "slots"))
+                                             embedding_dim=4, encoder={"hidden_size": 8}), _run_dir(tmp, "slots-1", "slots"))
     for name, tiny in [("seq2seq", "seq2seq"), ("classifier", "digits"), ("g2p", "g2p"),
                        ("autoencoder", "autoencoder")]:
         path = _run_dir(tmp, f"{name}-1", tiny)  # parsed only: any file stands in for the checkpoint

@@ -183,3 +183,23 @@ def test_a_shipped_models_saved_config_still_parses():
     out, _ = _printed(["test", "--ckpt", "english"])
     assert "    encoder:\n      cell: lstm\n      hidden_size: 256\n      num_layers: 3\n" in out
     assert "      stack_frames: 3\n" in out and "hidden_size: 256\n    num_layers" not in out
+
+
+def test_a_flat_option_out_of_range_names_the_nested_one(capsys):
+    with pytest.raises(SystemExit) as e:
+        run(["fit", "-c", "defaults", "-c", "slots", "--model.init_args.hidden_size=-4", "--print_config"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "[rnnlab] note: read as nested options: --model.init_args.hidden_size -> --model.init_args.encoder.hidden_size",
+        "rnnlab fit: error: --model.init_args.encoder.hidden_size: expected int > 0, got -4 (see rnnlab fit --help)"]
+
+
+def test_the_slot_tagger_keeps_its_simple_cells():
+    from pipelines.slot_filling import SlotFillingModule
+
+    vocab = {"words": {"itos": ["<pad>", "<unk>", "fly"]}, "tags": ["O"], "intents": ["flight"]}
+    jordan = SlotFillingModule(vocab=vocab, embedding_dim=4, encoder={"cell": "jordan", "hidden_size": 3})
+    assert jordan.encoder.implementation == "reference" and jordan.hparams.encoder["implementation"] == "auto"
+    old = SlotFillingModule(vocab=vocab, embedding_dim=4, cell="elman", hidden_size=3, num_layers=2, dropout=0.1)
+    assert old.hparams.encoder["cell"] == "elman" and old.hparams.encoder["dropout"] == 0.1
+    assert "cell" not in old.hparams and old.encoder.implementation == "fused"

@@ -154,7 +154,7 @@ def trained_slots(steps: int = 60, seed: int = 0) -> SlotFillingModule:
     batch = collate_slots(items)
     torch.manual_seed(seed)
     model = SlotFillingModule(vocab={"words": words.to_dict(), "tags": tags, "intents": intents}, embedding_dim=16,
-                              hidden_size=16, dropout=0.0)
+                              encoder={"hidden_size": 16}, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
     for _ in range(steps):
