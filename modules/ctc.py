@@ -36,12 +36,7 @@ class CTCAcousticModel(FrontendEncoderModel):
 
     def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, vocab_size: int,
                  head_dropout: float = 0.0) -> None:
-        super().__init__()
-        if encoder.input_size != frontend.output_size:
-            raise ValueError(f"encoder input_size ({encoder.input_size}) must equal the frontend output size "
-                             f"(n_mels * stack_frames = {frontend.output_size})")
-        self.frontend = frontend
-        self.encoder = encoder
+        super().__init__(frontend=frontend, encoder=encoder)
         self.head = CTCHead(input_size=encoder.output_size, vocab_size=vocab_size, dropout=head_dropout)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,18 @@ def build_encoder(options: Mapping[str, Any], *, input_size: int) -> RecurrentEn
 class FrontendEncoderModel(nn.Module):
     """Base of the networks that read waveforms through ``self.frontend`` then ``self.encoder``.
 
-    Subclasses take ``frontend=`` and ``encoder=`` modules (plus their own keyword arguments);
-    :meth:`from_options` builds both from nested options first.
+    Subclasses take ``frontend=`` and ``encoder=`` modules (plus their own keyword arguments) and pass them to
+    ``super().__init__``, which checks that the encoder reads the frontend's features; :meth:`from_options`
+    builds both from nested options first.
     """
 
-    frontend: LogMelFrontend
-    encoder: RecurrentEncoder
+    def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder) -> None:
+        super().__init__()
+        if frontend.output_size != encoder.input_size:
+            raise ValueError(f"encoder input_size ({encoder.input_size}) must equal the frontend output size "
+                             f"(n_mels * stack_frames = {frontend.output_size})")
+        self.frontend = frontend
+        self.encoder = encoder
 
     @classmethod
     def from_options(cls, *, frontend: Mapping[str, Any], encoder: Mapping[str, Any], **kwargs: Any):

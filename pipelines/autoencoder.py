@@ -95,8 +95,7 @@ class AudioAutoencoder(RnnlabModule):
             raise ValueError(f"frame_drop must be in [0, 1), got {frame_drop}")
         if target not in ("self", "same_word"):
             raise ValueError(f"target must be self or same_word, got {target!r}")
-        options = self.network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = list((vocab or {}).get("labels", []))
         self.model = SequenceAutoencoder.from_options(**options, embedding_size=embedding_size, pooling=pooling,
                                                       decoder_hidden_size=decoder_hidden_size,
@@ -114,7 +113,7 @@ class AudioAutoencoder(RnnlabModule):
         """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
         return self.model.embed(waveforms, lengths)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         targets = None
         if stage == "train" and self.hparams.target == "same_word":
             if "partner_waveforms" not in batch:
@@ -138,15 +137,6 @@ class AudioAutoencoder(RnnlabModule):
                                     for x in (out["features"], out["reconstruction"]))
                     self._val["examples"].append((batch["ids"][b], feats, recon))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
         data, self._val = self._val, {}
@@ -180,12 +170,6 @@ class AudioAutoencoder(RnnlabModule):
             self.print(f"[rnnlab] warning: could not draw {stage} plots: {e}")
             return
         log_images(self.loggers, paths, step=self.global_step, warn=self.print)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -100,6 +100,10 @@ def flat_names(group: str, names: tuple[str, ...], **renamed: str) -> dict[str, 
     return {**{n: f"{group}.{n}" for n in names}, **{old: f"{group}.{new}" for old, new in renamed.items()}}
 
 
+#: The flat options of the audio tasks that had every frontend and encoder option (CTC, classifier, siamese).
+FLAT_SPEECH = {**flat_names("frontend", FLAT_FRONTEND), **flat_names("encoder", FLAT_ENCODER)}
+
+
 def _as_dict(value: Any) -> dict:
     if value is None:
         return {}
@@ -168,13 +172,16 @@ class RnnlabModule(L.LightningModule):
                 out[group] = {**_as_dict(out.get(group)), name: out.pop(old)}
         return out
 
-    def network_options(self, legacy: dict, *, dropout: float | None = None, **given: Any) -> dict[str, dict]:
-        """The nested options of the task's network, complete, as plain dicts.
+    def save_network_options(self, legacy: dict, *, dropout: float | None = None, **given: Any) -> dict[str, dict]:
+        """The nested options of the task's network, complete, as plain dicts; saved as hyperparameters with the
+        rest of the calling ``__init__``'s arguments (optimiser and scheduler left out), so a checkpoint rebuilds
+        the model without the training data.
 
         Each of ``given`` (``frontend=...``, ``encoder=...``: a dataclass from the parser, or a partial mapping from
         Python or a checkpoint) is laid over the task's default for it, with the old flat names of ``legacy`` (the
-        ``**legacy`` keywords of ``__init__``) applied and then removed. An encoder's null ``dropout`` becomes
-        ``dropout``. Raises TypeError for a keyword the task never had, ValueError (one line) for a bad option.
+        ``**legacy`` keywords of ``__init__``) applied; no old flat name is saved. An encoder's null ``dropout``
+        becomes ``dropout``. Raises TypeError for a keyword the task never had, ValueError (one line) for a bad
+        option.
         """
         unknown = sorted(set(legacy) - set(self.legacy_options))
         if unknown:
@@ -195,17 +202,12 @@ class RnnlabModule(L.LightningModule):
                                  f"(each halves time between two layers), got {enc['pyramid_layers']}")
             if enc["dropout"] is None:
                 enc["dropout"] = dropout if dropout is not None else 0.0
-        return out
-
-    def save_hyperparameters_nested(self, options: dict[str, dict]) -> None:
-        """``save_hyperparameters`` of the calling ``__init__`` (optimiser and scheduler left out), with the nested
-        ``options`` as :meth:`network_options` completed them and no old flat name, so a checkpoint rebuilds the
-        model without the training data."""
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], frame=inspect.currentframe().f_back)
         for hp in (self._hparams, self._hparams_initial):
             for old in self.legacy_options:
                 hp.pop(old, None)
-            hp.update(options)
+            hp.update(out)
+        return out
 
     @property
     def sample_rate(self) -> int | None:
@@ -244,6 +246,28 @@ class RnnlabModule(L.LightningModule):
             copied, kept = load_matching_weights(self, self.init_from)
             rank_zero_only(print)(f"[rnnlab] initialised {copied} tensors from {self.init_from}"
                        + (f"; kept fresh: {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else ""))
+
+    # -- one shared step for train/val/test; the epoch's metrics logged by ``_epoch_end`` ------------------------
+    def _shared_step(self, batch, stage: str, batch_idx: int = 0):  # pragma: no cover - each task has its own
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train", batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val", batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test", batch_idx)
+
+    def _epoch_end(self, stage: str) -> None:
+        """Logs (and resets) the ``val`` or ``test`` epoch's metrics."""
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.parameters())

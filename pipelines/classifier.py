@@ -17,13 +17,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from data.ranges import ClosedUnitInterval, UnitIntervalRightOpen
 from modules.heads import SequenceClassifier
 from pipelines.base import (
-    FLAT_ENCODER,
-    FLAT_FRONTEND,
+    FLAT_SPEECH,
     EncoderOptions,
     FrontendOptions,
     RnnlabModule,
     batched_by_length,
-    flat_names,
 )
 
 
@@ -47,7 +45,7 @@ class UtteranceClassifier(RnnlabModule):
     monitor = "val/acc"
     monitor_mode = "max"
     run_prefix = "classifier"
-    legacy_options = {**flat_names("frontend", FLAT_FRONTEND), **flat_names("encoder", FLAT_ENCODER)}
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
@@ -71,8 +69,7 @@ class UtteranceClassifier(RnnlabModule):
         if len(labels) < 2:
             raise ValueError(f"UtteranceClassifier needs vocab={{'labels': [...]}} with at least 2 labels (the CLI "
                              f"links it from the DataModule), got {vocab!r}")
-        options = self.network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = labels
         self.build_augment(augment, noise_dir, options["frontend"]["sample_rate"])
         self.model = SequenceClassifier.from_options(**options, num_classes=len(labels), pooling=pooling,
@@ -85,7 +82,7 @@ class UtteranceClassifier(RnnlabModule):
         """Logits ``(B, C)`` for waveforms ``(B, S)``."""
         return self.model(waveforms, lengths)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         if stage == "train":
             batch = self.augment_batch(batch)
         logits = self(batch["waveforms"], batch["lengths"])
@@ -98,24 +95,9 @@ class UtteranceClassifier(RnnlabModule):
             self.metrics[stage].update(logits.argmax(-1), labels)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
-
     def _epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/acc", self.metrics[stage].compute() * 100, prog_bar=True)
         self.metrics[stage].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     @torch.no_grad()
     def classify_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> list[str]:

@@ -21,13 +21,11 @@ from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames_padde
 from modules.ctc_decoding import CTCBeamDecoder, greedy_decode
 from modules.ngram_lm import NGramLM
 from pipelines.base import (
-    FLAT_ENCODER,
-    FLAT_FRONTEND,
+    FLAT_SPEECH,
     EncoderOptions,
     FrontendOptions,
     RnnlabModule,
     batched_waveforms,
-    flat_names,
 )
 
 
@@ -55,7 +53,7 @@ class CTCSpeechRecognizer(RnnlabModule):
     monitor = "val/cer"
     monitor_mode = "min"
     run_prefix = "ctc"
-    legacy_options = {**flat_names("frontend", FLAT_FRONTEND), **flat_names("encoder", FLAT_ENCODER)}
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
@@ -75,8 +73,7 @@ class CTCSpeechRecognizer(RnnlabModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("CTCSpeechRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
-        options = self.network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.tokenizer = tokenizer_from_dict(vocab)
         self.build_augment(augment, noise_dir, options["frontend"]["sample_rate"])
         self.model = CTCAcousticModel.from_options(**options, vocab_size=len(self.tokenizer), head_dropout=dropout)
@@ -97,7 +94,7 @@ class CTCSpeechRecognizer(RnnlabModule):
     def decode_greedy(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, blank=self.tokenizer.blank)]
 
-    def _shared_step(self, batch: dict | None, stage: str):
+    def _shared_step(self, batch: dict | None, stage: str, batch_idx: int = 0):
         if batch is None:
             # Every file of the batch failed to decode (already counted and warned). A zero loss that touches
             # every parameter keeps DDP ranks in step (each expects gradients for all parameters).
@@ -179,15 +176,6 @@ class CTCSpeechRecognizer(RnnlabModule):
             m["wer"].reset()
             m["cer"].reset()
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
-
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         frac = dm.padding_fraction("train") if dm is not None and hasattr(dm, "padding_fraction") else None
@@ -210,12 +198,6 @@ class CTCSpeechRecognizer(RnnlabModule):
         if not self.trainer.sanity_checking:
             self.show_examples(stage, self._examples, audio=self._example_audio, sample_rate=self.sample_rate)
         self._examples, self._example_audio = [], []
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     def make_decoder(self, *, beam_size: int = 1, lm_path: str | None = None, lm_weight: float = 0.5,

@@ -171,15 +171,6 @@ class Seq2SeqModule(RnnlabModule):
                                                  self._output_labels(ids[k])))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val", batch_idx)
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test", batch_idx)
-
     def _log_unalignable(self, stage: str) -> None:
         if getattr(self, "ctc_head", None) is not None and self.ctc_weight > 0:
             self.log_unalignable(stage)
@@ -196,12 +187,6 @@ class Seq2SeqModule(RnnlabModule):
                                sample_rate=self.sample_rate)
             self._plot_attention(stage)
         self._examples, self._attention_maps, self._example_audio = [], [], []
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     @rank_zero_only
     def _plot_attention(self, stage: str) -> None:
@@ -296,8 +281,7 @@ class LASRecognizer(Seq2SeqModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("LASRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
-        options = self.network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.tokenizer = tokenizer_from_dict(vocab)
         self.blank = self.tokenizer.blank
         self.frontend = build_frontend(options["frontend"])
@@ -404,8 +388,7 @@ class G2PModel(Seq2SeqModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("G2PModel needs vocab (the CLI links it from the G2P DataModule)")
-        options = self.network_options(legacy, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, encoder=encoder, dropout=dropout)
         self.vocab = G2PVocab.from_dict(vocab)
         self.embedding = nn.Embedding(len(self.vocab.graphemes), embed_size, padding_idx=0)
         self.encoder = build_encoder(options["encoder"], input_size=embed_size)

@@ -102,8 +102,7 @@ class SlotFillingModule(RnnlabModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
         if vocab is None:
             raise ValueError("SlotFillingModule needs vocab (the CLI links it from the DataModule)")
-        options = self.network_options(legacy, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, encoder=encoder, dropout=dropout)
         self.words = Vocabulary.from_dict(vocab["words"])
         self.tags: list[str] = list(vocab["tags"])
         self.intents: list[str] = list(vocab["intents"])
@@ -189,7 +188,7 @@ class SlotFillingModule(RnnlabModule):
         # Per word, as the softmax loss is, so intent_weight means the same with and without the CRF.
         return nll.sum() / lengths[keep].sum().to(nll)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         tokens = batch["tokens"]
         if stage == "train" and self.hparams.word_dropout > 0:
             drop = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & (tokens > 0)
@@ -221,7 +220,7 @@ class SlotFillingModule(RnnlabModule):
         intents = [self.intents[i] if self.intents else "" for i in intent_logits.argmax(-1).tolist()]
         return tags, intents
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def _epoch_end(self, stage: str) -> None:
         f1 = self.slot_f1[stage].compute()
         intent_acc = self.intent_acc[stage].compute() * 100
         self.log(f"{stage}/slot_f1", f1["f1"] * 100, prog_bar=True)
@@ -232,21 +231,6 @@ class SlotFillingModule(RnnlabModule):
         self.log(f"{stage}/exact_match", self.exact[stage].compute() * 100)
         for m in (self.slot_f1[stage], self.intent_acc[stage], self.exact[stage]):
             m.reset()
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        return self._shared_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx):
         tag_logits, intent_logits = self(batch["tokens"], batch["lengths"], batch.get("words"))

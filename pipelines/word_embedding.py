@@ -19,13 +19,11 @@ from data.ranges import PositiveFloat, PositiveInt, UnitIntervalRightOpen
 from modules.retrieval import cosine_similarity_matrix, retrieval_scores, same_different_ap
 from modules.word_embedding import SequenceEmbedder, cosine_triplet_loss
 from pipelines.base import (
-    FLAT_ENCODER,
-    FLAT_FRONTEND,
+    FLAT_SPEECH,
     EncoderOptions,
     FrontendOptions,
     RnnlabModule,
     batched_by_length,
-    flat_names,
 )
 
 
@@ -53,7 +51,7 @@ class SiameseWordEmbedder(RnnlabModule):
     monitor = "val/ap"
     monitor_mode = "max"
     run_prefix = "siamese"
-    legacy_options = {**flat_names("frontend", FLAT_FRONTEND), **flat_names("encoder", FLAT_ENCODER)}
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
@@ -76,8 +74,7 @@ class SiameseWordEmbedder(RnnlabModule):
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin}")
-        options = self.network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
-        self.save_hyperparameters_nested(options)
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = list((vocab or {}).get("labels", []))
         self.model = SequenceEmbedder.from_options(**options, embedding_size=embedding_size, pooling=pooling)
         self._val: dict[str, list] = {}
@@ -86,8 +83,12 @@ class SiameseWordEmbedder(RnnlabModule):
         """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
         return self.model(waveforms, lengths)
 
-    def training_step(self, batch, batch_idx):
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor | None:
         emb = self(batch["waveforms"], batch["lengths"])
+        if stage != "train":  # validation and test: embeddings for the epoch's retrieval scores
+            self._val.setdefault("emb", []).append(emb.detach().float().cpu())
+            self._val.setdefault("labels", []).extend(batch["labels"].tolist())
+            return None
         loss, stats = cosine_triplet_loss(emb, batch["labels"], margin=self.hparams.margin,
                                           negatives=self.hparams.negatives)
         n = len(batch["ids"])
@@ -95,16 +96,6 @@ class SiameseWordEmbedder(RnnlabModule):
         self.log_dict({"train/active_triplets": stats["active"], "train/pos_sim": stats["pos_sim"],
                        "train/neg_sim": stats["neg_sim"]}, batch_size=n)
         return loss
-
-    def _eval_step(self, batch: dict) -> None:
-        self._val.setdefault("emb", []).append(self(batch["waveforms"], batch["lengths"]).detach().float().cpu())
-        self._val.setdefault("labels", []).extend(batch["labels"].tolist())
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
 
     def _epoch_end(self, stage: str) -> None:
         data, self._val = self._val, {}
@@ -123,12 +114,6 @@ class SiameseWordEmbedder(RnnlabModule):
         self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
         for k in self.hparams.retrieval_ks:
             self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()
