@@ -127,9 +127,10 @@ class RnnlabModule(L.LightningModule):
     """Base of every rnnlab pipeline.
 
     Subclasses set ``monitor`` / ``monitor_mode`` (the metric that selects the best checkpoint) and
-    ``run_prefix`` (the name runs get), take ``vocab: dict | None`` from their DataModule (linked by the CLI)
-    and call ``save_hyperparameters(ignore=["optimizer", "lr_scheduler"])`` so a checkpoint rebuilds the model
-    without the training data.
+    ``run_prefix`` (the name runs get), take ``vocab: dict | None`` from their DataModule (linked by the CLI),
+    take their network's nested ``frontend`` / ``encoder`` options and call :meth:`save_network_options` (which
+    also saves the hyperparameters, so a checkpoint rebuilds the model without the training data), and
+    implement ``_shared_step(batch, stage, batch_idx)`` and ``_epoch_end(stage)``.
 
     Args:
         optimizer: Optimiser factory (``class_path``/``init_args`` in YAML), called with the parameters.
