@@ -53,7 +53,7 @@ SLOTS_PLAIN := --model.init_args.char_features=none --model.init_args.crf=false 
 slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS copies, then a Markdown table
 	for d in atis snips; do for m in $(SLOT_MODELS); do \
 	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
-	    $(SLOTS_PLAIN) --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} \
+	    $(SLOTS_PLAIN) --model.init_args.encoder.cell=$${m%%:*} --model.init_args.encoder.bidirectional=$${m##*:} \
 	    --trainer.max_epochs=$(SLOTS_EPOCHS) --trainer.enable_progress_bar=false \
 	    --run.root=$(RUN_DIR)/slots-table --run.name=$$d-$${m%%:*}-bi$${m##*:} $(ARGS) || exit 1; \
 	done; done
@@ -69,7 +69,7 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 	  name=$$d-$${m%%:*}-bi$${m##*:}-seed$$s; \
 	  [ -f $(RUN_DIR)/compare-rnns/$$name/summary.json ] && continue; \
 	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
-	    $(SLOTS_PLAIN) --model.init_args.cell=$${m%%:*} --model.init_args.bidirectional=$${m##*:} --seed_everything=$$s \
+	    $(SLOTS_PLAIN) --model.init_args.encoder.cell=$${m%%:*} --model.init_args.encoder.bidirectional=$${m##*:} --seed_everything=$$s \
 	    --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false --run.wandb=offline \
 	    --run.root=$(RUN_DIR)/compare-rnns --run.name=$$name $(ARGS) || exit 1; \
 	done; done; done

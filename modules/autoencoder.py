@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
-from modules.heads import SequencePooling
+from modules.heads import encoder_pooling
+from modules.networks import FrontendEncoderModel
 from modules.sequence import lengths_to_mask, reverse_padded
 
 
@@ -105,7 +106,7 @@ class RecurrentDecoder(nn.Module):
         return self.out(y)  # (B, steps, F)
 
 
-class SequenceAutoencoder(nn.Module):
+class SequenceAutoencoder(FrontendEncoderModel):
     """Audio Word2Vec: waveform -> log-mel -> recurrent encoder -> pooled vector ``z`` -> decoder -> frames.
 
     Args:
@@ -130,18 +131,13 @@ class SequenceAutoencoder(nn.Module):
                  pooling: Literal["last", "mean", "max", "attention"] = "last", decoder_hidden_size: int = 256,
                  decoder_layers: int = 1, decoder_cell: Literal["lstm", "gru"] = "lstm",
                  reverse_target: bool = True) -> None:
-        super().__init__()
-        if frontend.output_size != encoder.input_size:
-            raise ValueError(f"frontend output size {frontend.output_size} != encoder input_size {encoder.input_size}")
         if frontend.spec_augment:
             raise ValueError("the autoencoder's frontend must have spec_augment=False (its output is the target); "
                              "use the denoising corruption options instead")
         if embedding_size < 1:
             raise ValueError(f"embedding_size must be positive, got {embedding_size}")
-        self.frontend = frontend
-        self.encoder = encoder
-        self.pool = SequencePooling(encoder.output_size, pooling,
-                                    bidirectional=encoder.bidirectional and encoder.projection_size is None)
+        super().__init__(frontend=frontend, encoder=encoder)
+        self.pool = encoder_pooling(encoder, pooling)
         self.to_embedding = nn.Linear(encoder.output_size, embedding_size)
         self.decoder = RecurrentDecoder(embedding_size=embedding_size, output_size=frontend.output_size,
                                         hidden_size=decoder_hidden_size, num_layers=decoder_layers, cell=decoder_cell)

@@ -8,6 +8,7 @@ from torch import nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.networks import FrontendEncoderModel
 
 
 class CTCHead(nn.Module):
@@ -26,7 +27,7 @@ class CTCHead(nn.Module):
         return self.proj(self.dropout(x)).float().log_softmax(-1)
 
 
-class CTCAcousticModel(nn.Module):
+class CTCAcousticModel(FrontendEncoderModel):
     """Raw waveform in, per-frame token log-probabilities out: a checkpoint needs no feature pipeline.
 
     Shape:
@@ -35,12 +36,7 @@ class CTCAcousticModel(nn.Module):
 
     def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, vocab_size: int,
                  head_dropout: float = 0.0) -> None:
-        super().__init__()
-        if encoder.input_size != frontend.output_size:
-            raise ValueError(f"encoder input_size ({encoder.input_size}) must equal the frontend output size "
-                             f"(n_mels * stack_frames = {frontend.output_size})")
-        self.frontend = frontend
-        self.encoder = encoder
+        super().__init__(frontend=frontend, encoder=encoder)
         self.head = CTCHead(input_size=encoder.output_size, vocab_size=vocab_size, dropout=head_dropout)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
+from modules.networks import FrontendEncoderModel
 from modules.sequence import lengths_to_mask
 
 POOLING_CHOICES = ("last", "mean", "max", "attention")
@@ -59,7 +60,13 @@ class SequencePooling(nn.Module):
         return torch.einsum("bt,btd->bd", weights, x)
 
 
-class SequenceClassifier(nn.Module):
+def encoder_pooling(encoder: RecurrentEncoder, mode: Literal["last", "mean", "max", "attention"]) -> SequencePooling:
+    """Pooling over ``encoder``'s outputs (``last`` reads both directions' final states when they are unprojected)."""
+    return SequencePooling(encoder.output_size, mode,
+                           bidirectional=encoder.bidirectional and encoder.projection_size is None)
+
+
+class SequenceClassifier(FrontendEncoderModel):
     """Waveform -> log-mel -> stacked (bi)RNN -> pooling -> dropout -> linear logits.
 
     Shape:
@@ -68,15 +75,10 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, num_classes: int,
                  pooling: Literal["last", "mean", "max", "attention"] = "mean", dropout: float = 0.0) -> None:
-        super().__init__()
-        if frontend.output_size != encoder.input_size:
-            raise ValueError(f"frontend output size {frontend.output_size} != encoder input_size {encoder.input_size}")
         if num_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-        self.frontend = frontend
-        self.encoder = encoder
-        self.pool = SequencePooling(encoder.output_size, pooling,
-                                    bidirectional=encoder.bidirectional and encoder.projection_size is None)
+        super().__init__(frontend=frontend, encoder=encoder)
+        self.pool = encoder_pooling(encoder, pooling)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(encoder.output_size, num_classes)
 

@@ -53,7 +53,7 @@ class StreamingTranscriber:
         acoustic = model.model
         fe, enc = acoustic.frontend, acoustic.encoder
         if enc.bidirectional:
-            raise ValueError("streaming needs a unidirectional model (bidirectional=false); this one is bidirectional")
+            raise ValueError("streaming needs a unidirectional model (encoder.bidirectional=false); this one is bidirectional")
         if enc.implementation != "fused" or enc.pyramid_layers:
             raise ValueError("streaming supports fused encoders without pyramid layers")
         spec = fe.melspec.spectrogram

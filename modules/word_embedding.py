@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from modules.encoders import RecurrentEncoder
 from modules.frontend import LogMelFrontend
-from modules.heads import SequencePooling
+from modules.heads import encoder_pooling
+from modules.networks import FrontendEncoderModel
 
 NEGATIVE_CHOICES = ("hardest", "semi_hard")
 
@@ -86,7 +87,7 @@ def cosine_triplet_loss(embeddings: Tensor, labels: Tensor, margin: float = 0.4,
     return hinge.mean(), stats
 
 
-class SequenceEmbedder(nn.Module):
+class SequenceEmbedder(FrontendEncoderModel):
     """Waveform -> log-mel -> recurrent encoder -> pooling -> linear: one vector per segment.
 
     Args:
@@ -101,15 +102,10 @@ class SequenceEmbedder(nn.Module):
 
     def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, embedding_size: int = 128,
                  pooling: Literal["last", "mean", "max", "attention"] = "last") -> None:
-        super().__init__()
-        if frontend.output_size != encoder.input_size:
-            raise ValueError(f"frontend output size {frontend.output_size} != encoder input_size {encoder.input_size}")
         if embedding_size < 1:
             raise ValueError(f"embedding_size must be positive, got {embedding_size}")
-        self.frontend = frontend
-        self.encoder = encoder
-        self.pool = SequencePooling(encoder.output_size, pooling,
-                                    bidirectional=encoder.bidirectional and encoder.projection_size is None)
+        super().__init__(frontend=frontend, encoder=encoder)
+        self.pool = encoder_pooling(encoder, pooling)
         self.to_embedding = nn.Linear(encoder.output_size, embedding_size)
         self.embedding_size = embedding_size
 

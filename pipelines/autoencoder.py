@@ -12,25 +12,23 @@ with ``init_from`` (``-c autoencoder-correspondence``). This one uses the labels
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
-from data.ranges import (
-    NonNegativeFloat,
-    NonNegativeInt,
-    OneToEight,
-    PositiveFloat,
-    PositiveInt,
-    UnitIntervalRightOpen,
-)
+from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitIntervalRightOpen
 from modules.autoencoder import SequenceAutoencoder, masked_mse
-from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
 from modules.retrieval import cosine_similarity_matrix, retrieval_scores
-from pipelines.base import RnnlabModule, batched_by_length
+from pipelines.base import (
+    FLAT_ENCODER,
+    EncoderOptions,
+    FrontendOptions,
+    RnnlabModule,
+    batched_by_length,
+    flat_names,
+)
 from pipelines.training.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
 
 
@@ -39,8 +37,10 @@ class AudioAutoencoder(RnnlabModule):
 
     Args:
         vocab: Label set from the DataModule (``{"labels": [...]}``), used only to name plot colours.
-        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend (log-mel, normalised per utterance).
-        cell / hidden_size / num_layers / bidirectional / dropout: Encoder.
+        frontend: Log-mel frontend options (:class:`~pipelines.base.FrontendOptions`; no SpecAugment by default:
+            its frames are also the reconstruction target).
+        encoder: Recurrent encoder options (:class:`~pipelines.base.EncoderOptions`).
+        dropout: Between encoder layers (unless ``encoder.dropout`` is set).
         embedding_size / pooling: The fixed-size vector and how encoder outputs are pooled into it.
         decoder_hidden_size / decoder_layers / reverse_target: Decoder (see :class:`SequenceAutoencoder`).
         target: What the decoder rebuilds while training: ``self`` (the input's own frames, an autoencoder) or
@@ -52,25 +52,22 @@ class AudioAutoencoder(RnnlabModule):
         retrieval_ks: Cut-offs of the precision@k logged each validation epoch.
         plot_examples: Spectrograms (input vs reconstruction) drawn each validation epoch; 0 disables plots.
         init_from: Checkpoint to start from; see :class:`~pipelines.base.RnnlabModule`.
+        legacy: Flat options from before ``frontend``/``encoder`` (``n_mels``, ``hidden_size``, ...).
     """
 
     monitor = "val/map"
     monitor_mode = "max"
     run_prefix = "autoencoder"
+    # The flat time_masks / freq_masks ... were (and are) the denoising corruption, not the frontend's SpecAugment.
+    legacy_options = {**flat_names("frontend", ("sample_rate", "n_mels", "win_ms", "hop_ms", "stack_frames")),
+                      **flat_names("encoder", FLAT_ENCODER)}
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: PositiveInt = 8000,
-        n_mels: PositiveInt = 40,
-        win_ms: PositiveFloat = 25.0,
-        hop_ms: PositiveFloat = 10.0,
-        stack_frames: OneToEight = 1,
-        cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: PositiveInt = 128,
-        num_layers: PositiveInt = 2,
-        bidirectional: bool = True,
+        frontend: FrontendOptions = FrontendOptions(sample_rate=8000, n_mels=40, spec_augment=False),
+        encoder: EncoderOptions = EncoderOptions(hidden_size=128, num_layers=2),
         dropout: UnitIntervalRightOpen = 0.0,
         embedding_size: PositiveInt = 128,
         pooling: Literal["last", "mean", "max", "attention"] = "last",
@@ -89,6 +86,7 @@ class AudioAutoencoder(RnnlabModule):
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if noise_std < 0:
@@ -97,15 +95,11 @@ class AudioAutoencoder(RnnlabModule):
             raise ValueError(f"frame_drop must be in [0, 1), got {frame_drop}")
         if target not in ("self", "same_word"):
             raise ValueError(f"target must be self or same_word, got {target!r}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = list((vocab or {}).get("labels", []))
-        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
-                                  spec_augment=False, stack_frames=stack_frames)
-        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
-                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
-        self.model = SequenceAutoencoder(frontend=frontend, encoder=encoder, embedding_size=embedding_size,
-                                         pooling=pooling, decoder_hidden_size=decoder_hidden_size,
-                                         decoder_layers=decoder_layers, reverse_target=reverse_target)
+        self.model = SequenceAutoencoder.from_options(**options, embedding_size=embedding_size, pooling=pooling,
+                                                      decoder_hidden_size=decoder_hidden_size,
+                                                      decoder_layers=decoder_layers, reverse_target=reverse_target)
         corruption = {"noise_std": noise_std, "frame_drop": frame_drop, "time_masks": time_masks,
                       "time_mask_width": time_mask_width, "freq_masks": freq_masks, "freq_mask_width": freq_mask_width}
         self.corruption = corruption if (noise_std > 0 or frame_drop > 0 or time_masks or freq_masks) else None
@@ -119,7 +113,7 @@ class AudioAutoencoder(RnnlabModule):
         """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
         return self.model.embed(waveforms, lengths)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         targets = None
         if stage == "train" and self.hparams.target == "same_word":
             if "partner_waveforms" not in batch:
@@ -135,7 +129,7 @@ class AudioAutoencoder(RnnlabModule):
             self._val.setdefault("labels", []).extend(batch["labels"].tolist())
             if len(self._val.setdefault("examples", [])) < self.hparams.plot_examples:
                 n = min(self.hparams.plot_examples - len(self._val["examples"]), len(batch["ids"]))
-                k = self.hparams.stack_frames
+                k = self.model.frontend.stack_frames
                 for b in range(n):
                     t = int(out["frames"][b])
                     # Stacked frames (T, k*F) are drawn as the k*T plain frames they hold.
@@ -143,15 +137,6 @@ class AudioAutoencoder(RnnlabModule):
                                     for x in (out["features"], out["reconstruction"]))
                     self._val["examples"].append((batch["ids"][b], feats, recon))
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def _epoch_end(self, stage: str) -> None:
         data, self._val = self._val, {}
@@ -185,12 +170,6 @@ class AudioAutoencoder(RnnlabModule):
             self.print(f"[rnnlab] warning: could not draw {stage} plots: {e}")
             return
         log_images(self.loggers, paths, step=self.global_step, warn=self.print)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()

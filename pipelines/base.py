@@ -1,9 +1,14 @@
-"""Shared LightningModule plumbing: optimiser wiring, gradient-norm logging, checkpoint metadata, loading."""
+"""Shared LightningModule plumbing: the nested network options, optimiser wiring, gradient-norm logging,
+checkpoint metadata, loading."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -11,17 +16,121 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_only
 
 from data.errors import DataError
-from data.ranges import plain_numbers
+from data.ranges import (
+    ClosedUnitInterval,
+    NonNegativeInt,
+    OneToEight,
+    PositiveFloat,
+    PositiveInt,
+    SpeedFactor,
+    UnitIntervalRightOpen,
+    plain_numbers,
+)
 from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontendOptions:
+    """The log-mel frontend (:class:`modules.frontend.LogMelFrontend`): ``--model.init_args.frontend.NAME``.
+
+    Each task sets its own defaults; a config names only what it changes (``frontend: {stack_frames: 3}``).
+
+    Attributes:
+        sample_rate / n_mels / win_ms / hop_ms: Input rate (Hz), mel bins, analysis window and hop (ms).
+        normalize: ``utterance`` (each utterance's mean and variance), ``global`` (of all training frames, saved
+            with the model; a unidirectional model then streams exactly) or ``none``.
+        stack_frames: Frames concatenated and subsampled before the encoder (1-8).
+        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width / time_mask_max_frac:
+            SpecAugment while training (a time mask is also capped at that fraction of the utterance).
+        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); null disables.
+    """
+
+    sample_rate: PositiveInt = 16000
+    n_mels: PositiveInt = 80
+    win_ms: PositiveFloat = 25.0
+    hop_ms: PositiveFloat = 10.0
+    normalize: Literal["utterance", "global", "none"] = "utterance"
+    stack_frames: OneToEight = 1
+    spec_augment: bool = True
+    freq_masks: NonNegativeInt = 2
+    freq_mask_width: NonNegativeInt = 15
+    time_masks: NonNegativeInt = 2
+    time_mask_width: NonNegativeInt = 40
+    time_mask_max_frac: ClosedUnitInterval = 0.1
+    speed_perturb: list[SpeedFactor] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderOptions:
+    """The recurrent encoder (:class:`modules.encoders.RecurrentEncoder`): ``--model.init_args.encoder.NAME``.
+
+    Each task sets its own defaults; a config names only what it changes (``encoder: {hidden_size: 256}``).
+
+    Attributes:
+        cell: ``lstm`` or ``gru`` (the slot tagger's also ``elman`` and ``jordan``).
+        hidden_size / num_layers / bidirectional: Units per direction, layers (1-8), a backward direction per layer.
+        dropout: Between layers; null: the model's own ``dropout``.
+        implementation: ``fused`` (torch kernels), ``reference`` (from-scratch cells) or ``auto`` (fused where
+            torch has the cell).
+        length_handling: Exact lengths through reversal within each length (``reverse``) or PackedSequence
+            (``packed``); the same numbers.
+        pyramid_layers: The last layer boundaries that halve time (below ``num_layers``).
+        projection_size: A linear layer after the stack to this width; null: none.
+    """
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden_size: PositiveInt = 256
+    num_layers: OneToEight = 2
+    bidirectional: bool = True
+    dropout: UnitIntervalRightOpen | None = None
+    implementation: Literal["auto", "fused", "reference"] = "auto"
+    length_handling: Literal["reverse", "packed"] = "reverse"
+    pyramid_layers: NonNegativeInt = 0
+    projection_size: PositiveInt | None = None
+
+
+#: The old flat names of the frontend and encoder options, read at their nested place (``legacy_options``).
+FLAT_FRONTEND = tuple(f.name for f in dataclasses.fields(FrontendOptions) if f.name != "time_mask_max_frac")
+FLAT_ENCODER = ("cell", "hidden_size", "num_layers", "bidirectional", "implementation", "length_handling")
+
+
+def flat_names(group: str, names: tuple[str, ...], **renamed: str) -> dict[str, str]:
+    """``{old flat name: "group.name"}`` for ``names``, and for ``renamed`` old names (``listener_hidden=
+    "hidden_size"``)."""
+    return {**{n: f"{group}.{n}" for n in names}, **{old: f"{group}.{new}" for old, new in renamed.items()}}
+
+
+#: The flat options of the audio tasks that had every frontend and encoder option (CTC, classifier, siamese).
+FLAT_SPEECH = {**flat_names("frontend", FLAT_FRONTEND), **flat_names("encoder", FLAT_ENCODER)}
+
+
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"expected a mapping of options, got {value!r}")
+
+
+def _declared_default(cls: type, name: str) -> Any:
+    """The default of ``name`` in the first ``__init__`` up ``cls``'s MRO that declares it."""
+    for klass in inspect.getmro(cls):
+        init = vars(klass).get("__init__")
+        if init is not None and name in inspect.signature(init).parameters:
+            return inspect.signature(init).parameters[name].default
+    raise TypeError(f"{cls.__name__} has no option {name!r}")
 
 
 class RnnlabModule(L.LightningModule):
     """Base of every rnnlab pipeline.
 
     Subclasses set ``monitor`` / ``monitor_mode`` (the metric that selects the best checkpoint) and
-    ``run_prefix`` (the name runs get), take ``vocab: dict | None`` from their DataModule (linked by the CLI)
-    and call ``save_hyperparameters(ignore=["optimizer", "lr_scheduler"])`` so a checkpoint rebuilds the model
-    without the training data.
+    ``run_prefix`` (the name runs get), take ``vocab: dict | None`` from their DataModule (linked by the CLI),
+    take their network's nested ``frontend`` / ``encoder`` options and call :meth:`save_network_options` (which
+    also saves the hyperparameters, so a checkpoint rebuilds the model without the training data), and
+    implement ``_shared_step(batch, stage, batch_idx)`` and ``_epoch_end(stage)``.
 
     Args:
         optimizer: Optimiser factory (``class_path``/``init_args`` in YAML), called with the parameters.
@@ -35,6 +144,9 @@ class RnnlabModule(L.LightningModule):
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     run_prefix: str = "run"
+    #: Old flat option names the task still reads (checkpoints, configs and callers from before the nested
+    #: options) and where each now lives, e.g. ``{"hidden_size": "encoder.hidden_size"}``.
+    legacy_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -48,6 +160,61 @@ class RnnlabModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.init_from = init_from
         self._unalignable: dict[str, int] = {}
+
+    @classmethod
+    def upgrade_options(cls, options: Mapping[str, Any]) -> dict:
+        """``options`` (a config's ``init_args``, saved hyperparameters) with every old flat name of
+        :attr:`legacy_options` moved to its nested place (``hidden_size: 256`` -> ``encoder: {hidden_size: 256}``;
+        a flat value wins over the same nested one)."""
+        out = dict(options)
+        for old, new in cls.legacy_options.items():
+            if old in out:
+                group, _, name = new.partition(".")
+                out[group] = {**_as_dict(out.get(group)), name: out.pop(old)}
+        return out
+
+    def save_network_options(self, legacy: dict, *, dropout: float | None = None, **given: Any) -> dict[str, dict]:
+        """The nested options of the task's network, complete, as plain dicts; saved as hyperparameters with the
+        rest of the calling ``__init__``'s arguments (optimiser and scheduler left out), so a checkpoint rebuilds
+        the model without the training data.
+
+        Each of ``given`` (``frontend=...``, ``encoder=...``: a dataclass from the parser, or a partial mapping from
+        Python or a checkpoint) is laid over the task's default for it, with the old flat names of ``legacy`` (the
+        ``**legacy`` keywords of ``__init__``) applied; no old flat name is saved. An encoder's null ``dropout``
+        becomes ``dropout``. Raises TypeError for a keyword the task never had, ValueError (one line) for a bad
+        option.
+        """
+        unknown = sorted(set(legacy) - set(self.legacy_options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+        upgraded = self.upgrade_options({**given, **legacy})
+        legacy.clear()  # saved hyperparameters hold the nested form only
+        out = {}
+        for group in given:
+            base = _as_dict(_declared_default(type(self), group))
+            value = _as_dict(upgraded[group])
+            if bad := sorted(set(value) - set(base)):
+                raise ValueError(f"{group}.{bad[0]} is not an option (options: {', '.join(base)})")
+            out[group] = {**base, **value}
+        if "encoder" in out:
+            enc = out["encoder"]
+            if not 0 <= enc["pyramid_layers"] < enc["num_layers"]:
+                raise ValueError(f"encoder.pyramid_layers must be below encoder.num_layers = {enc['num_layers']} "
+                                 f"(each halves time between two layers), got {enc['pyramid_layers']}")
+            if enc["dropout"] is None:
+                enc["dropout"] = dropout if dropout is not None else 0.0
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"], frame=inspect.currentframe().f_back)
+        for hp in (self._hparams, self._hparams_initial):
+            for old in self.legacy_options:
+                hp.pop(old, None)
+            hp.update(out)
+        return out
+
+    @property
+    def sample_rate(self) -> int | None:
+        """The sample rate (Hz) the model's frontend expects; None for a model of text."""
+        frontend = self.hparams.get("frontend")
+        return int(frontend["sample_rate"]) if frontend else None
 
     def build_augment(self, augment: dict | None, noise_dir: str | None, sample_rate: int) -> None:
         """Sets :attr:`wave_augment` (a :class:`modules.augment.WaveformAugment`, or None) from the task's options.
@@ -80,6 +247,28 @@ class RnnlabModule(L.LightningModule):
             copied, kept = load_matching_weights(self, self.init_from)
             rank_zero_only(print)(f"[rnnlab] initialised {copied} tensors from {self.init_from}"
                        + (f"; kept fresh: {', '.join(kept[:8])}{' ...' if len(kept) > 8 else ''}" if kept else ""))
+
+    # -- one shared step for train/val/test; the epoch's metrics logged by ``_epoch_end`` ------------------------
+    def _shared_step(self, batch, stage: str, batch_idx: int = 0):  # pragma: no cover - each task has its own
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train", batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val", batch_idx)
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test", batch_idx)
+
+    def _epoch_end(self, stage: str) -> None:
+        """Logs (and resets) the ``val`` or ``test`` epoch's metrics."""
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
 
     def configure_optimizers(self):
         opt = self.optimizer_factory(self.parameters())

@@ -6,7 +6,7 @@ Run it with ``make train-digits`` (= ``rnnlab fit -c defaults -c digits``), then
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,19 +14,15 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from data.ranges import (
-    ClosedUnitInterval,
-    NonNegativeInt,
-    OneToEight,
-    PositiveFloat,
-    PositiveInt,
-    SpeedFactor,
-    UnitIntervalRightOpen,
-)
-from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
+from data.ranges import ClosedUnitInterval, UnitIntervalRightOpen
 from modules.heads import SequenceClassifier
-from pipelines.base import RnnlabModule, batched_by_length
+from pipelines.base import (
+    FLAT_SPEECH,
+    EncoderOptions,
+    FrontendOptions,
+    RnnlabModule,
+    batched_by_length,
+)
 
 
 class UtteranceClassifier(RnnlabModule):
@@ -34,65 +30,50 @@ class UtteranceClassifier(RnnlabModule):
 
     Args:
         vocab: Label set from the DataModule (``{"labels": [...]}``, saved in the checkpoint).
-        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend.
-        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment while training.
-        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        frontend: Log-mel frontend options (:class:`~pipelines.base.FrontendOptions`; SpecAugment and speed
+            perturbation act while training only).
+        encoder: Recurrent encoder options (:class:`~pipelines.base.EncoderOptions`).
+        dropout: Before the output layer, and between encoder layers unless ``encoder.dropout`` is set.
         augment / noise_dir: Waveform degradations while training and their noise bank, as for
             :class:`~pipelines.ctc.CTCSpeechRecognizer`.
-        cell / hidden_size / num_layers / bidirectional / dropout: Encoder (dropout also before the output layer).
         pooling: ``last`` / ``mean`` / ``max`` / ``attention`` over the encoder's outputs.
         label_smoothing: Cross-entropy label smoothing.
         init_from: Checkpoint to start from; see :class:`~pipelines.base.RnnlabModule`.
+        legacy: Flat options from before ``frontend``/``encoder`` (``n_mels``, ``hidden_size``, ...).
     """
 
     monitor = "val/acc"
     monitor_mode = "max"
     run_prefix = "classifier"
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: PositiveInt = 8000,
-        n_mels: PositiveInt = 40,
-        win_ms: PositiveFloat = 25.0,
-        hop_ms: PositiveFloat = 10.0,
-        stack_frames: OneToEight = 1,
-        spec_augment: bool = True,
-        freq_masks: NonNegativeInt = 2,
-        freq_mask_width: NonNegativeInt = 6,
-        time_masks: NonNegativeInt = 2,
-        time_mask_width: NonNegativeInt = 8,
-        speed_perturb: list[SpeedFactor] | None = None,
+        frontend: FrontendOptions = FrontendOptions(sample_rate=8000, n_mels=40, freq_mask_width=6,
+                                                    time_mask_width=8, time_mask_max_frac=0.2),
+        encoder: EncoderOptions = EncoderOptions(hidden_size=128, num_layers=2),
+        dropout: UnitIntervalRightOpen = 0.2,
         augment: dict | None = None,
         noise_dir: str | None = None,
-        cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: PositiveInt = 128,
-        num_layers: PositiveInt = 2,
-        bidirectional: bool = True,
-        dropout: UnitIntervalRightOpen = 0.2,
         pooling: Literal["last", "mean", "max", "attention"] = "mean",
         label_smoothing: ClosedUnitInterval = 0.0,
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         labels = list((vocab or {}).get("labels", []))
         if len(labels) < 2:
             raise ValueError(f"UtteranceClassifier needs vocab={{'labels': [...]}} with at least 2 labels (the CLI "
                              f"links it from the DataModule), got {vocab!r}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = labels
-        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
-                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
-                                  time_masks=time_masks, time_mask_width=time_mask_width,
-                                  time_mask_max_frac=0.2, stack_frames=stack_frames, speed_perturb=speed_perturb)
-        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
-                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
-        self.build_augment(augment, noise_dir, sample_rate)
-        self.model = SequenceClassifier(frontend=frontend, encoder=encoder, num_classes=len(labels), pooling=pooling,
-                                        dropout=dropout)
+        self.build_augment(augment, noise_dir, options["frontend"]["sample_rate"])
+        self.model = SequenceClassifier.from_options(**options, num_classes=len(labels), pooling=pooling,
+                                                     dropout=dropout)
         self.metrics = nn.ModuleDict({
             stage: MulticlassAccuracy(num_classes=len(labels), average="micro", ignore_index=-1)
             for stage in ("val", "test")})
@@ -101,7 +82,7 @@ class UtteranceClassifier(RnnlabModule):
         """Logits ``(B, C)`` for waveforms ``(B, S)``."""
         return self.model(waveforms, lengths)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         if stage == "train":
             batch = self.augment_batch(batch)
         logits = self(batch["waveforms"], batch["lengths"])
@@ -114,24 +95,9 @@ class UtteranceClassifier(RnnlabModule):
             self.metrics[stage].update(logits.argmax(-1), labels)
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
-
     def _epoch_end(self, stage: str) -> None:
         self.log(f"{stage}/acc", self.metrics[stage].compute() * 100, prog_bar=True)
         self.metrics[stage].reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     @torch.no_grad()
     def classify_waveforms(self, waveforms: list[torch.Tensor], batch_size: int = 32) -> list[str]:

@@ -7,7 +7,7 @@ Run it with ``make train-ctc`` (embedded synthetic corpus), ``make train-ctc DAT
 from __future__ import annotations
 
 import zlib
-from typing import Literal
+from typing import Any
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -15,21 +15,18 @@ from torch import nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from data.audio import load_audio
-from data.ranges import (
-    NonNegativeInt,
-    OneToEight,
-    PositiveFloat,
-    PositiveInt,
-    SpeedFactor,
-    UnitIntervalRightOpen,
-)
+from data.ranges import NonNegativeInt, UnitIntervalRightOpen
 from data.tokenizers import tokenizer_from_dict
 from modules.ctc import CTCAcousticModel, ctc_loss_checked, min_ctc_frames_padded
 from modules.ctc_decoding import CTCBeamDecoder, greedy_decode
-from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
 from modules.ngram_lm import NGramLM
-from pipelines.base import RnnlabModule, batched_waveforms
+from pipelines.base import (
+    FLAT_SPEECH,
+    EncoderOptions,
+    FrontendOptions,
+    RnnlabModule,
+    batched_waveforms,
+)
 
 
 class CTCSpeechRecognizer(RnnlabModule):
@@ -37,75 +34,49 @@ class CTCSpeechRecognizer(RnnlabModule):
 
     Args:
         vocab: Tokenizer dict from the DataModule (saved in the checkpoint).
-        sample_rate / n_mels / win_ms / hop_ms: Frontend (log-mel) settings.
-        normalize: ``utterance`` (mean and variance of each utterance's log-mels), ``global`` (of all training
-            frames, saved with the model) or ``none``. A unidirectional model with ``global`` or ``none`` streams
-            exactly (``transcribe --stream``), also while the audio still arrives.
-        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment (training only).
-        stack_frames: Frame stacking + subsampling factor (1-8) before the recurrent stack.
-        cell / hidden_size / num_layers / bidirectional / dropout: Encoder (fused cuDNN path on GPU).
-        length_handling: Exact length handling of the fused encoder (``reverse`` is fastest, ``packed`` uses
-            PackedSequence); both give the same numbers.
-        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
+        frontend: Log-mel frontend options (:class:`~pipelines.base.FrontendOptions`). A unidirectional model with
+            ``normalize: global`` or ``none`` streams exactly (``transcribe --stream``), also while the audio
+            still arrives.
+        encoder: Recurrent encoder options (:class:`~pipelines.base.EncoderOptions`; fused cuDNN path on GPU,
+            ``lstm`` or ``gru``).
+        dropout: Before the CTC head, and between encoder layers unless ``encoder.dropout`` is set.
         augment: Waveform degradations while training (noise, reverberation, band limits, EQ, codec, gain, DC):
             keyword arguments of :class:`modules.augment.WaveformAugment` (``{}``: its defaults); None disables.
         noise_dir: Local corpus whose ``silence`` training clips are the noise bank of ``augment`` (e.g.
             ``../shared/data/speech_commands``); None: synthetic white/pink noise.
         val_examples: Reference/hypothesis pairs printed and logged each validation epoch.
         init_from: Checkpoint to start from (fine-tuning); see :class:`~pipelines.base.RnnlabModule`.
+        legacy: The flat options of checkpoints and callers from before ``frontend``/``encoder`` (``n_mels``,
+            ``hidden_size``, ...), read at their nested place.
     """
 
     monitor = "val/cer"
     monitor_mode = "min"
     run_prefix = "ctc"
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: PositiveInt = 16000,
-        n_mels: PositiveInt = 80,
-        win_ms: PositiveFloat = 25.0,
-        hop_ms: PositiveFloat = 10.0,
-        normalize: Literal["utterance", "global", "none"] = "utterance",
-        spec_augment: bool = True,
-        freq_masks: NonNegativeInt = 2,
-        freq_mask_width: NonNegativeInt = 15,
-        time_masks: NonNegativeInt = 2,
-        time_mask_width: NonNegativeInt = 40,
-        stack_frames: OneToEight = 2,
-        cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: PositiveInt = 320,
-        num_layers: OneToEight = 4,
-        bidirectional: bool = True,
+        frontend: FrontendOptions = FrontendOptions(stack_frames=2),
+        encoder: EncoderOptions = EncoderOptions(hidden_size=320, num_layers=4),
         dropout: UnitIntervalRightOpen = 0.15,
-        length_handling: Literal["reverse", "packed"] = "reverse",
-        speed_perturb: list[SpeedFactor] | None = None,
         augment: dict | None = None,
         noise_dir: str | None = None,
         val_examples: NonNegativeInt = 4,
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("CTCSpeechRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
-        if not 1 <= num_layers <= 8:
-            raise ValueError(f"num_layers must be between 1 and 8, got {num_layers}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.tokenizer = tokenizer_from_dict(vocab)
-        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
-                                  normalize=normalize, spec_augment=spec_augment, freq_masks=freq_masks,
-                                  freq_mask_width=freq_mask_width,
-                                  time_masks=time_masks, time_mask_width=time_mask_width, stack_frames=stack_frames,
-                                  speed_perturb=speed_perturb)
-        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
-                                   cell=cell, bidirectional=bidirectional, dropout=dropout,
-                                   length_handling=length_handling)
-        self.build_augment(augment, noise_dir, sample_rate)
-        self.model = CTCAcousticModel(frontend=frontend, encoder=encoder, vocab_size=len(self.tokenizer),
-                                      head_dropout=dropout)
+        self.build_augment(augment, noise_dir, options["frontend"]["sample_rate"])
+        self.model = CTCAcousticModel.from_options(**options, vocab_size=len(self.tokenizer), head_dropout=dropout)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
         self._examples: list[tuple[str, str, str]] = []
@@ -123,7 +94,7 @@ class CTCSpeechRecognizer(RnnlabModule):
     def decode_greedy(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, blank=self.tokenizer.blank)]
 
-    def _shared_step(self, batch: dict | None, stage: str):
+    def _shared_step(self, batch: dict | None, stage: str, batch_idx: int = 0):
         if batch is None:
             # Every file of the batch failed to decode (already counted and warned). A zero loss that touches
             # every parameter keeps DDP ranks in step (each expects gradients for all parameters).
@@ -205,15 +176,6 @@ class CTCSpeechRecognizer(RnnlabModule):
             m["wer"].reset()
             m["cer"].reset()
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
-
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         frac = dm.padding_fraction("train") if dm is not None and hasattr(dm, "padding_fraction") else None
@@ -234,14 +196,8 @@ class CTCSpeechRecognizer(RnnlabModule):
         if self.source_metrics is not None:
             self._log_source_metrics(stage)
         if not self.trainer.sanity_checking:
-            self.show_examples(stage, self._examples, audio=self._example_audio, sample_rate=self.hparams.sample_rate)
+            self.show_examples(stage, self._examples, audio=self._example_audio, sample_rate=self.sample_rate)
         self._examples, self._example_audio = [], []
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     def make_decoder(self, *, beam_size: int = 1, lm_path: str | None = None, lm_weight: float = 0.5,
@@ -274,5 +230,5 @@ class CTCSpeechRecognizer(RnnlabModule):
     def transcribe_files(self, paths: list[str], **kw) -> list[str]:
         from data.audio import AudioRef
 
-        wavs = [load_audio(AudioRef(path=str(p)), self.hparams.sample_rate) for p in paths]
+        wavs = [load_audio(AudioRef(path=str(p)), self.sample_rate) for p in paths]
         return self.transcribe_waveforms(wavs, **kw)

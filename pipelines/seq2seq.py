@@ -31,19 +31,16 @@ from data.ranges import (
     ClosedUnitInterval,
     NonNegativeFloat,
     NonNegativeInt,
-    OneToEight,
     PositiveFloat,
     PositiveInt,
-    SpeedFactor,
     UnitIntervalRightOpen,
 )
 from data.text import normalize_text
 from data.tokenizers import tokenizer_from_dict
 from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames_padded
-from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
+from modules.networks import build_encoder, build_frontend
 from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
-from pipelines.base import RnnlabModule, batched_waveforms
+from pipelines.base import EncoderOptions, FrontendOptions, RnnlabModule, batched_waveforms, flat_names
 from pipelines.training.metrics import PhonemeErrorRates
 from pipelines.training.plots import plot_attention_maps
 
@@ -174,15 +171,6 @@ class Seq2SeqModule(RnnlabModule):
                                                  self._output_labels(ids[k])))
         return loss
 
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val", batch_idx)
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test", batch_idx)
-
     def _log_unalignable(self, stage: str) -> None:
         if getattr(self, "ctc_head", None) is not None and self.ctc_weight > 0:
             self.log_unalignable(stage)
@@ -196,15 +184,9 @@ class Seq2SeqModule(RnnlabModule):
             self.log(f"{stage}/{name}", value * 100, prog_bar=True)
         if not self.trainer.sanity_checking:
             self.show_examples(stage, self._examples, audio=self._example_audio or None,
-                               sample_rate=getattr(self.hparams, "sample_rate", None))
+                               sample_rate=self.sample_rate)
             self._plot_attention(stage)
         self._examples, self._attention_maps, self._example_audio = [], [], []
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     @rank_zero_only
     def _plot_attention(self, stage: str) -> None:
@@ -248,30 +230,30 @@ class LASRecognizer(Seq2SeqModule):
 
     Args:
         vocab: Tokenizer dict from the speech DataModule (saved in the checkpoint).
-        sample_rate / n_mels / stack_frames / spec_augment / speed_perturb: Frontend (as in the CTC model).
-        cell / listener_hidden / listener_layers / pyramid_layers / dropout: Listener: a stacked BiLSTM whose
-            last ``pyramid_layers`` layer boundaries halve time (x8 for 3).
+        frontend: Log-mel frontend options (:class:`~pipelines.base.FrontendOptions`).
+        encoder: The listener (:class:`~pipelines.base.EncoderOptions`): a stacked BiLSTM whose last
+            ``pyramid_layers`` layer boundaries halve time (x8 for 3).
+        dropout: In the speller and the CTC head, and between listener layers unless ``encoder.dropout`` is set.
         attention / attention_size / embed_size / speller_hidden / speller_layers / input_feeding: Speller.
         ctc_weight: lambda of ``lambda * CTC + (1 - lambda) * attention``; 0 builds no CTC head.
+        legacy: Flat options from before ``frontend``/``encoder`` (``n_mels``, ``listener_hidden``,
+            ``listener_layers``, ``pyramid_layers``, ...).
     """ + _DECODING_DOC
 
     monitor = "val/cer"
     monitor_mode = "min"
     run_prefix = "seq2seq"
+    legacy_options = {
+        **flat_names("frontend", ("sample_rate", "n_mels", "stack_frames", "spec_augment", "speed_perturb")),
+        **flat_names("encoder", ("cell", "pyramid_layers"), listener_hidden="hidden_size",
+                     listener_layers="num_layers")}
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: PositiveInt = 16000,
-        n_mels: PositiveInt = 80,
-        stack_frames: OneToEight = 1,
-        spec_augment: bool = True,
-        speed_perturb: list[SpeedFactor] | None = None,
-        cell: Literal["lstm", "gru"] = "lstm",
-        listener_hidden: PositiveInt = 256,
-        listener_layers: PositiveInt = 4,
-        pyramid_layers: NonNegativeInt = 3,
+        frontend: FrontendOptions = FrontendOptions(),
+        encoder: EncoderOptions = EncoderOptions(hidden_size=256, num_layers=4, pyramid_layers=3),
         dropout: UnitIntervalRightOpen = 0.15,
         attention: Literal["additive", "dot", "general", "location"] = "location",
         attention_size: PositiveInt = 128,
@@ -294,21 +276,16 @@ class LASRecognizer(Seq2SeqModule):
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("LASRecognizer needs vocab (the tokenizer; the CLI links it from the DataModule)")
-        if pyramid_layers >= listener_layers:
-            raise ValueError(f"pyramid_layers must be below listener_layers = {listener_layers} (each halves time "
-                             f"between two listener layers), got {pyramid_layers}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.tokenizer = tokenizer_from_dict(vocab)
         self.blank = self.tokenizer.blank
-        self.frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, spec_augment=spec_augment,
-                                       stack_frames=stack_frames, speed_perturb=speed_perturb)
-        self.listener = RecurrentEncoder(input_size=self.frontend.output_size, hidden_size=listener_hidden,
-                                         num_layers=listener_layers, cell=cell, bidirectional=True, dropout=dropout,
-                                         pyramid_layers=pyramid_layers)
+        self.frontend = build_frontend(options["frontend"])
+        self.listener = build_encoder(options["encoder"], input_size=self.frontend.output_size)
         self.speller = Speller(vocab_size=len(self.tokenizer), memory_size=self.listener.output_size,
                                embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
                                attention=attention, attention_size=attention_size, input_feeding=input_feeding,
@@ -321,7 +298,7 @@ class LASRecognizer(Seq2SeqModule):
 
     @property
     def time_reduction(self) -> int:
-        return self.frontend.stack_frames * 2 ** self.hparams.pyramid_layers
+        return self.frontend.stack_frames * 2 ** self.listener.pyramid_layers
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         feats, lengths = self.frontend(batch["waveforms"], batch["lengths"])
@@ -358,7 +335,7 @@ class LASRecognizer(Seq2SeqModule):
     def transcribe_files(self, paths: list[str], **kw) -> list[str]:
         from data.audio import AudioRef
 
-        wavs = [load_audio(AudioRef(path=str(p)), self.hparams.sample_rate) for p in paths]
+        wavs = [load_audio(AudioRef(path=str(p)), self.sample_rate) for p in paths]
         return self.transcribe_waveforms(wavs, **kw)
 
 
@@ -368,23 +345,24 @@ class G2PModel(Seq2SeqModule):
     Args:
         vocab: Grapheme/phoneme vocabularies from the G2P DataModule (saved in the checkpoint).
         embed_size: Grapheme and phoneme embedding width.
-        cell / encoder_hidden / encoder_layers / dropout: Encoder (bidirectional).
+        encoder: The encoder over the letters (:class:`~pipelines.base.EncoderOptions`; bidirectional).
+        dropout: In the speller, and between encoder layers unless ``encoder.dropout`` is set.
         attention / attention_size / speller_hidden / speller_layers / input_feeding: Speller.
+        legacy: Flat options from before ``encoder`` (``cell``, ``encoder_hidden``, ``encoder_layers``).
     """ + _DECODING_DOC
 
     monitor = "val/wer"
     monitor_mode = "min"
     run_prefix = "g2p"
     attention_input_label = "letter"
+    legacy_options = flat_names("encoder", ("cell",), encoder_hidden="hidden_size", encoder_layers="num_layers")
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
         embed_size: PositiveInt = 64,
-        cell: Literal["lstm", "gru"] = "lstm",
-        encoder_hidden: PositiveInt = 256,
-        encoder_layers: PositiveInt = 2,
+        encoder: EncoderOptions = EncoderOptions(hidden_size=256, num_layers=2),
         dropout: UnitIntervalRightOpen = 0.2,
         attention: Literal["additive", "dot", "general", "location"] = "additive",
         attention_size: PositiveInt = 128,
@@ -405,15 +383,15 @@ class G2PModel(Seq2SeqModule):
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if vocab is None:
             raise ValueError("G2PModel needs vocab (the CLI links it from the G2P DataModule)")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, encoder=encoder, dropout=dropout)
         self.vocab = G2PVocab.from_dict(vocab)
         self.embedding = nn.Embedding(len(self.vocab.graphemes), embed_size, padding_idx=0)
-        self.encoder = RecurrentEncoder(input_size=embed_size, hidden_size=encoder_hidden, num_layers=encoder_layers,
-                                        cell=cell, bidirectional=True, dropout=dropout)
+        self.encoder = build_encoder(options["encoder"], input_size=embed_size)
         self.speller = Speller(vocab_size=len(self.vocab.phonemes), memory_size=self.encoder.output_size,
                                embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
                                attention=attention, attention_size=attention_size, input_feeding=input_feeding,

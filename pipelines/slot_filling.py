@@ -7,7 +7,8 @@ a word context window (Mesnil et al. 2015), character features, the attention-ba
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,8 @@ from torchmetrics import MeanMetric
 from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitIntervalRightOpen
 from data.slots import IGNORE, collate_slots, sentences_to_examples, to_spoken_form
 from data.text import Vocabulary
-from modules.encoders import RecurrentEncoder
 from modules.heads import SequencePooling
+from modules.networks import build_encoder
 from modules.tagging import (
     CharCNN,
     IntentAttention,
@@ -29,8 +30,16 @@ from modules.tagging import (
     bio_transition_mask,
     context_window,
 )
-from pipelines.base import RnnlabModule
+from pipelines.base import EncoderOptions, RnnlabModule, flat_names
 from pipelines.training.metrics import SentenceExactMatch, SlotF1
+
+
+@dataclasses.dataclass(frozen=True)
+class TaggerEncoderOptions(EncoderOptions):
+    """:class:`~pipelines.base.EncoderOptions` whose cell may also be ``elman`` (simple RNN) or ``jordan``
+    (output fed back; the from-scratch cells, which ``implementation: auto`` picks for it)."""
+
+    cell: Literal["elman", "jordan", "lstm", "gru"] = "lstm"
 
 
 class SlotFillingModule(RnnlabModule):
@@ -41,10 +50,11 @@ class SlotFillingModule(RnnlabModule):
             CLI, saved in the checkpoint); ``"spoken_form": true`` where the data was in spoken form
             (``data.spoken_form``), which :meth:`tag_sentences` then applies to its input.
         embedding_dim: Word embedding size.
-        cell: Recurrent cell: ``elman`` (simple RNN), ``jordan`` (output fed back), ``lstm`` or ``gru``.
-        implementation: ``fused`` (torch's nn.RNN/LSTM/GRU), ``reference`` (from-scratch cells) or ``auto``
-            (fused where torch has the cell, reference for Jordan).
-        hidden_size / num_layers / bidirectional / dropout: Encoder shape; dropout also on embeddings.
+        encoder: The recurrent encoder (:class:`TaggerEncoderOptions`): cell ``elman``, ``jordan``, ``lstm`` or
+            ``gru``; ``implementation`` ``fused`` (torch's nn.RNN/LSTM/GRU), ``reference`` (from-scratch cells) or
+            ``auto`` (fused where torch has the cell, reference for Jordan); size, layers, directions.
+        dropout: On the embeddings and the encoder outputs, and between encoder layers unless ``encoder.dropout``
+            is set.
         intent_pooling: How the sentence vector for the intent head is made from the encoder outputs (``last``:
             both directions' final states).
         intent_weight: Weight of the intent loss in the joint loss.
@@ -60,22 +70,20 @@ class SlotFillingModule(RnnlabModule):
             words get at test time is trained.
         select_by: The validation metric that picks ``best.ckpt``: ``slot_f1``, ``joint`` (mean of slot F1 and
             intent accuracy) or ``exact_match`` (all tags and the intent right).
+        legacy: Flat options from before ``encoder`` (``cell``, ``hidden_size``, ``num_layers``, ...).
     """
 
     monitor = "val/slot_f1"
     monitor_mode = "max"
     run_prefix = "slots"
+    legacy_options = flat_names("encoder", ("cell", "implementation", "hidden_size", "num_layers", "bidirectional"))
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
         embedding_dim: PositiveInt = 100,
-        cell: Literal["elman", "jordan", "lstm", "gru"] = "lstm",
-        implementation: Literal["auto", "fused", "reference"] = "auto",
-        hidden_size: PositiveInt = 128,
-        num_layers: PositiveInt = 1,
-        bidirectional: bool = True,
+        encoder: TaggerEncoderOptions = TaggerEncoderOptions(hidden_size=128, num_layers=1),
         dropout: UnitIntervalRightOpen = 0.3,
         intent_pooling: Literal["mean", "max", "last", "attention"] = "max",
         intent_weight: NonNegativeFloat = 1.0,
@@ -89,11 +97,12 @@ class SlotFillingModule(RnnlabModule):
         select_by: Literal["slot_f1", "joint", "exact_match"] = "slot_f1",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler)
         if vocab is None:
             raise ValueError("SlotFillingModule needs vocab (the CLI links it from the DataModule)")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, encoder=encoder, dropout=dropout)
         self.words = Vocabulary.from_dict(vocab["words"])
         self.tags: list[str] = list(vocab["tags"])
         self.intents: list[str] = list(vocab["intents"])
@@ -103,7 +112,6 @@ class SlotFillingModule(RnnlabModule):
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         self.monitor = {"slot_f1": "val/slot_f1", "joint": "val/joint", "exact_match": "val/exact_match"}[select_by]
-        impl = implementation if implementation != "auto" else ("reference" if cell == "jordan" else "fused")
         self.embedding = nn.Embedding(len(self.words), embedding_dim, padding_idx=0)
         self.dropout = nn.Dropout(dropout)
         word_size = embedding_dim
@@ -112,11 +120,9 @@ class SlotFillingModule(RnnlabModule):
             self.chars = {c: i + 2 for i, c in enumerate(sorted({c for w in self.words.itos for c in w}))}
             self.char_cnn = CharCNN(len(self.chars) + 2, char_dim, char_channels)
             word_size += char_channels
-        self.encoder = RecurrentEncoder(input_size=word_size * (2 * context_window + 1), hidden_size=hidden_size,
-                                        num_layers=num_layers, cell=cell, bidirectional=bidirectional,
-                                        dropout=dropout if num_layers > 1 else 0.0, implementation=impl)
+        self.encoder = build_encoder(options["encoder"], input_size=word_size * (2 * context_window + 1))
         d = self.encoder.output_size
-        self.pooling = SequencePooling(d, intent_pooling, bidirectional=bidirectional)
+        self.pooling = SequencePooling(d, intent_pooling, bidirectional=self.encoder.bidirectional)
         tag_in, intent_in = d, d
         if joint != "pooled":
             self.slot_attention = SlotAttention(d)
@@ -182,7 +188,7 @@ class SlotFillingModule(RnnlabModule):
         # Per word, as the softmax loss is, so intent_weight means the same with and without the CRF.
         return nll.sum() / lengths[keep].sum().to(nll)
 
-    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         tokens = batch["tokens"]
         if stage == "train" and self.hparams.word_dropout > 0:
             drop = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & (tokens > 0)
@@ -214,7 +220,7 @@ class SlotFillingModule(RnnlabModule):
         intents = [self.intents[i] if self.intents else "" for i in intent_logits.argmax(-1).tolist()]
         return tags, intents
 
-    def _log_epoch_metrics(self, stage: str) -> None:
+    def _epoch_end(self, stage: str) -> None:
         f1 = self.slot_f1[stage].compute()
         intent_acc = self.intent_acc[stage].compute() * 100
         self.log(f"{stage}/slot_f1", f1["f1"] * 100, prog_bar=True)
@@ -225,21 +231,6 @@ class SlotFillingModule(RnnlabModule):
         self.log(f"{stage}/exact_match", self.exact[stage].compute() * 100)
         for m in (self.slot_f1[stage], self.intent_acc[stage], self.exact[stage]):
             m.reset()
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        return self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        return self._shared_step(batch, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx):
         tag_logits, intent_logits = self(batch["tokens"], batch["lengths"], batch.get("words"))

@@ -10,24 +10,21 @@ precision of all validation pairs (``val/ap``, which picks the best checkpoint) 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from data.ranges import (
-    NonNegativeInt,
-    OneToEight,
-    PositiveFloat,
-    PositiveInt,
-    SpeedFactor,
-    UnitIntervalRightOpen,
-)
-from modules.encoders import RecurrentEncoder
-from modules.frontend import LogMelFrontend
+from data.ranges import PositiveFloat, PositiveInt, UnitIntervalRightOpen
 from modules.retrieval import cosine_similarity_matrix, retrieval_scores, same_different_ap
 from modules.word_embedding import SequenceEmbedder, cosine_triplet_loss
-from pipelines.base import RnnlabModule, batched_by_length
+from pipelines.base import (
+    FLAT_SPEECH,
+    EncoderOptions,
+    FrontendOptions,
+    RnnlabModule,
+    batched_by_length,
+)
 
 
 class SiameseWordEmbedder(RnnlabModule):
@@ -39,41 +36,30 @@ class SiameseWordEmbedder(RnnlabModule):
 
     Args:
         vocab: Label set from the DataModule (``{"labels": [...]}``, saved in the checkpoint).
-        sample_rate / n_mels / win_ms / hop_ms / stack_frames: Frontend (log-mel, normalised per utterance).
-        spec_augment / freq_masks / freq_mask_width / time_masks / time_mask_width: SpecAugment while training.
-        speed_perturb: Speed factors drawn per utterance while training (e.g. ``[0.9, 1.0, 1.1]``); None disables.
-        cell / hidden_size / num_layers / bidirectional / dropout: Encoder.
+        frontend: Log-mel frontend options (:class:`~pipelines.base.FrontendOptions`; no SpecAugment by default).
+        encoder: Recurrent encoder options (:class:`~pipelines.base.EncoderOptions`).
+        dropout: Between encoder layers (unless ``encoder.dropout`` is set).
         embedding_size / pooling: The fixed-size vector and how encoder outputs are pooled into it.
         margin: Cosine triplet hinge margin: ``max(0, margin + cos(a, n) - cos(a, p))``.
         negatives: In-batch negative of each (anchor, positive) pair: ``hardest`` (most similar other-word token)
             or ``semi_hard`` (most similar one still less similar than the positive).
         retrieval_ks: Cut-offs of the precision@k logged each validation epoch.
         init_from: Checkpoint to start from (e.g. an autoencoder's); see :class:`~pipelines.base.RnnlabModule`.
+        legacy: Flat options from before ``frontend``/``encoder`` (``n_mels``, ``hidden_size``, ...).
     """
 
     monitor = "val/ap"
     monitor_mode = "max"
     run_prefix = "siamese"
+    legacy_options = FLAT_SPEECH
 
     def __init__(
         self,
         *,
         vocab: dict | None = None,
-        sample_rate: PositiveInt = 8000,
-        n_mels: PositiveInt = 40,
-        win_ms: PositiveFloat = 25.0,
-        hop_ms: PositiveFloat = 10.0,
-        stack_frames: OneToEight = 1,
-        spec_augment: bool = False,
-        freq_masks: NonNegativeInt = 2,
-        freq_mask_width: NonNegativeInt = 6,
-        time_masks: NonNegativeInt = 2,
-        time_mask_width: NonNegativeInt = 8,
-        speed_perturb: list[SpeedFactor] | None = None,
-        cell: Literal["lstm", "gru"] = "lstm",
-        hidden_size: PositiveInt = 128,
-        num_layers: PositiveInt = 2,
-        bidirectional: bool = True,
+        frontend: FrontendOptions = FrontendOptions(sample_rate=8000, n_mels=40, spec_augment=False,
+                                                    freq_mask_width=6, time_mask_width=8, time_mask_max_frac=0.2),
+        encoder: EncoderOptions = EncoderOptions(hidden_size=128, num_layers=2),
         dropout: UnitIntervalRightOpen = 0.0,
         embedding_size: PositiveInt = 128,
         pooling: Literal["last", "mean", "max", "attention"] = "last",
@@ -83,28 +69,26 @@ class SiameseWordEmbedder(RnnlabModule):
         init_from: str | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
+        **legacy: Any,
     ) -> None:
         super().__init__(optimizer=optimizer, lr_scheduler=lr_scheduler, init_from=init_from)
         if margin <= 0:
             raise ValueError(f"margin must be > 0, got {margin}")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.labels = list((vocab or {}).get("labels", []))
-        frontend = LogMelFrontend(sample_rate=sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
-                                  spec_augment=spec_augment, freq_masks=freq_masks, freq_mask_width=freq_mask_width,
-                                  time_masks=time_masks, time_mask_width=time_mask_width, time_mask_max_frac=0.2,
-                                  stack_frames=stack_frames, speed_perturb=speed_perturb)
-        encoder = RecurrentEncoder(input_size=frontend.output_size, hidden_size=hidden_size, num_layers=num_layers,
-                                   cell=cell, bidirectional=bidirectional, dropout=dropout)
-        self.model = SequenceEmbedder(frontend=frontend, encoder=encoder, embedding_size=embedding_size,
-                                      pooling=pooling)
+        self.model = SequenceEmbedder.from_options(**options, embedding_size=embedding_size, pooling=pooling)
         self._val: dict[str, list] = {}
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(B, E)`` of waveforms ``(B, S)``."""
         return self.model(waveforms, lengths)
 
-    def training_step(self, batch, batch_idx):
+    def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor | None:
         emb = self(batch["waveforms"], batch["lengths"])
+        if stage != "train":  # validation and test: embeddings for the epoch's retrieval scores
+            self._val.setdefault("emb", []).append(emb.detach().float().cpu())
+            self._val.setdefault("labels", []).extend(batch["labels"].tolist())
+            return None
         loss, stats = cosine_triplet_loss(emb, batch["labels"], margin=self.hparams.margin,
                                           negatives=self.hparams.negatives)
         n = len(batch["ids"])
@@ -112,16 +96,6 @@ class SiameseWordEmbedder(RnnlabModule):
         self.log_dict({"train/active_triplets": stats["active"], "train/pos_sim": stats["pos_sim"],
                        "train/neg_sim": stats["neg_sim"]}, batch_size=n)
         return loss
-
-    def _eval_step(self, batch: dict) -> None:
-        self._val.setdefault("emb", []).append(self(batch["waveforms"], batch["lengths"]).detach().float().cpu())
-        self._val.setdefault("labels", []).extend(batch["labels"].tolist())
-
-    def validation_step(self, batch, batch_idx):
-        self._eval_step(batch)
-
-    def test_step(self, batch, batch_idx):
-        self._eval_step(batch)
 
     def _epoch_end(self, stage: str) -> None:
         data, self._val = self._val, {}
@@ -140,12 +114,6 @@ class SiameseWordEmbedder(RnnlabModule):
         self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
         for k in self.hparams.retrieval_ks:
             self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._epoch_end("test")
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()

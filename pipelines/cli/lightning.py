@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -135,8 +137,12 @@ def parse_error_line(message: str) -> str:
         option = f"--{keys[0]}" + (f".init_args.{keys[-1]}" if cls and len(keys) > 1 else "")
     if option and (line := _range_error(message)):
         return f"{option}: {line}"
-    if (m := re.search(r"Option '([^']+)' is not accepted", message)) and cls:
-        return f"unknown option --{keys[0]}.init_args.{m.group(1)} ({cls.group(1)} has no such argument)"
+    unknown = (re.search(r"Option '([^']+)' is not accepted", message)
+               or re.search(r"unrecognized arguments: --([\w.]+)", message)
+               or re.search(r"Group '([\w.]+)' does not accept option '([^']+)'", message))
+    if unknown and cls:  # a nested group's (encoder.hiden_size) as its own
+        name = ".".join(g for g in unknown.groups() if g)
+        return f"unknown option --{keys[0]}.init_args.{name} ({cls.group(1)} has no such argument)"
     if option and (m := re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)$", message, re.M)):
         choices = ", ".join(str(c) for c in ast.literal_eval(f"[{m.group(1)}]"))
         return f"{option}: {m.group(2).strip()!r} is not one of {choices}"
@@ -461,6 +467,61 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
     return out
 
 
+def _model_class(argv: list[str], configs: dict[int, dict]) -> type | None:
+    """The model class the configs and options of ``argv`` name (the last ``class_path`` wins); None if none."""
+    path = None
+    for i, a in enumerate(argv):
+        if i in configs:
+            model = configs[i].get("model")
+            path = (model.get("class_path") or path) if isinstance(model, dict) else (model or path)
+        elif a.startswith(("--model=", "--model.class_path=")):
+            path = a.split("=", 1)[1]
+        elif a in ("--model", "--model.class_path") and i + 1 < len(argv):
+            path = argv[i + 1]
+    if not isinstance(path, str) or "." not in path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None  # the parser names it
+    return cls if isinstance(cls, type) and issubclass(cls, RnnlabModule) else None
+
+
+def _nested_options(argv: list[str]) -> list[str]:
+    """Configs and options from before the nested ``frontend``/``encoder`` options read at their nested place.
+
+    A config file whose ``model.init_args`` holds an old flat name (``hidden_size: 256``; a run's saved
+    ``config.yaml`` say) is passed on upgraded (``encoder: {hidden_size: 256}``); an old flat option on the
+    command line (``--model.init_args.hidden_size=256``) becomes the nested one, named in a one-line note.
+    """
+    from pipelines.training.runconfig import parse_yaml
+
+    configs: dict[int, dict] = {}
+    for i, a in enumerate(argv[:-1]):
+        if a in ("-c", "--config") and Path(argv[i + 1]).is_file():
+            configs[i + 1] = parse_yaml(Path(argv[i + 1]).read_text(encoding="utf-8"))
+    cls = _model_class(argv, configs)
+    if cls is None or not cls.legacy_options:
+        return argv
+    out, moved = list(argv), []
+    for i, cfg in configs.items():
+        init = (cfg.get("model") or {}).get("init_args") if isinstance(cfg.get("model"), dict) else None
+        if isinstance(init, dict) and set(init) & set(cls.legacy_options):
+            cfg["model"]["init_args"] = cls.upgrade_options(init)
+            out[i] = json.dumps(cfg)  # jsonargparse reads a config given as text as it reads a file
+    for i, a in enumerate(out):
+        for prefix in ("--model.init_args.", "--model."):
+            name, eq, value = a[len(prefix):].partition("=") if a.startswith(prefix) else ("", "", "")
+            if name in cls.legacy_options:
+                out[i] = f"--model.init_args.{cls.legacy_options[name]}{eq}{value}"
+                moved.append(f"{prefix}{name} -> --model.init_args.{cls.legacy_options[name]}")
+                break
+    if moved and os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"[rnnlab] note: read as nested options: {', '.join(moved)}", file=sys.stderr, flush=True)
+    return out
+
+
 def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     out, value, i = [], None, 0
     while i < len(argv):
@@ -512,7 +573,7 @@ def run(argv: list[str]) -> int:
     command = list(argv)
     if argv and argv[0] in ("test", "validate"):
         argv = _ckpt_shortcut(argv)
-    argv = _resolve_config_names(argv)
+    argv = _nested_options(_resolve_config_names(argv))
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")

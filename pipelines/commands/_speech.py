@@ -129,12 +129,12 @@ def run_transcribe(argv: list[str], command: str = "transcribe") -> int:
             fail(command, str(e))
         return stream_files(model, streamer, entries, decoder=decoder, chunk_ms=args.chunk_ms, as_json=args.json,
                             command=command, skipped=skipped)
-    wavs, errors = read_audio(command, files, model.hparams.sample_rate)
+    wavs, errors = read_audio(command, files, model.sample_rate)
     t0 = time.perf_counter()
     texts = dict(zip(wavs, model.transcribe_waveforms(list(wavs.values()), decoder=decoder,
                                                       batch_size=args.batch_size), strict=True))
     elapsed = time.perf_counter() - t0
-    audio_s = sum(w.numel() for w in wavs.values()) / model.hparams.sample_rate
+    audio_s = sum(w.numel() for w in wavs.values()) / model.sample_rate
     for f in entries:  # in input order, skipped files and directories in their place
         if f in texts:
             _record(f, texts[f], as_json=args.json)
@@ -160,7 +160,7 @@ def stream_files(model, streamer, files: list[Path], *, decoder=None, chunk_ms: 
     from data.audio import AudioError, AudioRef, load_audio
     from modules.streaming import stream_file_chunks
 
-    rate = model.hparams.sample_rate
+    rate = model.sample_rate
     chunk = max(1, round(chunk_ms * rate / 1000))
     tty = sys.stderr.isatty()
     clear = "\r\033[K" if tty else ""  # erases the partial line on a terminal

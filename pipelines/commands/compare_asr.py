@@ -77,7 +77,7 @@ class RnnlabRecogniser:
     def transcribe(self, waveforms: list) -> list[str]:
         from data.audio import resample
 
-        rate = self.model.hparams.sample_rate
+        rate = self.model.sample_rate
         if rate != SAMPLE_RATE:
             waveforms = [resample(w, SAMPLE_RATE, rate) for w in waveforms]
         return self.model.transcribe_waveforms(waveforms, decoder=self.decoder, batch_size=self.batch_size)

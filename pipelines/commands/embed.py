@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     wavs, ok = [], []
     for f in files:
         try:
-            wavs.append(decode_segment(AudioRef(path=str(f)), model.hparams.sample_rate, args.trim_db or None))
+            wavs.append(decode_segment(AudioRef(path=str(f)), model.sample_rate, args.trim_db or None))
             ok.append(str(f))
         except AudioError as e:
             failed += 1

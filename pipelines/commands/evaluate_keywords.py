@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     from modules.retrieval import linear_probe
 
     model = load_checkpoint(COMMAND, args.ckpt, kind="classifier")
-    rate = int(model.hparams.sample_rate)
+    rate = int(model.sample_rate)
     labels = list(model.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     t0 = time.perf_counter()

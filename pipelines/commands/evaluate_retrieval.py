@@ -71,7 +71,7 @@ def evaluate_methods(segments_at, methods: list[tuple[str, str | None]], ks: lis
             sim = _baseline_similarity(name, [s.waveform for s in segs], baseline_rate, speakers)
         else:
             model = load_checkpoint("evaluate-retrieval", ckpt, kind="autoencoder", device=device)
-            segs = segments_at(int(model.hparams.sample_rate))
+            segs = segments_at(int(model.sample_rate))
             speakers = _speakers_of(segs, speaker_of)
             t1 = time.perf_counter()
             sim = cosine_similarity_matrix(model.embed_waveforms([s.waveform for s in segs], batch_size=batch_size))

@@ -108,7 +108,7 @@ def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Pa
     from pipelines.training.metrics import SlotF1, wer_cer
 
     refs = [" ".join(spoken_form(r["tokens"])) for r in rows]
-    wavs, errors = read_audio("evaluate-spoken-slots", files, speech_model.hparams.sample_rate)
+    wavs, errors = read_audio("evaluate-spoken-slots", files, speech_model.sample_rate)
     if errors:
         first = next(iter(errors.values()))
         fail("evaluate-spoken-slots", f"{len(errors)} synthesised files could not be read, e.g. {first}")

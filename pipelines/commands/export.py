@@ -262,7 +262,7 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *, formats: tuple[s
         "min_samples": module.n_fft // 2 + 1,
         "vocab_size": len(model.tokenizer),
         "blank": int(model.tokenizer.blank),
-        "bidirectional": bool(model.hparams.bidirectional),
+        "bidirectional": bool(model.model.encoder.bidirectional),
         "inputs": [
             {"name": "waveforms", "dtype": "float32", "shape": ["batch", "samples"],
              "meaning": f"zero-padded mono audio at {module.sample_rate} Hz"},
@@ -377,7 +377,7 @@ def _export_transducer(model, ckpt: str | Path, out_dir: str | Path, *, formats:
         "blank": blank,
         "start_token": blank,
         "max_symbols": max_symbols,
-        "bidirectional": bool(model.hparams.bidirectional),
+        "bidirectional": bool(model.model.encoder.bidirectional),
         "predictor": {"layers": layers, "hidden_size": hidden},
         "joiner_size": j,
         "graphs": {name: _io(spec, shapes) for name, spec in TRANSDUCER_GRAPHS.items()},
@@ -507,7 +507,7 @@ def bench_export(ckpt: str | Path, files: list[str | Path], *, out_dir: str | Pa
             scripted = torch.jit.load(str(Path(out_dir) / FILES["torchscript"]))
             session = onnx_session(Path(out_dir) / FILES["onnx"], threads=1)
             inputs = [(w[None], torch.tensor([w.numel()]))
-                      for w in (load_audio(AudioRef(path=str(f)), model.hparams.sample_rate) for f in files)]
+                      for w in (load_audio(AudioRef(path=str(f)), model.sample_rate) for f in files)]
             backends = {"pytorch": model, "torchscript": scripted,
                         "onnxruntime": lambda w, n: run_onnx(session, w, n)}
             seconds = dict.fromkeys(backends, math.inf)
@@ -527,7 +527,7 @@ def bench_export(ckpt: str | Path, files: list[str | Path], *, out_dir: str | Pa
                         cpu_seconds[name] = min(cpu_seconds[name], time.process_time() - c0)
                         outputs[name] = results
             ref = outputs["pytorch"]
-            audio_s = sum(int(n) for _, n in inputs) / model.hparams.sample_rate
+            audio_s = sum(int(n) for _, n in inputs) / model.sample_rate
             others = [k for k in backends if k != "pytorch"]
             return {
                 "checkpoint": str(ckpt),

@@ -33,7 +33,7 @@ def main(argv: list[str]) -> int:
     from data.words import load_word_segments, sorted_labels
 
     model = load_checkpoint("linear-probe", args.ckpt, kind="autoencoder", device=args.device)
-    rate = int(model.hparams.sample_rate)
+    rate = int(model.sample_rate)
     t0 = time.perf_counter()
     try:
         train, test = (load_word_segments(None, split, data_dir=args.data, label_column=args.label_column,

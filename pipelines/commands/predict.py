@@ -106,7 +106,7 @@ def _classify(model, args) -> int:
         fail("predict", f"{args.ckpt} is an audio classifier ({type(model).__name__}): give audio files or "
                         f"directories, not text on stdin ('-')")
     entries, skipped = audio_inputs("predict", args.inputs)
-    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], model.hparams.sample_rate)
+    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], model.sample_rate)
     probs = model.class_probabilities(list(wavs.values())) if wavs else None
     rows = dict(zip(wavs, probs, strict=True)) if wavs else {}
     for f in entries:  # in input order, skipped files and directories in their place

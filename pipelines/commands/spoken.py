@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
 
     slot_model, speech_model, decoder = load_cascade("predict", args)
     entries, skipped = audio_inputs("predict", args.inputs)
-    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], speech_model.hparams.sample_rate)
+    wavs, errors = read_audio("predict", [f for f in entries if f not in skipped], speech_model.sample_rate)
     texts = speech_model.transcribe_waveforms(list(wavs.values()), decoder=decoder, batch_size=args.batch_size)
     results = dict(zip(wavs, tag_transcripts(slot_model, texts), strict=True))
     for f in entries:  # in input order, skipped files and directories in their place

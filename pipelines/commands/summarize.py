@@ -46,10 +46,10 @@ def _run_info(run: Path, metrics: list[str] | None) -> dict:
     kind = ("slots" if "slot" in monitor or "slot_filling" in class_path
             else "ctc" if monitor in ("val/cer", "val/wer") or ".ctc." in class_path else "other")
     names = metrics or DEFAULT_METRICS.get(kind, [monitor])
+    enc = {**model, **(model.get("encoder") or {})}  # nested, or the flat options of a run from before them
     cell = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman", "jordan": "Jordan", "rnn": "RNN"}.get(
-        model.get("cell"), str(model.get("cell", "?")))
-    arch = f"{'Bi' if model.get('bidirectional') else ''}{cell}-{model.get('hidden_size', '?')}" \
-           f" x{model.get('num_layers', 1)}"
+        enc.get("cell"), str(enc.get("cell", "?")))
+    arch = f"{'Bi' if enc.get('bidirectional') else ''}{cell}-{enc.get('hidden_size', '?')} x{enc.get('num_layers', 1)}"
     return {"arch": arch, "best": best, "names": names, "summary": summary}
 
 

@@ -114,6 +114,6 @@ def inspect_ctc(model, wav: torch.Tensor, *, top_k: int = 5, units: int = 32) ->
     if wav.numel() < 2:
         raise InferenceError("audio too short to look inside")
     out = ctc_posteriors(model, wav, top_k=top_k)
-    out["duration"] = round(wav.numel() / model.hparams.sample_rate, 3)
+    out["duration"] = round(wav.numel() / model.sample_rate, 3)
     out["gates"] = first_layer_gates(model, wav, units=units)
     return out

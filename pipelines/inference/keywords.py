@@ -20,8 +20,8 @@ class Detection:
 
 
 def model_sample_rate(model) -> int:
-    """The sample rate a classifier or speech model expects (``hparams.sample_rate``)."""
-    return int(model.hparams.sample_rate)
+    """The sample rate a classifier or speech model expects (its frontend's ``sample_rate``)."""
+    return int(model.sample_rate)
 
 
 class KeywordSpotter:
@@ -34,7 +34,7 @@ class KeywordSpotter:
     a word longer than ``refractory_s - window_s`` twice.
 
     Args:
-        model: An utterance classifier: ``labels`` (class names), ``hparams.sample_rate`` and
+        model: An utterance classifier: ``labels`` (class names), ``sample_rate`` and
             ``forward(waveforms (N, S), lengths (N,)) -> logits (N, C)``.
         window_s: Length of the classified window (the clip length the model was trained on).
         hop_s: Time between two windows.

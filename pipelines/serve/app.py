@@ -167,7 +167,7 @@ def _check_role(role: str, model) -> None:
 def describe(role: str, model) -> dict:
     """What ``/api/models`` says about one model."""
     out = {"name": display_name(model), "class": type(model).__name__}
-    rate = getattr(getattr(model, "hparams", None), "sample_rate", None)
+    rate = getattr(model, "sample_rate", None)
     if rate and role not in ("slots", "g2p"):
         out["sample_rate"] = int(rate)
     if role in ("keywords", "digits") and is_classifier(model):

@@ -13,7 +13,7 @@ from tests.integration.helpers import rnnlab
 def _args(corpus, root, name):
     # Dropout and SpecAugment on, so the RNG streams matter; 16 utterances / batch 4 = 4 steps per epoch.
     return ["-c", "defaults", "-c", "tiny/ctc.yaml", f"--data.init_args.data_dir={corpus}",
-            "--model.init_args.dropout=0.3", "--model.init_args.spec_augment=true",
+            "--model.init_args.dropout=0.3", "--model.init_args.frontend.spec_augment=true",
             "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.StepLR",
             "--model.init_args.lr_scheduler.init_args.step_size=1", "--trainer.max_epochs=3",
             "--run.last_every_n_steps=1", f"--run.root={root}", f"--run.name={name}"]

@@ -13,6 +13,7 @@ them, go through the whole command.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import json
@@ -89,7 +90,8 @@ def _classes(combo: list[str]) -> dict[str, type]:
 
 def init_options(cls: type) -> dict[str, tuple[object, type]]:
     """``name -> (annotation, class whose __init__ declares it)`` of every keyword of ``cls.__init__``, following
-    ``**kwargs`` up the MRO (as jsonargparse does)."""
+    ``**kwargs`` up the MRO (as jsonargparse does); a nested group of options (a dataclass, as ``encoder``) gives
+    one ``group.name`` per field."""
     options: dict[str, tuple[object, type]] = {}
     for klass in inspect.getmro(cls):
         init = vars(klass).get("__init__")
@@ -99,7 +101,13 @@ def init_options(cls: type) -> dict[str, tuple[object, type]]:
         params = inspect.signature(init).parameters.values()
         for p in params:
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                options.setdefault(p.name, (hints.get(p.name), klass))
+                tp = hints.get(p.name)
+                if dataclasses.is_dataclass(tp):
+                    fields = typing.get_type_hints(tp)
+                    for f in dataclasses.fields(tp):
+                        options.setdefault(f"{p.name}.{f.name}", (fields[f.name], klass))
+                else:
+                    options.setdefault(p.name, (tp, klass))
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return options
@@ -210,25 +218,26 @@ def test_cases_cover_every_class_and_both_ends():
         "data.speech.SpeechDataModule", "data.slots.SlotFillingDataModule", "data.words.WordDataModule",
         "data.g2p.G2PDataModule"}
     ids = [c.id for c in CASES]
-    assert "slots-data.batch_size=0" in ids and "slots-model.hidden_size=0" in ids
-    assert "ctc-model.num_layers=9" in ids and "ctc-model.dropout=1.0" in ids
-    assert "rnnt-model.ctc_weight=1.0" in ids and "rnnt-model.sample_rate=0" in ids  # one through **kwargs
-    assert "ctc-data.embedded_size=[1, -1, 0]" in ids and "digits-model.speed_perturb=[3.0]" in ids
+    assert "slots-data.batch_size=0" in ids and "slots-model.encoder.hidden_size=0" in ids
+    assert "ctc-model.encoder.num_layers=9" in ids and "ctc-model.dropout=1.0" in ids
+    assert "ctc-model.frontend.stack_frames=9" in ids and "ctc-model.encoder.dropout=1.0" in ids  # nested options
+    assert "rnnt-model.ctc_weight=1.0" in ids and "rnnt-model.frontend.sample_rate=0" in ids  # one through **kwargs
+    assert "ctc-data.embedded_size=[1, -1, 0]" in ids and "digits-model.frontend.speed_perturb=[3.0]" in ids
 
 
 def test_values_in_range_still_parse():
     # The edges that are part of the ranges: 0 dropout, 0 workers, a CTC weight of 0, 8 layers, no test split.
     code, _, err = _print_config([*_configs(["ctc", "rnnt"]), "--model.init_args.dropout=0",
-                                  "--model.init_args.num_layers=8", "--model.init_args.ctc_weight=0",
+                                  "--model.init_args.encoder.num_layers=8", "--model.init_args.ctc_weight=0",
                                   "--data.init_args.num_workers=0", "--data.init_args.embedded_size=[10, 2, 0]",
-                                  "--model.init_args.speed_perturb=[0.5, 2.0]"])
+                                  "--model.init_args.frontend.speed_perturb=[0.5, 2.0]"])
     assert code in (0, None), err
 
 
 # Values bounded by another option: checked in __init__, still one line (the rest of the command never runs).
 INIT_CHECKS = [
-    (["seq2seq"], ["--model.init_args.listener_layers=3", "--model.init_args.pyramid_layers=3"],
-     "rnnlab fit: error: --model.init_args.pyramid_layers must be below listener_layers = 3"),
+    (["seq2seq"], ["--model.init_args.encoder.num_layers=3", "--model.init_args.encoder.pyramid_layers=3"],
+     "rnnlab fit: error: --model.init_args.encoder.pyramid_layers must be below encoder.num_layers = 3"),
     (["g2p"], ["--data.init_args.val_fraction=0.5", "--data.init_args.test_fraction=0.6"],
      "rnnlab fit: error: --data.init_args.test_fraction must be in [0, 1 - val_fraction = 0.5)"),
     (["ctc"], ["--data.init_args.min_duration=30"],
@@ -252,14 +261,14 @@ def test_value_bounded_by_another_option_is_one_line(combo, args, line, tmp_path
 
 def test_issue_commands_as_a_user_runs_them():
     commands = [["fit", "-c", "defaults", "-c", "slots", "--data.init_args.batch_size=0"],
-                ["fit", "-c", "defaults", "-c", "slots", "--model.init_args.hidden_size=-4"]]
+                ["fit", "-c", "defaults", "-c", "slots", "--model.init_args.encoder.hidden_size=-4"]]
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda argv: rnnlab(*argv, check=False, timeout=120), commands))
     lines = [p.stderr.strip().splitlines() for p in procs]
     assert [p.returncode for p in procs] == [2, 2], lines
     assert lines == [
         ["rnnlab fit: error: --data.init_args.batch_size: expected int > 0, got 0 (see rnnlab fit --help)"],
-        ["rnnlab fit: error: --model.init_args.hidden_size: expected int > 0, got -4 (see rnnlab fit --help)"]]
+        ["rnnlab fit: error: --model.init_args.encoder.hidden_size: expected int > 0, got -4 (see rnnlab fit --help)"]]
     assert not any(p.stdout for p in procs)
 
 
@@ -272,16 +281,17 @@ def test_parsed_values_are_saved_as_plain_numbers(tmp_path):
     from pipelines.slot_filling import SlotFillingModule
 
     vocab = {"words": {"itos": ["<pad>", "<unk>", "fly"]}, "tags": ["O"], "intents": ["atis_flight"]}
-    model = SlotFillingModule(vocab=vocab, embedding_dim=PositiveInt(4), hidden_size=PositiveInt(4),
+    model = SlotFillingModule(vocab=vocab, embedding_dim=PositiveInt(4), encoder={"hidden_size": PositiveInt(4)},
                               dropout=UnitIntervalRightOpen(0.1))
-    assert type(model.hparams.hidden_size) is PositiveInt
+    assert type(model.hparams.encoder["hidden_size"]) is PositiveInt
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     hparams = torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]
-    assert type(hparams["hidden_size"]) is int and type(hparams["dropout"]) is float
-    assert SlotFillingModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True).hparams.hidden_size == 4
+    assert type(hparams["encoder"]["hidden_size"]) is int and type(hparams["dropout"]) is float
+    loaded = SlotFillingModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert loaded.hparams.encoder["hidden_size"] == 4
 
 
 def test_python_callers_pass_plain_numbers():

@@ -56,8 +56,8 @@ COMMANDS = {
     "make train-autoencoder": PARSE,
     "make train-digits": PARSE,
     # Pipelines: overrides and the other targets
-    'make train-ctc ARGS="--model.init_args.num_layers=5 --trainer.max_epochs=20"': PARSE,
-    "rnnlab fit -c defaults -c ctc -c my.yaml --model.init_args.hidden_size=384": PARSE,
+    'make train-ctc ARGS="--model.init_args.encoder.num_layers=5 --trainer.max_epochs=20"': PARSE,
+    "rnnlab fit -c defaults -c ctc -c my.yaml --model.init_args.encoder.hidden_size=384": PARSE,
     "rnnlab fit -c defaults -c slots --print_config": RUN,
     'make train-seq2seq ARGS="--model.init_args.ctc_weight=0 --model.init_args.attention=additive"': PARSE,
     "make slots-table": PARSE,
@@ -198,7 +198,7 @@ def workspace(tmp_path_factory):
                              tmp / "ctc-uni" / "best.ckpt")
     words = Vocabulary(["<pad>", "<unk>", "i", "want", "to", "fly"], unk="<unk>").to_dict()
     files["slots"] = _save(SlotFillingModule(vocab={"words": words, "tags": ["O", "B-city"], "intents": ["flight"]},
-                                             embedding_dim=4, hidden_size=8), _run_dir(tmp, "slots-1", "slots"))
+                                             embedding_dim=4, encoder={"hidden_size": 8}), _run_dir(tmp, "slots-1", "slots"))
     for name, tiny in [("seq2seq", "seq2seq"), ("classifier", "digits"), ("g2p", "g2p"),
                        ("autoencoder", "autoencoder")]:
         path = _run_dir(tmp, f"{name}-1", tiny)  # parsed only: any file stands in for the checkpoint

@@ -22,7 +22,7 @@ def test_tiny_g2p_overfits_a_few_pairs(one_thread):
     phonemes = sorted({p for w in WORDS for p in prons[w][0]})
     vocab = G2PVocab(graphemes, phonemes)
     torch.manual_seed(0)
-    model = G2PModel(vocab=vocab.to_dict(), embed_size=16, encoder_hidden=48, speller_hidden=48,
+    model = G2PModel(vocab=vocab.to_dict(), embed_size=16, encoder={"hidden_size": 48}, speller_hidden=48,
                      attention_size=24, dropout=0.0, label_smoothing=0.0)
     inputs = torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.encode_word(w)) for w in WORDS], batch_first=True)
     targets = torch.nn.utils.rnn.pad_sequence([torch.tensor(vocab.phonemes.encode(prons[w][0])) for w in WORDS],
@@ -49,9 +49,10 @@ def test_tiny_las_overfits_real_arctic_utterances(tmp_path, one_thread):
     torch.manual_seed(0)
     dm = SpeechDataModule(dataset=None, data_dir=str(data_dir), train_split="train", val_split="train",
                           batch_size=6, bucketing=False)
-    model = LASRecognizer(vocab=dm.vocab, n_mels=40, stack_frames=3, listener_hidden=96, listener_layers=2,
-                          pyramid_layers=1, speller_hidden=96, embed_size=32, attention_size=48, dropout=0.0,
-                          spec_augment=False, ctc_weight=0.3, label_smoothing=0.0, val_examples=0,
+    model = LASRecognizer(vocab=dm.vocab, frontend={"n_mels": 40, "stack_frames": 3, "spec_augment": False},
+                          encoder={"hidden_size": 96, "num_layers": 2, "pyramid_layers": 1}, speller_hidden=96,
+                          embed_size=32, attention_size=48, dropout=0.0, ctc_weight=0.3, label_smoothing=0.0,
+                          val_examples=0,
                           attention_plots=0, optimizer=lambda p: torch.optim.Adam(p, lr=5e-3))
     trainer = L.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=1000,

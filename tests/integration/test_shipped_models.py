@@ -27,7 +27,7 @@ def shipped(name: str):
 
 def test_english_reads_a_real_sentence():
     model = shipped("english")
-    (text,) = model.transcribe_waveforms([read_audio(AUDIO / "arctic_a0012.ogg", model.hparams.sample_rate)])
+    (text,) = model.transcribe_waveforms([read_audio(AUDIO / "arctic_a0012.ogg", model.sample_rate)])
     assert wer_cer([text], [ARCTIC_TEXT])["cer"] < 0.3, text  # "greson solte bac his char and ros to his bet"
 
 
@@ -35,7 +35,7 @@ def test_english_stream_reads_it_live_as_offline():
     from pipelines.inference import make_streamer
 
     model = shipped("english-stream")
-    wav = read_audio(AUDIO / "arctic_a0012.ogg", model.hparams.sample_rate)
+    wav = read_audio(AUDIO / "arctic_a0012.ogg", model.sample_rate)
     streamer = make_streamer(model)
     for start in range(0, wav.numel(), 3200):  # 200 ms chunks
         streamer.accept(wav[start:start + 3200])
@@ -47,7 +47,7 @@ def test_english_stream_reads_it_live_as_offline():
 
 def test_keywords_hears_stop_from_an_unseen_speaker():
     model = shipped("keywords")
-    probs = model.class_probabilities([read_audio(AUDIO / "stop.ogg", model.hparams.sample_rate)])[0]
+    probs = model.class_probabilities([read_audio(AUDIO / "stop.ogg", model.sample_rate)])[0]
     assert model.labels[int(probs.argmax())] == "stop"  # right, if unsure (0.25, then "on" at 0.21)
 
 
@@ -62,7 +62,7 @@ def test_digits_reads_an_unseen_speaker(tmp_path):
     assert main(["build-lm", str(words), "--order", "1", "--closed-vocabulary",
                  "--out", str(lm)]) == 0
     decoder = make_decoder(model, beam=8, lm=str(lm))
-    wav = read_audio(AUDIO / "george_371.ogg", model.hparams.sample_rate)
+    wav = read_audio(AUDIO / "george_371.ogg", model.sample_rate)
     (text,) = model.transcribe_waveforms([wav], decoder=decoder)
     assert text == "three seven one"
 

@@ -78,7 +78,7 @@ def test_predict_tags_sentences_from_stdin_and_file(trained_run, tmp_path):
 
 
 def test_config_typo_names_the_choices(slot_data_dir):
-    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={slot_data_dir}", "--model.init_args.cell=lstn",
+    proc = rnnlab("fit", *TINY, f"--data.init_args.data_dir={slot_data_dir}", "--model.init_args.encoder.cell=lstn",
                   check=False)
     assert proc.returncode != 0
     assert "lstn" in proc.stderr and "elman" in proc.stderr and "jordan" in proc.stderr
@@ -91,7 +91,7 @@ def test_print_config_composes_later_wins(slot_data_dir):
 
     cfg = yaml.safe_load(proc.stdout)
     assert cfg["trainer"]["max_epochs"] == 3  # command line beats both files
-    assert cfg["model"]["init_args"]["hidden_size"] == 200  # slots.yaml came after tiny
+    assert cfg["model"]["init_args"]["encoder"]["hidden_size"] == 200  # slots.yaml came after tiny
     assert cfg["trainer"]["gradient_clip_val"] == 5.0  # from defaults
 
 

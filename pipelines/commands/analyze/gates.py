@@ -82,14 +82,14 @@ def run(args) -> Report:
         if not path.is_file():
             raise UsageError(f"input audio file not found: {args.input}")
         try:
-            wav = load_audio(AudioRef(path=str(path)), model.hparams.sample_rate)
+            wav = load_audio(AudioRef(path=str(path)), model.sample_rate)
         except DataError as e:
             raise UsageError(str(e)) from None
         outputs = []
         x, out = _capture_layer(encoder, fused, lambda: outputs.extend(model.transcribe_waveforms([wav])))
         labels = None
         described = (
-            f"utterance {path.name} ({wav.numel() / model.hparams.sample_rate:.2f} s; greedy transcript "
+            f"utterance {path.name} ({wav.numel() / model.sample_rate:.2f} s; greedy transcript "
             f"{outputs[0]!r})"
         )
         time_label = "encoder frame"

@@ -42,7 +42,7 @@ def _modes(model, beam: int) -> dict:
         streamer = make_streamer(model)
     except InferenceError:
         return modes
-    chunk = round(CHUNK_MS * model.hparams.sample_rate / 1000)
+    chunk = round(CHUNK_MS * model.sample_rate / 1000)
 
     def stream(w):
         streamer.reset()
@@ -61,7 +61,7 @@ def run(ctx) -> dict:
     a = ctx.args
     specs = _parse_specs(a.decode_ckpt or [])
     models = {name: load_model(ckpt, kind="speech").cpu().eval() for name, ckpt in specs}
-    rate = next(iter(models.values())).hparams.sample_rate
+    rate = next(iter(models.values())).sample_rate
     utts = ctx.dm.datasets["val"].utterances[: a.rtf_utterances]
     wavs = [load_audio(u.audio, rate) for u in utts]
     audio_s = sum(w.numel() for w in wavs) / rate

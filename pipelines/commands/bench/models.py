@@ -54,19 +54,18 @@ def build_model(size: str, seed: int = 0):
 
 def describe(model) -> dict:
     """The model's architecture hyperparameters and parameter count (for the JSON)."""
-    hp = model.hparams
-    keys = ("n_mels", "stack_frames", "cell", "hidden_size", "num_layers", "bidirectional", "dropout",
-            "spec_augment", "length_handling")
-    out = {k: hp[k] for k in keys if k in hp}
+    fe, enc = model.hparams.frontend, model.hparams.encoder
+    out = {"n_mels": fe["n_mels"], "stack_frames": fe["stack_frames"], "spec_augment": fe["spec_augment"],
+           **{k: enc[k] for k in ("cell", "hidden_size", "num_layers", "bidirectional", "dropout", "length_handling")}}
     out["parameters"] = sum(p.numel() for p in model.parameters())
     return out
 
 
 def model_name(model) -> str:
     """A short name for the tables, e.g. ``3x BiLSTM-320, stack 3``."""
-    hp = model.hparams
-    bi = "Bi" if hp.get("bidirectional", True) else ""
-    return f"{hp['num_layers']}x {bi}{hp.get('cell', 'lstm').upper()}-{hp['hidden_size']}, stack {hp['stack_frames']}"
+    fe, enc = model.hparams.frontend, model.hparams.encoder
+    bi = "Bi" if enc["bidirectional"] else ""
+    return f"{enc['num_layers']}x {bi}{enc['cell'].upper()}-{enc['hidden_size']}, stack {fe['stack_frames']}"
 
 
 def optimizers(model):

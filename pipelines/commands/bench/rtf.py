@@ -24,7 +24,7 @@ def run(ctx) -> dict:
     model, weights = _model(ctx)
     model = model.cpu().eval()
     utts = ctx.dm.datasets["val"].utterances[: a.rtf_utterances]
-    rate = model.hparams.sample_rate
+    rate = model.sample_rate
     wavs = [load_audio(u.audio, rate) for u in utts]
     audio_s = sum(w.numel() for w in wavs) / rate
     decoder = model.make_decoder(beam_size=a.beam)

@@ -73,8 +73,10 @@ def _specs(ctx) -> tuple[dict, str]:
 
     size = STREAM_SIZE["quick" if ctx.args.quick else "full"]
     torch.manual_seed(0)
-    model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), stack_frames=3, bidirectional=False,
-                                normalize="global", dropout=0.0, **size)
+    model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), dropout=0.0,
+                                frontend={"n_mels": size["n_mels"], "stack_frames": 3, "normalize": "global"},
+                                encoder={"hidden_size": size["hidden_size"], "num_layers": size["num_layers"],
+                                         "bidirectional": False})
     path = ctx.tmp / "serve-stream.ckpt"
     save_checkpoint(model, str(path))
     specs["stream"] = (str(path), "speech")

@@ -74,7 +74,8 @@ def run(ctx) -> dict:
     models = {}
     for name, opts in VARIANTS.items():
         torch.manual_seed(0)
-        models[name] = SlotFillingModule(vocab=vocab, **size, **opts)
+        models[name] = SlotFillingModule(vocab=vocab, embedding_dim=size["embedding_dim"],
+                                         encoder={"hidden_size": size["hidden_size"]}, **opts)
     for m in models.values():  # warm-up: first calls allocate
         _time(m, batches[:1], True)
     times = {name: {"train": [], "decode": []} for name in models}

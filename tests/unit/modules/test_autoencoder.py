@@ -86,7 +86,7 @@ def test_autoencoder_rejects_spec_augment_frontend_and_size_mismatch():
     enc = RecurrentEncoder(input_size=16, hidden_size=4, num_layers=1)
     with pytest.raises(ValueError, match="spec_augment=False"):
         SequenceAutoencoder(frontend=LogMelFrontend(sample_rate=8000, n_mels=16, spec_augment=True), encoder=enc)
-    with pytest.raises(ValueError, match="frontend output size 20 != encoder input_size 16"):
+    with pytest.raises(ValueError, match=r"input_size \(16\) must equal the frontend output size \(n_mels \* stack_frames = 20\)"):
         SequenceAutoencoder(frontend=LogMelFrontend(sample_rate=8000, n_mels=20, spec_augment=False), encoder=enc)
 
 

@@ -203,9 +203,9 @@ def test_listener_time_reduction_lengths(stack, pyramid):
     from data.text import CharTokenizer
     from pipelines.seq2seq import LASRecognizer
 
-    model = LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, stack_frames=stack, listener_hidden=8,
-                          listener_layers=pyramid + 1, pyramid_layers=pyramid, speller_hidden=8, attention_size=4,
-                          embed_size=4, ctc_weight=0.3).eval()
+    model = LASRecognizer(vocab=CharTokenizer().to_dict(), frontend={"n_mels": 16, "stack_frames": stack},
+                          encoder={"hidden_size": 8, "num_layers": pyramid + 1, "pyramid_layers": pyramid},
+                          speller_hidden=8, attention_size=4, embed_size=4, ctc_weight=0.3).eval()
     lengths = torch.tensor([16000, 7777, 1600])
     memory, out_len = model.encode({"waveforms": torch.randn(3, 16000), "lengths": lengths})
     frames = lengths // 160 + 1

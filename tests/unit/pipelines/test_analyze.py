@@ -89,7 +89,7 @@ def gru_slots_ckpt(slots_run, tmp_path_factory) -> Path:
     from pipelines.slot_filling import SlotFillingModule
 
     vocab = load_module(slots_run / "checkpoints" / "best.ckpt").hparams.vocab
-    model = SlotFillingModule(vocab=vocab, embedding_dim=8, hidden_size=6, cell="gru")
+    model = SlotFillingModule(vocab=vocab, embedding_dim=8, encoder={"hidden_size": 6, "cell": "gru"})
     return _save_checkpoint(model, tmp_path_factory.mktemp("gru") / "gru.ckpt")
 
 

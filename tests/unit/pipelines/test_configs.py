@@ -77,7 +77,7 @@ def test_every_yaml_is_covered():
 def test_typo_in_choice_fails_with_choices():
     err = io.StringIO()
     with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as e:
-        main(["fit", "-c", "defaults", "-c", "ctc", "--model.init_args.cell=lstn", "--print_config"])
+        main(["fit", "-c", "defaults", "-c", "ctc", "--model.init_args.encoder.cell=lstn", "--print_config"])
     assert e.value.code != 0
     assert "lstn" in err.getvalue() and "gru" in err.getvalue()
 

@@ -156,7 +156,7 @@ def _one_line_error(capsys, argv) -> str:
 def test_non_ctc_checkpoint_is_a_one_line_error(tmp_path, capsys):
     slots = SlotFillingModule(
         vocab={"words": Vocabulary(["<pad>", "<unk>", "a"], unk="<unk>").to_dict(), "tags": ["O"], "intents": ["x"]},
-        embedding_dim=4, hidden_size=8)
+        embedding_dim=4, encoder={"hidden_size": 8})
     ckpt = save_checkpoint(slots, tmp_path / "slots.ckpt")
     line = _one_line_error(capsys, ["--ckpt", ckpt, "--out", str(tmp_path / "out")])
     assert "SlotFillingModule" in line and "CTC" in line

@@ -55,7 +55,7 @@ def _train(model: SlotFillingModule, batch: dict, steps: int = 50) -> list[float
 def test_each_variant_learns_the_corpus(corpus, name):
     vocab, batch = corpus
     torch.manual_seed(0)
-    model = SlotFillingModule(vocab=vocab, embedding_dim=16, hidden_size=16, dropout=0.0, **VARIANTS[name])
+    model = SlotFillingModule(vocab=vocab, embedding_dim=16, encoder={"hidden_size": 16}, dropout=0.0, **VARIANTS[name])
     losses = _train(model, batch)
     assert losses[-1] < 0.25 * losses[0], (name, losses[0], losses[-1])
     model.eval()
@@ -70,7 +70,7 @@ def test_each_variant_learns_the_corpus(corpus, name):
 def test_crf_decoding_obeys_bio_even_untrained(corpus):
     vocab, batch = corpus
     torch.manual_seed(3)
-    model = SlotFillingModule(vocab=vocab, embedding_dim=8, hidden_size=8, crf=True).eval()
+    model = SlotFillingModule(vocab=vocab, embedding_dim=8, encoder={"hidden_size": 8}, crf=True).eval()
     with torch.no_grad():
         tag_logits, intent_logits = model(batch["tokens"], batch["lengths"], batch["words"])
     tags, _ = model._decode(tag_logits, intent_logits, batch["lengths"])
@@ -82,7 +82,7 @@ def test_crf_decoding_obeys_bio_even_untrained(corpus):
 
 def test_crf_loss_leaves_out_sentences_with_unknown_tags(corpus):
     vocab, batch = corpus
-    model = SlotFillingModule(vocab=vocab, embedding_dim=8, hidden_size=8, crf=True)
+    model = SlotFillingModule(vocab=vocab, embedding_dim=8, encoder={"hidden_size": 8}, crf=True)
     tag_logits, _ = model(batch["tokens"], batch["lengths"], batch["words"])
     tags = batch["tags"].clone()
     base = model._tag_loss(tag_logits[1:], tags[1:], batch["lengths"][1:])
@@ -94,7 +94,7 @@ def test_char_features_tell_unseen_words_apart(corpus):
     """Two unseen words share the <unk> embedding; the character CNN still gives them different inputs."""
     vocab, batch = corpus
     torch.manual_seed(0)
-    model = SlotFillingModule(vocab=vocab, embedding_dim=8, hidden_size=8, char_features="cnn").eval()
+    model = SlotFillingModule(vocab=vocab, embedding_dim=8, encoder={"hidden_size": 8}, char_features="cnn").eval()
     unk = model.words.index("<unk>")
     tokens, lengths = torch.tensor([[unk], [unk]]), torch.tensor([1, 1])
     with torch.no_grad():

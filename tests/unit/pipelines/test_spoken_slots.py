@@ -32,7 +32,8 @@ def cascade(tmp_path_factory):
     asr = CTCSpeechRecognizer(vocab=tok.to_dict(), n_mels=16, hidden_size=8, num_layers=1, stack_frames=2,
                               spec_augment=False, dropout=0.0)
     slots = SlotFillingModule(vocab={"words": Vocabulary(["<pad>", "<unk>", "a"], unk="<unk>").to_dict(),
-                                     "tags": ["O", "B-x"], "intents": ["i1", "i2"]}, embedding_dim=4, hidden_size=8)
+                                     "tags": ["O", "B-x"], "intents": ["i1", "i2"]}, embedding_dim=4,
+                              encoder={"hidden_size": 8})
     with torch.no_grad():
         head = asr.model.head.proj
         head.weight.zero_()
@@ -146,7 +147,7 @@ def spoken_slots(tmp_path_factory):
         (root / f"{split}.jsonl").write_text(row + "\n")
     vocab = SlotFillingDataModule(dataset=None, data_dir=str(root), spoken_form=True).vocab
     torch.manual_seed(0)
-    model = SlotFillingModule(vocab=vocab, embedding_dim=4, hidden_size=8)
+    model = SlotFillingModule(vocab=vocab, embedding_dim=4, encoder={"hidden_size": 8})
     with torch.no_grad():
         model.tag_head.weight.zero_()
         model.tag_head.bias.zero_()

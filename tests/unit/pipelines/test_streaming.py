@@ -135,9 +135,10 @@ def test_transcribe_stream_with_a_bidirectional_model_is_a_one_line_error(tmp_pa
 def test_transcribe_stream_with_an_attention_model_is_a_one_line_error(tmp_path, capsys):
     from pipelines.seq2seq import LASRecognizer
 
-    ckpt = save_checkpoint(LASRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, listener_hidden=8, listener_layers=2,
-                                     pyramid_layers=1, speller_hidden=8, embed_size=8, attention_size=8),
-                       tmp_path / "las.ckpt")
+    ckpt = save_checkpoint(LASRecognizer(vocab=CharTokenizer().to_dict(), frontend={"n_mels": 16},
+                                         encoder={"hidden_size": 8, "num_layers": 2, "pyramid_layers": 1},
+                                         speller_hidden=8, embed_size=8, attention_size=8),
+                           tmp_path / "las.ckpt")
     wav = tmp_path / "a.wav"
     sf.write(wav, speechlike(0.3, 1).numpy(), RATE)
     with pytest.raises(SystemExit) as exc:

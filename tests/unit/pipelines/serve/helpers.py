@@ -10,7 +10,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-from lightning.fabric.utilities.data import AttributeDict
 from torch import nn
 
 from data.g2p import G2PVocab
@@ -65,7 +64,7 @@ class FakeKeywords(nn.Module):
     def __init__(self, label: str = "yes", score: float = 0.99, labels=tuple(KEYWORD_LABELS)) -> None:
         super().__init__()
         self.labels = list(labels)
-        self.hparams = AttributeDict(sample_rate=RATE)
+        self.sample_rate = RATE  # what a model's frontend expects (RnnlabModule.sample_rate)
         rest = (1.0 - score) / (len(self.labels) - 1)
         probs = torch.full((len(self.labels),), rest)
         probs[self.labels.index(label)] = score
@@ -155,7 +154,7 @@ def trained_slots(steps: int = 60, seed: int = 0) -> SlotFillingModule:
     batch = collate_slots(items)
     torch.manual_seed(seed)
     model = SlotFillingModule(vocab={"words": words.to_dict(), "tags": tags, "intents": intents}, embedding_dim=16,
-                              hidden_size=16, dropout=0.0)
+                              encoder={"hidden_size": 16}, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     model.train()
     for _ in range(steps):
@@ -172,8 +171,8 @@ def tiny_g2p(seed: int = 0) -> G2PModel:
     """Random weights over the letters a-z and a few ARPAbet phonemes."""
     torch.manual_seed(seed)
     vocab = G2PVocab(["<pad>", *"abcdefghijklmnopqrstuvwxyz'"], ["AA", "AE", "B", "K", "D", "IY", "T", "S"])
-    return G2PModel(vocab=vocab.to_dict(), embed_size=8, encoder_hidden=16, encoder_layers=1, speller_hidden=16,
-                    attention_size=8, dropout=0.0).eval()
+    return G2PModel(vocab=vocab.to_dict(), embed_size=8, encoder={"hidden_size": 16, "num_layers": 1},
+                    speller_hidden=16, attention_size=8, dropout=0.0).eval()
 
 
 def all_models() -> dict:
