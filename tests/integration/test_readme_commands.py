@@ -98,7 +98,6 @@ COMMANDS = {
     'make train-ctc DATA=arctic ARGS="--run.average_best=5"': PARSE,
     "make train-seq2seq DATA=arctic": PARSE,
     'make train-ctc DATA=digits-voices ARGS="--model.init_args.init_from=..."': PARSE,
-    "make train-keywords": PARSE,
     'make train-keywords ARGS="-c keywords-english"': PARSE,
     "rnnlab test --ckpt ... --decode.ctc_weight=0.3 --decode.beam_size=4": PARSE,
     "make train-slots DATA=spoken DATA_DIR=...": PARSE,
