@@ -151,3 +151,32 @@ def test_one_config_reader():
             if any(module == "yaml" or module.startswith("yaml.") for module, _ in _imports_of(path)):
                 readers.append(str(path.relative_to(root)))
     assert readers == ["pipelines/training/runconfig.py"], f"modules reading YAML themselves: {readers}"
+
+
+def test_the_unit_test_tree_mirrors_the_packages():
+    # tests/unit/<package>/<sub>/ holds the tests of <package>/<sub>/: every test folder is a source folder, and
+    # each of its test files imports from that folder (or, for a folder without Python, reads its files).
+    root = _root()
+    unit = root / "tests" / "unit"
+    misplaced = []
+    for path in sorted(unit.rglob("test_*.py")):
+        folder = path.parent.relative_to(unit)
+        if not folder.parts:
+            continue  # tests of the whole tree, such as this file
+        source = root / folder
+        if not source.is_dir():
+            misplaced.append(f"tests/unit/{folder} has no source folder {folder}/")
+            continue
+        package = ".".join(folder.parts)
+        text = path.read_text(encoding="utf-8")
+        imports = [target for module, names in _imports_of(path) for target in [module] + [f"{module}.{n}" for n in names]]
+        if len(folder.parts) == 1:
+            # the top of a package: its own modules; for pipelines/, a task or base (sub-packages have folders)
+            subpackages = {p.name for p in source.iterdir() if (p / "__init__.py").exists()}
+            own = [m for m in imports if m.startswith(package + ".") and m.split(".")[1] not in subpackages]
+        else:
+            own = [m for m in imports if m == package or m.startswith(package + ".")]
+        reads = not any(source.glob("*.py")) and "/".join(folder.parts) in text.replace('" / "', "/")
+        if not (own or reads):
+            misplaced.append(f"{path.relative_to(root)} imports nothing from {package}")
+    assert not misplaced, "tests outside their package's folder:\n" + "\n".join(misplaced)

@@ -17,7 +17,7 @@ from pipelines.commands.align import main as align_main
 
 RATE = 16000
 TOKENS = ["<blank>", " ", "a", "b"]
-AUDIO = Path(__file__).resolve().parents[2] / "fixtures" / "audio"
+AUDIO = Path(__file__).resolve().parents[3] / "fixtures" / "audio"
 ARCTIC_TEXT = "Gregson shoved back his chair and rose to his feet."
 
 
@@ -136,7 +136,7 @@ def _rows(meta: Path) -> list[dict]:
 
 
 def test_every_word_of_several_corpora_is_written_with_its_speaker(tiny_ckpt, tmp_path, capsys):
-    from tests.unit.pipelines.test_export import speechlike
+    from tests.unit.pipelines.commands.test_export import speechlike
 
     a = _write_corpus(tmp_path / "a", [{"file_name": "u1.wav", "text": "Hello, world!", "speaker": "s1"},
                                        {"file_name": "u2.wav", "text": "It's 2 o'clock", "speaker": "s2"}],
@@ -170,7 +170,7 @@ def test_every_word_of_several_corpora_is_written_with_its_speaker(tiny_ckpt, tm
 
 
 def test_output_never_replaces_an_input_corpus(tiny_ckpt, tmp_path, capsys):
-    from tests.unit.pipelines.test_export import speechlike
+    from tests.unit.pipelines.commands.test_export import speechlike
 
     a = _write_corpus(tmp_path / "a", [{"file_name": "u1.wav", "text": "hello"}], {"u1.wav": speechlike(1.0, 1)})
     with pytest.raises(SystemExit) as e:

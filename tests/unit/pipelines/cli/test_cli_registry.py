@@ -11,7 +11,7 @@ from pipelines.cli import main
 from pipelines.cli.lightning import run
 from pipelines.cli.registry import COMMANDS, usage
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 LIGHTNING = {"fit", "validate", "test"}
 
 

@@ -211,7 +211,7 @@ def test_every_shipped_file_is_package_data():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[4]
     patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipelines"]
     pretrained = root / "pipelines" / "pretrained"
     for f in pretrained.rglob("*"):

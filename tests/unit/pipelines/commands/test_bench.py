@@ -143,7 +143,7 @@ def test_slots_section_times_every_compare_slots_variant(tmp_path, capsys):
     out = tmp_path / "b.json"
     assert main(["--only", "slots", "--quick", "--slots-data", str(data), "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["slots"]["variants"]
-    makefile = (Path(__file__).resolve().parents[3] / "Makefile").read_text()
+    makefile = (Path(__file__).resolve().parents[4] / "Makefile").read_text()
     assert set(rows) == set(VARIANTS) == set(re.findall(r"^\s+(\w+)\) a=", makefile, re.M))
     assert rows["base"]["train_ratio_vs_base"] == 1.0
     for r in rows.values():

@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -126,7 +127,7 @@ def test_a_process_that_leaves_its_dataloader_workers_running_still_exits():
             "    it = iter(torch.utils.data.DataLoader(list(range(8)), batch_size=2, num_workers=2,"
             " persistent_workers=True))\n"
             "    next(it)\n")
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    repo = str(Path(__file__).resolve().parents[4])
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
