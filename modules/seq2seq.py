@@ -12,19 +12,28 @@ Beam search (:func:`beam_search`) supports length normalisation, an end-of-seque
 CTC/attention scoring with the CTC prefix score of Watanabe et al. (2017), computed by :class:`CTCPrefixScorer`.
 Every decoder stops at a maximum output length derived from the input length, so a model that never
 predicts ``<eos>`` cannot loop forever.
+
+The two networks built on the speller: :class:`LASNetwork` (waveform -> log-mel -> pyramidal listener ->
+speller, with an optional CTC head on the listener) and :class:`G2PNetwork` (letters -> embedding -> encoder ->
+speller).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modules.attention import build_attention
-from modules.frontend import lengths_mask
+from modules.ctc import CTCHead
+from modules.encoders import RecurrentEncoder
+from modules.frontend import LogMelFrontend, lengths_mask
+from modules.networks import FrontendEncoderModel, build_encoder
 
 
 @dataclass
@@ -121,6 +130,92 @@ class Speller(nn.Module):
                     use_own = torch.rand(b, device=memory.device) < sampling_prob
                     prev = torch.where(use_own, own, prev)
         return torch.stack(all_logits, 1), torch.stack(all_weights, 1)
+
+
+class LASNetwork(FrontendEncoderModel):
+    """Listen, Attend and Spell: ``frontend`` -> ``encoder`` (the listener, pyramidal) -> ``speller``, and a CTC
+    head on the listener's memory when ``ctc_head`` is set (joint CTC/attention training and decoding).
+
+    Args:
+        frontend / encoder: The log-mel frontend and the listener over its frames (see :meth:`from_options`).
+        vocab_size: Tokenizer size.
+        speller: Keyword arguments of :class:`Speller` besides the sizes, dropout and ``suppress``
+            (``embed_size``, ``hidden_size``, ``num_layers``, ``attention``, ``attention_size``, ``input_feeding``).
+        dropout: In the speller and the CTC head.
+        blank: The tokenizer's CTC blank, which the speller never predicts (None: nothing suppressed).
+        ctc_head: Build the CTC head.
+
+    Shape:
+        :meth:`encode`: waveforms ``(B, S)``, lengths ``(B,)`` samples -> memory ``(B, T, K)``, lengths ``(B,)``.
+    """
+
+    def __init__(self, *, frontend: LogMelFrontend, encoder: RecurrentEncoder, vocab_size: int,
+                 speller: Mapping[str, Any], dropout: float = 0.0, blank: int | None = None,
+                 ctc_head: bool = True) -> None:
+        super().__init__(frontend=frontend, encoder=encoder)
+        self.speller = Speller(vocab_size=vocab_size, memory_size=encoder.output_size, dropout=dropout,
+                               suppress=() if blank is None else (blank,), **speller)
+        self.ctc_head = (CTCHead(input_size=encoder.output_size, vocab_size=vocab_size, dropout=dropout)
+                         if ctc_head else None)
+
+    @property
+    def time_reduction(self) -> int:
+        """Frontend hops per memory frame: the frame stacking times the pyramid's halvings."""
+        return self.frontend.stack_frames * 2 ** self.encoder.pyramid_layers
+
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The listener's memory and its lengths."""
+        feats, frames = self.frontend(waveforms, lengths)
+        return self.encoder(feats, frames)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
+                sampling_prob: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Teacher-forced speller logits ``(B, L+1, C)`` and attention weights (see :meth:`Speller.forward`)."""
+        memory, frames = self.encode(waveforms, lengths)
+        return self.speller(memory, frames, targets, target_lengths, sampling_prob=sampling_prob)
+
+
+class G2PNetwork(nn.Module):
+    """Grapheme-to-phoneme: letter ids -> ``embedding`` -> ``encoder`` -> ``speller`` over phonemes.
+
+    Args:
+        encoder: The recurrent encoder over the letter embeddings (``input_size`` = ``embed_size``).
+        num_graphemes / num_phonemes: Input and output vocabulary sizes (grapheme 0 is padding).
+        embed_size: Grapheme embedding width.
+        speller: Keyword arguments of :class:`Speller` besides the sizes and dropout, as for :class:`LASNetwork`
+            (its phoneme ``embed_size`` is the grapheme one unless given).
+        dropout: In the speller.
+
+    Shape:
+        :meth:`encode`: inputs ``(B, L)`` letter ids, lengths ``(B,)`` -> memory ``(B, L, K)``, lengths ``(B,)``.
+    """
+
+    ctc_head = None  # no CTC branch: a word can have more phonemes than letters
+
+    def __init__(self, *, encoder: RecurrentEncoder, num_graphemes: int, num_phonemes: int, embed_size: int,
+                 speller: Mapping[str, Any], dropout: float = 0.0) -> None:
+        super().__init__()
+        if encoder.input_size != embed_size:
+            raise ValueError(f"encoder input_size ({encoder.input_size}) must equal embed_size ({embed_size})")
+        self.embedding = nn.Embedding(num_graphemes, embed_size, padding_idx=0)
+        self.encoder = encoder
+        self.speller = Speller(vocab_size=num_phonemes, memory_size=encoder.output_size, dropout=dropout,
+                               **{"embed_size": embed_size, **speller})
+
+    @classmethod
+    def from_options(cls, *, encoder: Mapping[str, Any], embed_size: int, **kwargs: Any) -> G2PNetwork:
+        """The network with an encoder built from the ``encoder`` options over ``embed_size`` inputs."""
+        return cls(encoder=build_encoder(encoder, input_size=embed_size), embed_size=embed_size, **kwargs)
+
+    def encode(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's memory over the letters, and its lengths."""
+        return self.encoder(self.embedding(inputs), lengths)
+
+    def forward(self, inputs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
+                sampling_prob: float = 0.0) -> tuple[Tensor, Tensor]:
+        """Teacher-forced speller logits and attention weights, as :meth:`LASNetwork.forward`."""
+        memory, memory_lengths = self.encode(inputs, lengths)
+        return self.speller(memory, memory_lengths, targets, target_lengths, sampling_prob=sampling_prob)
 
 
 def decoder_targets(targets: Tensor, target_lengths: Tensor, eos: int) -> Tensor:

@@ -11,15 +11,22 @@ Everything here is pure torch and works on padded batches ``(B, T, ...)`` with a
 - :class:`LinearChainCRF`: a linear-chain conditional random field (forward algorithm for the likelihood,
   Viterbi for decoding), optionally forbidding transitions the BIO scheme cannot produce
   (:func:`bio_transition_mask`).
+- :class:`SlotTagger`: the joint slot-filling and intent network assembled from these blocks and a recurrent
+  encoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modules.encoders import RecurrentEncoder
+from modules.heads import SequencePooling
+from modules.networks import build_encoder
 from modules.sequence import lengths_to_mask
 
 __all__ = [
@@ -28,6 +35,7 @@ __all__ = [
     "LinearChainCRF",
     "SlotAttention",
     "SlotGate",
+    "SlotTagger",
     "bio_transition_mask",
     "context_window",
 ]
@@ -249,3 +257,119 @@ class LinearChainCRF(nn.Module):
                 y.append(int(back[i - 1][r, y[-1]]))
             paths.append(y[::-1])
         return paths
+
+
+class SlotTagger(nn.Module):
+    """Joint slot filling (a tag per word) and intent detection (one per sentence) over word ids.
+
+    Word embedding (+ :class:`CharCNN` vector) -> dropout -> :func:`context_window` -> ``encoder`` -> dropout ->
+    ``tag_head`` per word and ``intent_head`` over the pooled states; ``joint`` adds the attention contexts of Liu
+    & Lane (2016) or Goo et al. (2018)'s slot gate, and a :class:`LinearChainCRF` can score whole tag sequences.
+
+    Args:
+        encoder: The recurrent encoder; its ``input_size`` is :meth:`encoder_input_size` of the options below.
+        vocab_size: Word vocabulary size (id 0 is padding).
+        tags: Tag names (their number sizes the tag head; with ``crf`` the BIO-impossible transitions are
+            forbidden).
+        num_intents: Intent classes (at least one output is built).
+        embedding_dim: Word embedding size.
+        dropout: On the (word + character) embeddings and on the encoder outputs.
+        intent_pooling: How the encoder outputs are pooled for the intent head.
+        context_window: Neighbouring words on each side in each word's input.
+        num_chars: Character vocabulary size of the character features (0: none; ids 0 and 1 are padding and
+            unseen characters).
+        char_dim / char_channels: Character embedding size and CNN output size.
+        joint: ``pooled``, ``attention`` or ``slot_gated``.
+        crf: Score tag sequences with a linear-chain CRF (decoded with Viterbi).
+
+    Shape:
+        tokens ``(B, T)``, lengths ``(B,)``, chars ``(B, T, L)`` (with character features) -> tag scores
+        ``(B, T, len(tags))`` and intent logits ``(B, max(1, num_intents))``.
+    """
+
+    def __init__(self, *, encoder: RecurrentEncoder, vocab_size: int, tags: Sequence[str], num_intents: int,
+                 embedding_dim: int = 100, dropout: float = 0.0,
+                 intent_pooling: Literal["mean", "max", "last", "attention"] = "max", context_window: int = 0,
+                 num_chars: int = 0, char_dim: int = 32, char_channels: int = 64,
+                 joint: Literal["pooled", "attention", "slot_gated"] = "pooled", crf: bool = False) -> None:
+        super().__init__()
+        if joint not in ("pooled", "attention", "slot_gated"):
+            raise ValueError(f"joint must be pooled, attention or slot_gated, got {joint!r}")
+        want = self.encoder_input_size(embedding_dim=embedding_dim, context_window=context_window,
+                                       num_chars=num_chars, char_channels=char_channels)
+        if encoder.input_size != want:
+            raise ValueError(f"encoder input_size ({encoder.input_size}) must be {want} (the word and character "
+                             f"features of {2 * context_window + 1} words)")
+        self.context_window = context_window
+        self.joint = joint
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.dropout = nn.Dropout(dropout)
+        self.char_cnn = CharCNN(num_chars, char_dim, char_channels) if num_chars else None
+        self.encoder = encoder
+        d = encoder.output_size
+        self.pooling = SequencePooling(d, intent_pooling, bidirectional=encoder.bidirectional)
+        tag_in, intent_in = d, d
+        if joint != "pooled":
+            self.slot_attention = SlotAttention(d)
+            self.intent_attention = IntentAttention(d)
+            intent_in = 2 * d
+            if joint == "attention":
+                tag_in = 2 * d
+            else:
+                self.slot_gate = SlotGate(d)
+        self.tag_head = nn.Linear(tag_in, len(tags))
+        self.intent_head = nn.Linear(intent_in, max(1, num_intents))
+        self.crf = LinearChainCRF(len(tags), *bio_transition_mask(tags)) if crf else None
+
+    @staticmethod
+    def encoder_input_size(*, embedding_dim: int, context_window: int = 0, num_chars: int = 0,
+                           char_channels: int = 64) -> int:
+        """The features the encoder reads per word: its window's word (and character) vectors."""
+        if context_window < 0:
+            raise ValueError(f"context_window must be >= 0, got {context_window}")
+        return (embedding_dim + (char_channels if num_chars else 0)) * (2 * context_window + 1)
+
+    @classmethod
+    def from_options(cls, *, encoder: Mapping[str, Any], embedding_dim: int, **kwargs: Any) -> SlotTagger:
+        """The network with an encoder built from the ``encoder`` options over the word features."""
+        sizes = {k: kwargs[k] for k in ("context_window", "num_chars", "char_channels") if k in kwargs}
+        size = cls.encoder_input_size(embedding_dim=embedding_dim, **sizes)
+        return cls(encoder=build_encoder(encoder, input_size=size), embedding_dim=embedding_dim, **kwargs)
+
+    def forward(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.embedding(tokens)  # (B, T, E)
+        if self.char_cnn is not None:
+            if chars is None:
+                raise ValueError("this tagger reads character features: give chars (B, T, L)")
+            x = torch.cat([x, self.char_cnn(chars)], dim=-1)
+        x = context_window(self.dropout(x), lengths, self.context_window)
+        h, _ = self.encoder(x, lengths)  # (B, T, D*H), zeros past each length
+        h = self.dropout(h)
+        pooled = self.pooling(h, lengths.to(h.device))
+        if self.joint == "pooled":
+            return self.tag_head(h), self.intent_head(pooled)
+        slot_context, _ = self.slot_attention(h, lengths)
+        intent_context = self.intent_attention(h, lengths)
+        tag_in = (torch.cat([h, slot_context], -1) if self.joint == "attention"
+                  else self.slot_gate(h, slot_context, intent_context))
+        return self.tag_head(tag_in), self.intent_head(torch.cat([pooled, intent_context], -1))
+
+    def tag_loss(self, tag_logits: Tensor, tags: Tensor, lengths: Tensor, ignore_index: int = -100) -> Tensor:
+        """Mean per-word loss of the gold ``tags (B, T)`` (``ignore_index`` marks padding and unseen tags).
+
+        With the CRF, a sentence holding an unseen tag has no path and is left out; the sentence NLL is divided
+        by the words scored, so the loss means the same with and without the CRF.
+        """
+        if self.crf is None:
+            return F.cross_entropy(tag_logits.flatten(0, 1), tags.flatten(), ignore_index=ignore_index)
+        valid = torch.arange(tags.size(1), device=tags.device)[None] < lengths[:, None].to(tags.device)
+        keep = ~((tags == ignore_index) & valid).any(1)
+        if not keep.any():
+            return tag_logits.sum() * 0.0
+        nll = self.crf.nll(tag_logits[keep], tags[keep].clamp_min(0), lengths[keep])
+        return nll.sum() / lengths[keep].sum().to(nll)
+
+    def decode_tags(self, tag_logits: Tensor, lengths: Tensor) -> list[list[int]]:
+        """The best tag ids of each sentence (Viterbi with the CRF, else per word), cut to its length."""
+        ids = self.crf.decode(tag_logits, lengths) if self.crf is not None else tag_logits.argmax(-1).tolist()
+        return [row[:n] for row, n in zip(ids, lengths.tolist(), strict=True)]

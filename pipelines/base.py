@@ -26,7 +26,7 @@ from data.ranges import (
     UnitIntervalRightOpen,
     plain_numbers,
 )
-from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint
+from pipelines.training.checkpointing import CKPT_KEY, check_checkpoint, read_checkpoint, renamed_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +114,14 @@ def _as_dict(value: Any) -> dict:
     raise TypeError(f"expected a mapping of options, got {value!r}")
 
 
+def _upgrade_loaded_state(module: RnnlabModule, state_dict: dict, prefix: str, *_: Any) -> None:
+    """Load pre-hook: renames, in the state dict being loaded, the weights :attr:`RnnlabModule.legacy_state_prefixes`
+    lists (under the module's own ``prefix``)."""
+    mine = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+    for old, new in renamed_keys(mine, type(module).legacy_state_prefixes).items():
+        state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
 def _declared_default(cls: type, name: str) -> Any:
     """The default of ``name`` in the first ``__init__`` up ``cls``'s MRO that declares it."""
     for klass in inspect.getmro(cls):
@@ -147,6 +155,10 @@ class RnnlabModule(L.LightningModule):
     #: Old flat option names the task still reads (checkpoints, configs and callers from before the nested
     #: options) and where each now lives, e.g. ``{"hidden_size": "encoder.hidden_size"}``.
     legacy_options: ClassVar[dict[str, str]] = {}
+    #: Old weight-name prefixes of layers that moved into the task's network class, and where they now live
+    #: (``{"speller.": "model.speller."}``): every load of an older state dict reads them at the new place
+    #: (:meth:`upgrade_state_dict`).
+    legacy_state_prefixes: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -160,6 +172,15 @@ class RnnlabModule(L.LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.init_from = init_from
         self._unalignable: dict[str, int] = {}
+        # Every load_state_dict (load_from_checkpoint, a resumed fit, validate/test --ckpt) renames old weights.
+        self.register_load_state_dict_pre_hook(_upgrade_loaded_state)
+
+    @classmethod
+    def upgrade_state_dict(cls, state: Mapping[str, Any]) -> dict:
+        """``state`` with the weights of :attr:`legacy_state_prefixes` under their current names (the rest, and
+        a state dict already current, as they are)."""
+        renames = renamed_keys(state, cls.legacy_state_prefixes)
+        return {renames.get(k, k): v for k, v in state.items()}
 
     @classmethod
     def upgrade_options(cls, options: Mapping[str, Any]) -> dict:
@@ -385,6 +406,8 @@ def load_matching_weights(module: torch.nn.Module, ckpt_path: str | Path) -> tup
     except (FileNotFoundError, ValueError, InferenceError) as e:
         raise InitFromError(f"--model.init_args.init_from: {e}") from None
     state = state.get("state_dict", state)
+    if isinstance(module, RnnlabModule):
+        state = module.upgrade_state_dict(state)
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     if not matched:

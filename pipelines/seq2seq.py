@@ -1,7 +1,8 @@
 """Attention sequence-to-sequence: Listen-Attend-Spell speech recognition (with optional joint CTC) and G2P.
 
 Input and output lengths are unrelated and no alignment is given: the speller's attention reads the part of
-the encoder memory it needs. Two pipelines share the training, decoding and attention-map code here:
+the encoder memory it needs. Two pipelines share the training, decoding and attention-map code here; their
+networks are :class:`~modules.seq2seq.LASNetwork` and :class:`~modules.seq2seq.G2PNetwork` (``self.model``):
 
 - :class:`LASRecognizer`: waveform -> log-mel -> pyramidal BiLSTM listener -> attention speller (characters),
   trained with ``ctc_weight * CTC + (1 - ctc_weight) * attention`` when ``ctc_weight > 0`` (a CTC head on the
@@ -37,9 +38,8 @@ from data.ranges import (
 )
 from data.text import normalize_text
 from data.tokenizers import tokenizer_from_dict
-from modules.ctc import CTCHead, ctc_loss_checked, min_ctc_frames_padded
-from modules.networks import build_encoder, build_frontend
-from modules.seq2seq import Speller, attention_loss, beam_search_batch, greedy_decode
+from modules.ctc import ctc_loss_checked, min_ctc_frames_padded
+from modules.seq2seq import G2PNetwork, LASNetwork, attention_loss, beam_search_batch, greedy_decode
 from pipelines.base import EncoderOptions, FrontendOptions, RnnlabModule, batched_waveforms, flat_names
 from pipelines.training.metrics import PhonemeErrorRates
 from pipelines.training.plots import plot_attention_maps
@@ -48,9 +48,12 @@ from pipelines.training.plots import plot_attention_maps
 class Seq2SeqModule(RnnlabModule):
     """Shared training, decoding and attention maps of the attention encoder-decoder pipelines.
 
-    Subclasses build ``self.speller`` (and optionally ``self.ctc_head``) and implement :meth:`encode`,
-    :meth:`detokenize` and :meth:`_update_metrics`.
+    Subclasses build ``self.model`` (a network with a ``speller`` and a ``ctc_head``, None without a CTC branch)
+    and implement :meth:`encode`, :meth:`detokenize` and :meth:`_update_metrics`.
     """
+
+    # Where the layers of checkpoints from before the network classes now live (see upgrade_state_dict).
+    legacy_state_prefixes = {"speller.": "model.speller.", "ctc_head.": "model.ctc_head."}
 
     def _init_decoding(self, *, ctc_weight: float, sampling_prob: float) -> None:
         if not 0.0 <= ctc_weight < 1.0:
@@ -62,6 +65,13 @@ class Seq2SeqModule(RnnlabModule):
         self._attention_maps: list[tuple] = []
         # Set by `rnnlab validate/test --decode.beam_size N`; None = the model's own settings.
         self.eval_decoder: dict | None = None
+
+    @staticmethod
+    def speller_options(*, embed_size: int, speller_hidden: int, speller_layers: int, attention: str,
+                        attention_size: int, input_feeding: bool) -> dict:
+        """The :class:`~modules.seq2seq.Speller` keyword arguments of the pipeline's flat speller options."""
+        return {"embed_size": embed_size, "hidden_size": speller_hidden, "num_layers": speller_layers,
+                "attention": attention, "attention_size": attention_size, "input_feeding": input_feeding}
 
     @property
     def ctc_weight(self) -> float:
@@ -112,19 +122,19 @@ class Seq2SeqModule(RnnlabModule):
         weight = hp.decode_ctc_weight if ctc_weight is None else ctc_weight
         if weight is None:
             weight = self.ctc_weight
-        if ctc is None or getattr(self, "ctc_head", None) is None:
+        if ctc is None or self.model.ctc_head is None:
             weight = 0.0
         if beam <= 1 and weight == 0:
-            return greedy_decode(self.speller, memory, lengths, **self._decode_kwargs())
+            return greedy_decode(self.model.speller, memory, lengths, **self._decode_kwargs())
         ids = beam_search_batch(
-            self.speller, memory, lengths, beam_size=beam, length_penalty=hp.length_penalty,
+            self.model.speller, memory, lengths, beam_size=beam, length_penalty=hp.length_penalty,
             eos_threshold=hp.eos_threshold, ctc_log_probs=ctc[0] if weight > 0 else None,
             ctc_lengths=ctc[1] if weight > 0 else None, ctc_weight=weight, blank=getattr(self, "blank", 0),
             **self._decode_kwargs())
         return ids, None
 
     def _ctc(self, memory: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        head = getattr(self, "ctc_head", None)
+        head = self.model.ctc_head
         return (head(memory), lengths) if head is not None else None
 
     # -- steps --------------------------------------------------------------------------------------------------
@@ -138,8 +148,9 @@ class Seq2SeqModule(RnnlabModule):
         hp = self.hparams
         memory, lengths = self.encode(batch)
         targets, target_lengths = batch["targets"], batch["target_lengths"]
-        logits, _ = self.speller(memory, lengths, targets, target_lengths, sampling_prob=self._sampling_prob())
-        att = attention_loss(logits, targets, target_lengths, self.speller.eos, hp.label_smoothing)
+        speller = self.model.speller
+        logits, _ = speller(memory, lengths, targets, target_lengths, sampling_prob=self._sampling_prob())
+        att = attention_loss(logits, targets, target_lengths, speller.eos, hp.label_smoothing)
         bs = len(batch["ids"])
         loss = att
         ctc = self._ctc(memory, lengths)
@@ -172,7 +183,7 @@ class Seq2SeqModule(RnnlabModule):
         return loss
 
     def _log_unalignable(self, stage: str) -> None:
-        if getattr(self, "ctc_head", None) is not None and self.ctc_weight > 0:
+        if self.model.ctc_head is not None and self.ctc_weight > 0:
             self.log_unalignable(stage)
 
     def on_train_epoch_end(self) -> None:
@@ -243,6 +254,8 @@ class LASRecognizer(Seq2SeqModule):
     monitor = "val/cer"
     monitor_mode = "min"
     run_prefix = "seq2seq"
+    legacy_state_prefixes = {**Seq2SeqModule.legacy_state_prefixes, "frontend.": "model.frontend.",
+                             "listener.": "model.encoder."}
     legacy_options = {
         **flat_names("frontend", ("sample_rate", "n_mels", "stack_frames", "spec_augment", "speed_perturb")),
         **flat_names("encoder", ("cell", "pyramid_layers"), listener_hidden="hidden_size",
@@ -284,25 +297,21 @@ class LASRecognizer(Seq2SeqModule):
         options = self.save_network_options(legacy, frontend=frontend, encoder=encoder, dropout=dropout)
         self.tokenizer = tokenizer_from_dict(vocab)
         self.blank = self.tokenizer.blank
-        self.frontend = build_frontend(options["frontend"])
-        self.listener = build_encoder(options["encoder"], input_size=self.frontend.output_size)
-        self.speller = Speller(vocab_size=len(self.tokenizer), memory_size=self.listener.output_size,
-                               embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
-                               attention=attention, attention_size=attention_size, input_feeding=input_feeding,
-                               dropout=dropout, suppress=(self.blank,))
-        self.ctc_head = (CTCHead(input_size=self.listener.output_size, vocab_size=len(self.tokenizer),
-                                 dropout=dropout) if ctc_weight > 0 else None)
+        speller = self.speller_options(embed_size=embed_size, speller_hidden=speller_hidden,
+                                       speller_layers=speller_layers, attention=attention,
+                                       attention_size=attention_size, input_feeding=input_feeding)
+        self.model = LASNetwork.from_options(**options, vocab_size=len(self.tokenizer), speller=speller,
+                                             dropout=dropout, blank=self.blank, ctc_head=ctc_weight > 0)
         self.metrics = nn.ModuleDict({
             stage: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()}) for stage in ("val", "test")})
         self._init_decoding(ctc_weight=ctc_weight, sampling_prob=sampling_prob)
 
     @property
     def time_reduction(self) -> int:
-        return self.frontend.stack_frames * 2 ** self.listener.pyramid_layers
+        return self.model.time_reduction
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        feats, lengths = self.frontend(batch["waveforms"], batch["lengths"])
-        return self.listener(feats, lengths)
+        return self.model.encode(batch["waveforms"], batch["lengths"])
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -355,6 +364,8 @@ class G2PModel(Seq2SeqModule):
     monitor_mode = "min"
     run_prefix = "g2p"
     attention_input_label = "letter"
+    legacy_state_prefixes = {"embedding.": "model.embedding.", "encoder.": "model.encoder.",
+                             **Seq2SeqModule.legacy_state_prefixes}
     legacy_options = flat_names("encoder", ("cell",), encoder_hidden="hidden_size", encoder_layers="num_layers")
 
     def __init__(
@@ -390,17 +401,17 @@ class G2PModel(Seq2SeqModule):
             raise ValueError("G2PModel needs vocab (the CLI links it from the G2P DataModule)")
         options = self.save_network_options(legacy, encoder=encoder, dropout=dropout)
         self.vocab = G2PVocab.from_dict(vocab)
-        self.embedding = nn.Embedding(len(self.vocab.graphemes), embed_size, padding_idx=0)
-        self.encoder = build_encoder(options["encoder"], input_size=embed_size)
-        self.speller = Speller(vocab_size=len(self.vocab.phonemes), memory_size=self.encoder.output_size,
-                               embed_size=embed_size, hidden_size=speller_hidden, num_layers=speller_layers,
-                               attention=attention, attention_size=attention_size, input_feeding=input_feeding,
-                               dropout=dropout)
+        speller = self.speller_options(embed_size=embed_size, speller_hidden=speller_hidden,
+                                       speller_layers=speller_layers, attention=attention,
+                                       attention_size=attention_size, input_feeding=input_feeding)
+        self.model = G2PNetwork.from_options(encoder=options["encoder"], embed_size=embed_size, speller=speller,
+                                             num_graphemes=len(self.vocab.graphemes),
+                                             num_phonemes=len(self.vocab.phonemes), dropout=dropout)
         self.metrics = nn.ModuleDict({stage: PhonemeErrorRates() for stage in ("val", "test")})
         self._init_decoding(ctc_weight=0.0, sampling_prob=sampling_prob)
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(self.embedding(batch["inputs"]), batch["input_lengths"])
+        return self.model.encode(batch["inputs"], batch["input_lengths"])
 
     def detokenize(self, ids: list[int]) -> str:
         return " ".join(self.vocab.phonemes.decode(ids))

@@ -1,5 +1,8 @@
 """RNN slot filling: embedding -> recurrent encoder -> per-token tag head + sentence intent head, trained jointly.
 
+The network is :class:`~modules.tagging.SlotTagger` (``self.model``); this module holds the vocabularies, the
+loss, decoding to tag names and the metrics.
+
 Run it with ``make train-slots`` or ``rnnlab fit -c defaults -c slots``. Options add the classic improvements:
 a word context window (Mesnil et al. 2015), character features, the attention-based joint model (Liu & Lane
 2016) or the slot-gated one (Goo et al. 2018), a CRF output layer and word dropout.
@@ -19,17 +22,7 @@ from torchmetrics import MeanMetric
 from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitIntervalRightOpen
 from data.slots import IGNORE, collate_slots, sentences_to_examples, to_spoken_form
 from data.text import Vocabulary
-from modules.heads import SequencePooling
-from modules.networks import build_encoder
-from modules.tagging import (
-    CharCNN,
-    IntentAttention,
-    LinearChainCRF,
-    SlotAttention,
-    SlotGate,
-    bio_transition_mask,
-    context_window,
-)
+from modules.tagging import SlotTagger
 from pipelines.base import EncoderOptions, RnnlabModule, flat_names
 from pipelines.training.metrics import SentenceExactMatch, SlotF1
 
@@ -77,6 +70,10 @@ class SlotFillingModule(RnnlabModule):
     monitor_mode = "max"
     run_prefix = "slots"
     legacy_options = flat_names("encoder", ("cell", "implementation", "hidden_size", "num_layers", "bidirectional"))
+    # The layers of checkpoints from before SlotTagger, which now holds them (see upgrade_state_dict).
+    legacy_state_prefixes = {f"{name}.": f"model.{name}." for name in (
+        "embedding", "char_cnn", "encoder", "pooling", "slot_attention", "intent_attention", "slot_gate", "tag_head",
+        "intent_head", "crf")}
 
     def __init__(
         self,
@@ -107,36 +104,17 @@ class SlotFillingModule(RnnlabModule):
         self.tags: list[str] = list(vocab["tags"])
         self.intents: list[str] = list(vocab["intents"])
         self.spoken_form = bool(vocab.get("spoken_form", False))
-        if context_window < 0:
-            raise ValueError(f"context_window must be >= 0, got {context_window}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         self.monitor = {"slot_f1": "val/slot_f1", "joint": "val/joint", "exact_match": "val/exact_match"}[select_by]
-        self.embedding = nn.Embedding(len(self.words), embedding_dim, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
-        word_size = embedding_dim
-        if char_features == "cnn":
-            # Characters of the training vocabulary; 0 = padding, 1 = a character never seen in training.
-            self.chars = {c: i + 2 for i, c in enumerate(sorted({c for w in self.words.itos for c in w}))}
-            self.char_cnn = CharCNN(len(self.chars) + 2, char_dim, char_channels)
-            word_size += char_channels
-        self.encoder = build_encoder(options["encoder"], input_size=word_size * (2 * context_window + 1))
-        d = self.encoder.output_size
-        self.pooling = SequencePooling(d, intent_pooling, bidirectional=self.encoder.bidirectional)
-        tag_in, intent_in = d, d
-        if joint != "pooled":
-            self.slot_attention = SlotAttention(d)
-            self.intent_attention = IntentAttention(d)
-            intent_in = 2 * d
-            if joint == "attention":
-                tag_in = 2 * d
-            else:
-                self.slot_gate = SlotGate(d)
-        self.tag_head = nn.Linear(tag_in, len(self.tags))
-        self.intent_head = nn.Linear(intent_in, max(1, len(self.intents)))
-        if crf:
-            allowed, start = bio_transition_mask(self.tags)
-            self.crf = LinearChainCRF(len(self.tags), allowed, start)
+        # Characters of the training vocabulary; 0 = padding, 1 = a character never seen in training.
+        self.chars = ({c: i + 2 for i, c in enumerate(sorted({c for w in self.words.itos for c in w}))}
+                      if char_features == "cnn" else {})
+        self.model = SlotTagger.from_options(
+            encoder=options["encoder"], vocab_size=len(self.words), tags=self.tags, num_intents=len(self.intents),
+            embedding_dim=embedding_dim, dropout=dropout, intent_pooling=intent_pooling,
+            context_window=context_window, num_chars=len(self.chars) + 2 if char_features == "cnn" else 0,
+            char_dim=char_dim, char_channels=char_channels, joint=joint, crf=crf)
         self.slot_f1 = nn.ModuleDict({s: SlotF1() for s in ("val", "test")})
         self.intent_acc = nn.ModuleDict({s: MeanMetric() for s in ("val", "test")})
         self.exact = nn.ModuleDict({s: SentenceExactMatch() for s in ("val", "test")})
@@ -157,36 +135,13 @@ class SlotFillingModule(RnnlabModule):
         ``words`` (the sentences' words as strings) feed the character features; without them the words are
         read back from the vocabulary (unknown words then have no characters).
         """
-        x = self.embedding(tokens)  # (B, T, E)
-        if self.hparams.char_features == "cnn":
+        chars = None
+        if self.model.char_cnn is not None:
             if words is None:
                 words = [[self.words.itos[i] for i in row[:n]]
                          for row, n in zip(tokens.tolist(), lengths.tolist(), strict=True)]
-            x = torch.cat([x, self.char_cnn(self.char_ids(words, tokens.size(1)).to(tokens.device))], dim=-1)
-        x = context_window(self.dropout(x), lengths, self.hparams.context_window)
-        h, _ = self.encoder(x, lengths)  # (B, T, D*H), zeros past each length
-        h = self.dropout(h)
-        pooled = self.pooling(h, lengths.to(h.device))
-        joint = self.hparams.joint
-        if joint == "pooled":
-            return self.tag_head(h), self.intent_head(pooled)
-        slot_context, _ = self.slot_attention(h, lengths)
-        intent_context = self.intent_attention(h, lengths)
-        tag_in = torch.cat([h, slot_context], -1) if joint == "attention" else self.slot_gate(h, slot_context,
-                                                                                               intent_context)
-        return self.tag_head(tag_in), self.intent_head(torch.cat([pooled, intent_context], -1))
-
-    def _tag_loss(self, tag_logits: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.hparams.crf:
-            return F.cross_entropy(tag_logits.flatten(0, 1), tags.flatten(), ignore_index=IGNORE)
-        # A sentence with a tag unseen in training (IGNORE inside its length) has no CRF path: leave it out.
-        valid = torch.arange(tags.size(1), device=tags.device)[None] < lengths[:, None].to(tags.device)
-        keep = ~((tags == IGNORE) & valid).any(1)
-        if not keep.any():
-            return tag_logits.sum() * 0.0
-        nll = self.crf.nll(tag_logits[keep], tags[keep].clamp_min(0), lengths[keep])
-        # Per word, as the softmax loss is, so intent_weight means the same with and without the CRF.
-        return nll.sum() / lengths[keep].sum().to(nll)
+            chars = self.char_ids(words, tokens.size(1)).to(tokens.device)
+        return self.model(tokens, lengths, chars)
 
     def _shared_step(self, batch: dict, stage: str, batch_idx: int = 0) -> torch.Tensor:
         tokens = batch["tokens"]
@@ -194,7 +149,7 @@ class SlotFillingModule(RnnlabModule):
             drop = (torch.rand(tokens.shape, device=tokens.device) < self.hparams.word_dropout) & (tokens > 0)
             tokens = tokens.masked_fill(drop, self.words.index(self.words.unk))
         tag_logits, intent_logits = self(tokens, batch["lengths"], batch.get("words"))
-        tag_loss = self._tag_loss(tag_logits, batch["tags"], batch["lengths"])
+        tag_loss = self.model.tag_loss(tag_logits, batch["tags"], batch["lengths"], ignore_index=IGNORE)
         has_intent = (batch["intent"] != IGNORE).any()
         intent_loss = (F.cross_entropy(intent_logits, batch["intent"], ignore_index=IGNORE) if has_intent
                        else intent_logits.sum() * 0.0)
@@ -215,8 +170,7 @@ class SlotFillingModule(RnnlabModule):
         return loss
 
     def _decode(self, tag_logits, intent_logits, lengths) -> tuple[list[list[str]], list[str]]:
-        tag_ids = self.crf.decode(tag_logits, lengths) if self.hparams.crf else tag_logits.argmax(-1).tolist()
-        tags = [[self.tags[i] for i in row[:n]] for row, n in zip(tag_ids, lengths.tolist(), strict=True)]
+        tags = [[self.tags[i] for i in row] for row in self.model.decode_tags(tag_logits, lengths)]
         intents = [self.intents[i] if self.intents else "" for i in intent_logits.argmax(-1).tolist()]
         return tags, intents
 

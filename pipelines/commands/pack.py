@@ -41,11 +41,11 @@ def compact_checkpoint(path: str | Path, param_names: set[str], *, half: bool = 
     """The checkpoint at ``path`` reduced to what inference needs, parameters in float16 if ``half``."""
     import torch
 
-    from pipelines.training.checkpointing import CKPT_KEY, read_checkpoint
+    from pipelines.training.checkpointing import CKPT_KEY, current_state_dict, read_checkpoint
 
     ckpt = read_checkpoint(path)
     state = {}
-    for k, v in ckpt["state_dict"].items():
+    for k, v in current_state_dict(ckpt).items():  # today's weight names, which ``param_names`` holds
         if half and k in param_names and v.is_floating_point() and v.dtype == torch.float32:
             v = v.half()
         state[k] = v.clone()

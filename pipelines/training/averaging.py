@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pipelines.training.callbacks import KeepBest
-from pipelines.training.checkpointing import atomic_torch_save, read_checkpoint
+from pipelines.training.checkpointing import atomic_torch_save, current_state_dict, read_checkpoint
 
 # Training state that belongs to one epoch's optimiser, not to the averaged weights.
 _DROP = ("optimizer_states", "lr_schedulers", "loops", "callbacks")
@@ -28,6 +28,7 @@ def _load(path: Path) -> dict:
     ckpt = read_checkpoint(path)
     if not isinstance(ckpt.get("state_dict"), dict):
         raise ValueError(f"{path}: no state_dict in this file")
+    ckpt["state_dict"] = current_state_dict(ckpt)  # a file from before a layer moved averages with a newer one
     return ckpt
 
 

@@ -11,6 +11,10 @@ runs) and turn every way a file can be unusable (code inside, truncated, empty, 
 program's checkpoint, another pipeline's checkpoint) into one line naming the file. Every command that takes a
 checkpoint goes through them before the file reaches Lightning or ``load_from_checkpoint``.
 
+Weights that moved into a network class keep their old names in older files: :func:`renamed_keys` maps them
+to today's names (a pipeline's ``legacy_state_prefixes``), and :func:`current_state_dict` gives any checkpoint's
+weights under the names its class uses now.
+
 ``fit --ckpt_path last`` resumes the run that the same command started (:func:`find_last_checkpoint`); a run
 stopped by SIGTERM prints that command (:func:`resume_command`).
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import os
 import re
 import shlex
@@ -145,16 +150,39 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict:
     return ckpt
 
 
+def renamed_keys(keys, prefixes: dict[str, str]) -> dict[str, str]:
+    """``{old: new}`` for each of ``keys`` that starts with an old prefix of ``prefixes`` (``{"speller.":
+    "model.speller."}``) and whose new name is not among ``keys``; empty for a state dict already current."""
+    keys = list(keys)
+    present = set(keys)
+    out = {}
+    for key in keys:
+        old = next((p for p in prefixes if key.startswith(p)), None)
+        if old is not None and (new := prefixes[old] + key[len(old):]) not in present:
+            out[key] = new
+    return out
+
+
+def _class_of(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def current_state_dict(ckpt: dict) -> dict:
+    """``ckpt["state_dict"]`` under the weight names of the class it records (its ``upgrade_state_dict``); as it
+    is for a checkpoint of no rnnlab class."""
+    state = ckpt["state_dict"]
+    try:
+        upgrade = _class_of(ckpt[CKPT_KEY]["class_path"]).upgrade_state_dict
+    except (KeyError, TypeError, ImportError, AttributeError, ValueError):
+        return state
+    return upgrade(state)
+
+
 def _same_class(a: str, b: str) -> bool:
     """Whether two ``module.Class`` paths name the same class (a re-export counts as the same)."""
-    import importlib
-
-    def resolve(path: str):
-        module, _, name = path.rpartition(".")
-        return getattr(importlib.import_module(module), name)
-
     try:
-        return a == b or resolve(a) is resolve(b)
+        return a == b or _class_of(a) is _class_of(b)
     except (ImportError, AttributeError, ValueError):
         return False
 

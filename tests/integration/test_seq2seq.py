@@ -32,8 +32,8 @@ def test_tiny_g2p_overfits_a_few_pairs(one_thread):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(150):
-        logits, _ = model.speller(*model.encode(batch), targets, t_len)
-        loss = attention_loss(logits, targets, t_len, model.speller.eos)
+        logits, _ = model.model(batch["inputs"], batch["input_lengths"], targets, t_len)
+        loss = attention_loss(logits, targets, t_len, model.model.speller.eos)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -50,7 +50,7 @@ def _time(model, batches: list[dict], train: bool) -> float:
         if train:
             opt.zero_grad()
             tags, intents = model(b["tokens"], b["lengths"], b["words"])
-            loss = model._tag_loss(tags, b["tags"], b["lengths"]) + F.cross_entropy(intents, b["intent"])
+            loss = model.model.tag_loss(tags, b["tags"], b["lengths"]) + F.cross_entropy(intents, b["intent"])
             loss.backward()
             opt.step()
         else:

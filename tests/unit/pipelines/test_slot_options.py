@@ -43,8 +43,8 @@ def _train(model: SlotFillingModule, batch: dict, steps: int = 50) -> list[float
     for _ in range(steps):
         opt.zero_grad()
         tag_logits, intent_logits = model(batch["tokens"], batch["lengths"], batch["words"])
-        loss = model._tag_loss(tag_logits, batch["tags"], batch["lengths"]) + F.cross_entropy(intent_logits,
-                                                                                              batch["intent"])
+        loss = (model.model.tag_loss(tag_logits, batch["tags"], batch["lengths"])
+                + F.cross_entropy(intent_logits, batch["intent"]))
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -85,9 +85,9 @@ def test_crf_loss_leaves_out_sentences_with_unknown_tags(corpus):
     model = SlotFillingModule(vocab=vocab, embedding_dim=8, encoder={"hidden_size": 8}, crf=True)
     tag_logits, _ = model(batch["tokens"], batch["lengths"], batch["words"])
     tags = batch["tags"].clone()
-    base = model._tag_loss(tag_logits[1:], tags[1:], batch["lengths"][1:])
+    base = model.model.tag_loss(tag_logits[1:], tags[1:], batch["lengths"][1:])
     tags[0, 0] = IGNORE  # a validation tag never seen in training
-    assert model._tag_loss(tag_logits, tags, batch["lengths"]).item() == pytest.approx(base.item(), rel=1e-5)
+    assert model.model.tag_loss(tag_logits, tags, batch["lengths"]).item() == pytest.approx(base.item(), rel=1e-5)
 
 
 def test_char_features_tell_unseen_words_apart(corpus):

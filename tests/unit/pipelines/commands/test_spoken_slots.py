@@ -39,7 +39,7 @@ def cascade(tmp_path_factory):
         head.weight.zero_()
         head.bias.fill_(-10.0)
         head.bias[tok.encode("a")[0]] = 10.0
-        for layer, winner in ((slots.tag_head, 1), (slots.intent_head, 1)):
+        for layer, winner in ((slots.model.tag_head, 1), (slots.model.intent_head, 1)):
             layer.weight.zero_()
             layer.bias.zero_()
             layer.bias[winner] = 5.0
@@ -149,9 +149,9 @@ def spoken_slots(tmp_path_factory):
     torch.manual_seed(0)
     model = SlotFillingModule(vocab=vocab, embedding_dim=4, encoder={"hidden_size": 8})
     with torch.no_grad():
-        model.tag_head.weight.zero_()
-        model.tag_head.bias.zero_()
-        model.tag_head.bias[model.tags.index("B-x")] = 5.0
+        model.model.tag_head.weight.zero_()
+        model.model.tag_head.bias.zero_()
+        model.model.tag_head.bias[model.tags.index("B-x")] = 5.0
     return save_checkpoint(model, root / "slots.ckpt")
 
 

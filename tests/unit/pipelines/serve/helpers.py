@@ -159,8 +159,8 @@ def trained_slots(steps: int = 60, seed: int = 0) -> SlotFillingModule:
     model.train()
     for _ in range(steps):
         tag_logits, intent_logits = model(batch["tokens"], batch["lengths"], batch["words"])
-        loss = model._tag_loss(tag_logits, batch["tags"], batch["lengths"]) + F.cross_entropy(intent_logits,
-                                                                                              batch["intent"])
+        loss = (model.model.tag_loss(tag_logits, batch["tags"], batch["lengths"])
+                + F.cross_entropy(intent_logits, batch["intent"]))
         opt.zero_grad()
         loss.backward()
         opt.step()
