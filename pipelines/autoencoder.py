@@ -20,7 +20,6 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitIntervalRightOpen
 from modules.autoencoder import SequenceAutoencoder, masked_mse
-from modules.retrieval import cosine_similarity_matrix, retrieval_scores
 from pipelines.base import (
     FLAT_ENCODER,
     EncoderOptions,
@@ -29,6 +28,7 @@ from pipelines.base import (
     batched_by_length,
     flat_names,
 )
+from pipelines.training.metrics import log_retrieval
 from pipelines.training.plots import log_images, pca_2d, save_embedding_plot, save_reconstruction_plot
 
 
@@ -144,12 +144,7 @@ class AudioAutoencoder(RnnlabModule):
             return
         emb = torch.cat(data["emb"])
         labels = data["labels"]
-        if len(set(labels)) > 1 and len(labels) > 1:
-            # Each rank scores the segments it saw; under DDP the logged value is the mean over ranks.
-            scores = retrieval_scores(cosine_similarity_matrix(emb), labels, ks=self.hparams.retrieval_ks)
-            self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
-            for k in self.hparams.retrieval_ks:
-                self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
+        log_retrieval(self, stage, emb, labels, self.hparams.retrieval_ks)
         if not self.trainer.sanity_checking and self.hparams.plot_examples > 0:
             self._plots(stage, emb, labels, data.get("examples", []))
 

@@ -16,7 +16,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from data.ranges import PositiveFloat, PositiveInt, UnitIntervalRightOpen
-from modules.retrieval import cosine_similarity_matrix, retrieval_scores, same_different_ap
 from modules.word_embedding import SequenceEmbedder, cosine_triplet_loss
 from pipelines.base import (
     FLAT_SPEECH,
@@ -25,6 +24,7 @@ from pipelines.base import (
     RnnlabModule,
     batched_by_length,
 )
+from pipelines.training.metrics import log_retrieval
 
 
 class SiameseWordEmbedder(RnnlabModule):
@@ -101,19 +101,7 @@ class SiameseWordEmbedder(RnnlabModule):
         data, self._val = self._val, {}
         if not data.get("emb"):
             return
-        emb = torch.cat(data["emb"])
-        known = [i for i, lab in enumerate(data["labels"]) if lab >= 0]  # -1: a label training never saw
-        emb, labels = emb[known], [data["labels"][i] for i in known]
-        if len(set(labels)) < 2 or len(labels) < 2:
-            return
-        # Each rank scores the segments it saw; under DDP the logged values are the means over ranks.
-        sim = cosine_similarity_matrix(emb)
-        scores = retrieval_scores(sim, labels, ks=self.hparams.retrieval_ks)
-        ap = same_different_ap(sim, labels, higher_is_similar=True)["ap"]
-        self.log(f"{stage}/ap", 0.0 if ap != ap else ap, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
-        for k in self.hparams.retrieval_ks:
-            self.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)
+        log_retrieval(self, stage, torch.cat(data["emb"]), data["labels"], self.hparams.retrieval_ks)
 
     # -- inference ----------------------------------------------------------------------------------------------
     @torch.no_grad()

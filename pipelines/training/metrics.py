@@ -12,6 +12,8 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
+from modules.retrieval import cosine_similarity_matrix, retrieval_scores, same_different_ap
+
 __all__ = [
     "ErrorRates",
     "PhonemeErrorRates",
@@ -477,3 +479,21 @@ class PhonemeErrorRates(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {"per": self.edits.float() / self.phonemes.clamp_min(1), "wer": self.wrong.float() / self.words.clamp_min(1)}
+
+
+def log_retrieval(module: Any, stage: str, emb: torch.Tensor, labels: Sequence[int], ks: Sequence[int]) -> None:
+    """Logs ``<stage>/ap`` (same-different AP over all pairs), ``<stage>/map`` and ``<stage>/p_at_<k>`` of a
+    LightningModule's validation embeddings ``(N, E)``, cosine similarity. Labels below 0 (words training never
+    saw) are left out; with fewer than two labels nothing is logged. Each rank scores the segments it saw: under
+    DDP the logged values are the means over ranks."""
+    known = [i for i, lab in enumerate(labels) if lab >= 0]
+    emb, labels = emb[known], [labels[i] for i in known]
+    if len(set(labels)) < 2 or len(labels) < 2:
+        return
+    sim = cosine_similarity_matrix(emb)
+    scores = retrieval_scores(sim, labels, ks=ks)
+    ap = same_different_ap(sim, labels, higher_is_similar=True)["ap"]
+    module.log(f"{stage}/ap", 0.0 if ap != ap else ap, prog_bar=True, sync_dist=True)
+    module.log(f"{stage}/map", scores["map"], prog_bar=True, sync_dist=True)
+    for k in ks:
+        module.log(f"{stage}/p_at_{k}", scores[f"p@{k}"], sync_dist=True)

@@ -4,30 +4,28 @@ import subprocess
 import sys
 
 
-def test_modules_import_without_lightning_datasets_or_wandb():
+def _loaded_after_importing(package: str, roots: tuple[str, ...]) -> str:
+    """Comma-separated top-level ``roots`` in sys.modules after a fresh interpreter imports every module of
+    ``package``."""
     code = (
-        "import sys, importlib, pkgutil, modules\n"
-        "for m in pkgutil.iter_modules(modules.__path__):\n"
-        "    importlib.import_module('modules.' + m.name)\n"
-        "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics',"
-        " 'datasets', 'wandb', 'matplotlib', 'data', 'pipelines'))\n"
-        "print(','.join(bad))\n"
+        f"import sys, importlib, pkgutil, {package}\n"
+        f"for m in pkgutil.iter_modules({package}.__path__):\n"
+        f"    importlib.import_module('{package}.' + m.name)\n"
+        f"print(','.join(sorted(k for k in sys.modules if k.split('.')[0] in {roots!r})))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"modules imported forbidden packages: {out.stdout.strip()}"
+    return out.stdout.strip()
+
+
+def test_modules_import_without_lightning_datasets_or_wandb():
+    bad = _loaded_after_importing("modules", ("lightning", "pytorch_lightning", "torchmetrics", "datasets", "wandb",
+                                              "matplotlib", "data", "pipelines"))
+    assert bad == "", f"modules imported forbidden packages: {bad}"
 
 
 def test_data_does_not_import_pipelines():
-    code = (
-        "import sys, importlib, pkgutil, data\n"
-        "for m in pkgutil.iter_modules(data.__path__):\n"
-        "    importlib.import_module('data.' + m.name)\n"
-        "print(','.join(sorted(k for k in sys.modules if k.split('.')[0] == 'pipelines')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    assert _loaded_after_importing("data", ("pipelines",)) == ""
 
 
 def _package_imports(package: str) -> dict[str, set[str]]:
