@@ -16,10 +16,10 @@ Usage: ``rnnlab analyze COMMAND [options]`` (``make analyze`` runs the synthetic
 from __future__ import annotations
 
 import argparse
-import sys
 
+from pipelines.commands._common import CommandError
 from pipelines.commands.analyze import gates, gradient_flow, long_range, loss_surface
-from pipelines.commands.analyze.common import PROG, UsageError
+from pipelines.commands.analyze.common import PROG, usage_error
 
 # Each module has add_parser(subparsers) and run(args) -> Report.
 COMMANDS = {"gradient-flow": gradient_flow, "long-range": long_range, "loss-surface": loss_surface, "gates": gates}
@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         # argparse would print the usage too and exit: errors are one line, printed by main.
         sub = self.prog[len(PROG):].strip()
-        raise UsageError(f"{sub}: {message}" if sub else message)
+        usage_error(f"{sub}: {message}" if sub else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,6 @@ def main(argv: list[str]) -> int:
         args = build_parser().parse_args(argv)
         report = COMMANDS[args.command].run(args)
         report.write(args.wandb)
-    except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except CommandError as e:  # its one line is already printed
+        return int(e.code)
     return 0

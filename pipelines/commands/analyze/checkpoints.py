@@ -5,28 +5,28 @@ from __future__ import annotations
 import torch
 
 from pipelines.commands._common import run_config_for
-from pipelines.commands.analyze.common import UsageError
+from pipelines.commands.analyze.common import usage_error
 
 
 def load_checkpoint(path: str):
-    """The LightningModule saved in ``path``, in eval mode (a UsageError when it is missing or unreadable)."""
+    """The LightningModule saved in ``path``, in eval mode (a usage error when it is missing or unreadable)."""
     from pipelines.base import load_module
 
     try:
         model = load_module(path)
     except (FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        usage_error(str(e))
     model.eval()
     return model
 
 
 def find_encoder(model, ckpt: str):
-    """The model's RecurrentEncoder (a UsageError naming ``ckpt`` when it has none)."""
+    """The model's RecurrentEncoder (a usage error naming ``ckpt`` when it has none)."""
     from modules.encoders import RecurrentEncoder
 
     enc = next((m for m in model.modules() if isinstance(m, RecurrentEncoder)), None)
     if enc is None:
-        raise UsageError(f"{ckpt}: {type(model).__name__} has no recurrent encoder")
+        usage_error(f"{ckpt}: {type(model).__name__} has no recurrent encoder")
     return enc
 
 
@@ -148,10 +148,10 @@ def task_loss(model, kind: str, batch: dict) -> torch.Tensor:
 
 
 def need_task_loss(model, ckpt: str) -> str:
-    """``slots`` or ``ctc``: the checkpoint kinds whose training loss :func:`task_loss` computes (else a UsageError)."""
+    """``slots`` or ``ctc``: the checkpoint kinds whose training loss :func:`task_loss` computes (else a usage error)."""
     kind = _kind(model)
     if kind == "other":
-        raise UsageError(
+        usage_error(
             f"{ckpt}: {type(model).__name__} checkpoints are not supported here "
             f"(slot-filling and CTC checkpoints are)"
         )

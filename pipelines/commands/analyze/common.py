@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
+from pipelines.commands._common import fail
 from pipelines.training.plots import pyplot  # noqa: F401 - matplotlib.pyplot, non-interactive backend (re-exported)
 
 PROG = "rnnlab analyze"
@@ -25,8 +27,13 @@ CELL_LABELS = {
 DEFAULT_BUDGET = 4 * 32 * (2 + 32 + 2) + 33
 
 
-class UsageError(Exception):
-    """Bad input the user must fix: ``main`` prints ``rnnlab analyze: error: <message>`` and returns 2."""
+COMMAND = "analyze"
+
+
+def usage_error(message: str) -> NoReturn:
+    """Bad input the user must fix: prints ``rnnlab analyze: error: <message>`` and raises the project's
+    :class:`~pipelines.commands._common.CommandError` (``main`` returns its status, 2)."""
+    fail(COMMAND, message)
 
 
 
@@ -68,9 +75,9 @@ def add_source_options(
 
 
 def positive(name: str, value: int | float) -> None:
-    """Raises a UsageError naming the option ``name`` unless ``value > 0``."""
+    """Stops with a usage error naming the option ``name`` unless ``value > 0``."""
     if value <= 0:
-        raise UsageError(f"{name} must be positive, found {value}")
+        usage_error(f"{name} must be positive, found {value}")
 
 
 def train_on_adding(

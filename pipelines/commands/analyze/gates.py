@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from pipelines.commands.analyze.checkpoints import find_encoder, load_checkpoint
-from pipelines.commands.analyze.common import UsageError, add_common_options, positive, pyplot
+from pipelines.commands.analyze.common import add_common_options, positive, pyplot, usage_error
 from pipelines.commands.analyze.report import Report
 
 
@@ -42,20 +42,20 @@ def run(args) -> Report:
     model = load_checkpoint(args.ckpt)
     encoder = find_encoder(model, args.ckpt)
     if encoder.cell != "lstm":
-        raise UsageError(
+        usage_error(
             f"{args.ckpt}: gates needs an LSTM encoder, this checkpoint has a {encoder.cell} encoder"
         )
     if encoder.implementation != "fused":
-        raise UsageError(
+        usage_error(
             f"{args.ckpt}: gates reads fused nn.LSTM weights; this encoder uses the reference cells"
         )
     if not 0 <= args.layer < encoder.num_layers:
-        raise UsageError(
+        usage_error(
             f"--layer must be in [0, {encoder.num_layers - 1}] for {args.ckpt}, found {args.layer}"
         )
     direction = 1 if args.direction == "backward" else 0
     if direction >= encoder.num_directions:
-        raise UsageError(f"{args.ckpt}: the encoder is unidirectional, there is no backward direction")
+        usage_error(f"{args.ckpt}: the encoder is unidirectional, there is no backward direction")
     fused = encoder.layers[args.layer][direction]
 
     if hasattr(model, "tag_sentences"):
@@ -64,10 +64,10 @@ def run(args) -> Report:
         if path.is_file():
             lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
             if not lines:
-                raise UsageError(f"{args.input}: no sentence in the file")
+                usage_error(f"{args.input}: no sentence in the file")
             text = lines[0]
         if not text.strip():
-            raise UsageError("--input is empty: give a sentence")
+            usage_error("--input is empty: give a sentence")
         outputs: list = []
         x, out = _capture_layer(encoder, fused, lambda: outputs.extend(model.tag_sentences([text])))
         pred = outputs[0]
@@ -80,11 +80,11 @@ def run(args) -> Report:
 
         path = Path(args.input)
         if not path.is_file():
-            raise UsageError(f"input audio file not found: {args.input}")
+            usage_error(f"input audio file not found: {args.input}")
         try:
             wav = load_audio(AudioRef(path=str(path)), model.sample_rate)
         except DataError as e:
-            raise UsageError(str(e)) from None
+            usage_error(str(e))
         outputs = []
         x, out = _capture_layer(encoder, fused, lambda: outputs.extend(model.transcribe_waveforms([wav])))
         labels = None
@@ -94,7 +94,7 @@ def run(args) -> Report:
         )
         time_label = "encoder frame"
     else:
-        raise UsageError(
+        usage_error(
             f"{args.ckpt}: gates supports slot-filling and speech checkpoints, found {type(model).__name__}"
         )
 
@@ -102,7 +102,7 @@ def run(args) -> Report:
     ref_out, gates = lstm_gates_from_fused(fused, x.detach(), dtype=torch.float64)
     diff = float((ref_out - fused_out.double()).abs().max())
     if not diff <= args.tolerance:
-        raise UsageError(
+        usage_error(
             f"the from-scratch LSTMCell does not reproduce the fused layer: max |difference| "
             f"{diff:.3g} > {args.tolerance:g}"
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pipelines.commands.analyze import checkpoints, common
-from pipelines.commands.analyze.common import UsageError, fmt, positive, pyplot
+from pipelines.commands.analyze.common import fmt, positive, pyplot, usage_error
 from pipelines.commands.analyze.report import Report
 
 
@@ -161,7 +161,7 @@ def _checkpoint_gradient_flow(args, report: Report) -> tuple[str, dict[str, list
     kind = checkpoints.need_task_loss(model, args.ckpt)
     encoder = checkpoints.find_encoder(model, args.ckpt)
     if not 0 <= args.layer < encoder.num_layers:
-        raise UsageError(
+        usage_error(
             f"--layer must be in [0, {encoder.num_layers - 1}] for {args.ckpt}, found {args.layer}"
         )
     batch, source = checkpoints.checkpoint_batch(model, kind, args.ckpt, args.batch, args.length, args.seed)

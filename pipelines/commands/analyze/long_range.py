@@ -12,7 +12,7 @@ import time
 import torch
 
 from pipelines.commands.analyze import common
-from pipelines.commands.analyze.common import UsageError, positive, pyplot
+from pipelines.commands.analyze.common import positive, pyplot, usage_error
 from pipelines.commands.analyze.report import Report
 
 
@@ -49,7 +49,7 @@ def run(args) -> Report:
     for name in ("--steps", "--batch", "--lr", "--budget", "--test-size", "--threshold"):
         positive(name, getattr(args, name[2:].replace("-", "_")))
     if any(n < 2 for n in args.lengths):
-        raise UsageError(f"--lengths must all be >= 2, found {args.lengths}")
+        usage_error(f"--lengths must all be >= 2, found {args.lengths}")
     settings = {
         "task": "adding",
         "lengths": " ".join(map(str, args.lengths)),

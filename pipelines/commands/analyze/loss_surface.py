@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipelines.commands.analyze import checkpoints, clipping, common
-from pipelines.commands.analyze.common import UsageError, fmt, positive, pyplot
+from pipelines.commands.analyze.common import fmt, positive, pyplot, usage_error
 from pipelines.commands.analyze.report import Report
 
 
@@ -130,10 +130,10 @@ def run(args) -> Report:
     ):
         positive(name, getattr(args, name[2:].replace("-", "_")))
     if args.points < 3 or args.grid < 2:
-        raise UsageError(f"--points must be >= 3 and --grid >= 2, found {args.points} and {args.grid}")
+        usage_error(f"--points must be >= 3 and --grid >= 2, found {args.points} and {args.grid}")
     bad = [c for c in args.cell if c not in common.REGRESSOR_CELLS]
     if bad:
-        raise UsageError(f"--cell must be among {list(common.REGRESSOR_CELLS)}, found {bad}")
+        usage_error(f"--cell must be among {list(common.REGRESSOR_CELLS)}, found {bad}")
     settings = {"points": args.points, "grid": args.grid, "span": args.span, "seed": args.seed}
     if args.ckpt:
         settings.update(ckpt=args.ckpt, batch=args.batch, length=args.length)

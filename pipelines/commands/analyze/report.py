@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from pipelines.commands.analyze.common import UsageError, pyplot
+from pipelines.commands.analyze.common import pyplot, usage_error
 
 
 def _finite(obj):
@@ -40,7 +40,7 @@ class Report:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"cannot create output directory {out}: {e.strerror}") from None
+            usage_error(f"cannot create output directory {out}: {e.strerror}")
 
     def figure(self, name: str, fig) -> Path:
         """Saves ``fig`` as ``<out>/<name>.png`` and closes it."""
