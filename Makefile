@@ -16,6 +16,7 @@ RUN_DIR ?= runs
 	transcribe bench train-autoencoder train-digits train-keywords retrieval-table install-peers compare-asr serve clean
 
 RNNLAB := $(BIN)/rnnlab
+CONFIGS := pipelines/configs
 TRAINER := --trainer.devices=$(DEVICES) --trainer.num_nodes=$(NODES)
 # DATA picks a preset (e.g. DATA=snips -> configs/slots-snips.yaml); DATA_DIR points at a local copy.
 SLOTS_CFG := -c defaults -c slots $(if $(DATA),-c slots-$(DATA)) $(if $(DATA_DIR),-c slots-local --data.init_args.data_dir=$(DATA_DIR))
@@ -46,9 +47,9 @@ train-slots: $(STAMP) ## Slot filling (ATIS from the hub; DATA=snips, DATA_DIR=.
 SLOT_MODELS := elman:false jordan:false lstm:true gru:true
 SLOTS_DATA_ROOT ?= ../shared/data
 SLOTS_EPOCHS ?= 12
-# The plain tagger (no character CNN, CRF or word dropout, which slots.yaml ships): the recurrent-family tables
-# compare cells, and each compare-slots row adds one change to it.
-SLOTS_PLAIN := --model.init_args.char_features=none --model.init_args.crf=false --model.init_args.word_dropout=0.0
+# The plain tagger (configs/slots-plain.yaml: no character CNN, CRF or word dropout, which slots.yaml ships): the
+# recurrent-family tables compare cells, and each compare-slots row adds one change to it.
+SLOTS_PLAIN := -c slots-plain
 
 slots-table: $(STAMP) ## Elman, Jordan, BiLSTM, BiGRU on local ATIS and SNIPS copies, then a Markdown table
 	for d in atis snips; do for m in $(SLOT_MODELS); do \
@@ -77,30 +78,21 @@ compare-rnns: $(STAMP) ## Elman, Jordan, BiElman, LSTM, BiLSTM, GRU, BiGRU x 3 s
 
 SLOT_VARIANTS ?= base window crf chars attention gated intent all
 SLOT_VARIANT_DATA ?= atis snips
+# The variants there are: one file each in configs/slots-variants/ (rnnlab bench --only slots times the same files).
+KNOWN_SLOT_VARIANTS := $(sort $(basename $(notdir $(wildcard $(CONFIGS)/slots-variants/*.yaml))))
+UNKNOWN_SLOT_VARIANTS = $(filter-out $(KNOWN_SLOT_VARIANTS),$(SLOT_VARIANTS))
 
 # One row per variant of a plain BiLSTM tagger (each over COMPARE_SEEDS): the classic improvements one at a time,
 # then together.
 compare-slots: $(STAMP) ## Slot-filling variants (context window, CRF, char CNN, attention, slot gate...) x 3 seeds: mean +- std
+	$(if $(UNKNOWN_SLOT_VARIANTS),$(error compare-slots: unknown variant(s) $(UNKNOWN_SLOT_VARIANTS) (known: $(KNOWN_SLOT_VARIANTS))))
 	for d in $(SLOT_VARIANT_DATA); do for v in $(SLOT_VARIANTS); do for s in $(COMPARE_SEEDS); do \
-	  case $$v in \
-	    base) a="";; \
-	    window) a="--model.init_args.context_window=1";; \
-	    crf) a="--model.init_args.crf=true";; \
-	    chars) a="--model.init_args.char_features=cnn";; \
-	    attention) a="--model.init_args.joint=attention";; \
-	    gated) a="--model.init_args.joint=slot_gated";; \
-	    intent) a="--model.init_args.intent_pooling=attention --model.init_args.select_by=joint";; \
-	    wdrop) a="--model.init_args.word_dropout=0.05";; \
-	    intent2) a="--model.init_args.intent_weight=2";; \
-	    combo) a="--model.init_args.char_features=cnn --model.init_args.crf=true --model.init_args.word_dropout=0.05";; \
-	    all) a="--model.init_args.crf=true --model.init_args.char_features=cnn --model.init_args.joint=slot_gated --model.init_args.word_dropout=0.05 --model.init_args.select_by=joint";; \
-	    *) echo "compare-slots: unknown variant $$v" >&2; exit 2;; \
-	  esac; \
 	  name=$$d-$$v-seed$$s; \
 	  [ -f $(RUN_DIR)/compare-slots/$$name/summary.json ] && continue; \
 	  $(RNNLAB) fit -c defaults -c slots -c slots-local --data.init_args.data_dir=$(SLOTS_DATA_ROOT)/$$d \
-	    $(SLOTS_PLAIN) $$a --seed_everything=$$s --trainer.max_epochs=$(COMPARE_EPOCHS) --trainer.enable_progress_bar=false \
-	    --run.wandb=offline --run.root=$(RUN_DIR)/compare-slots --run.name=$$name $(ARGS) || exit 1; \
+	    $(SLOTS_PLAIN) -c slots-variants/$$v --seed_everything=$$s --trainer.max_epochs=$(COMPARE_EPOCHS) \
+	    --trainer.enable_progress_bar=false --run.wandb=offline --run.root=$(RUN_DIR)/compare-slots --run.name=$$name \
+	    $(ARGS) || exit 1; \
 	done; done; done
 	$(RNNLAB) summarize --group-seeds $(RUN_DIR)/compare-slots/*
 
@@ -111,7 +103,6 @@ analyze: $(STAMP) ## The lecture's RNN claims on synthetic data: gradient flow, 
 	$(RNNLAB) analyze loss-surface --clipping --out reports/loss-surface
 
 # Speech presets: DATA=x composes speech-x.yaml (the data) with <pipeline>-x.yaml (model settings for it) if present.
-CONFIGS := pipelines/configs
 SPEECH_DATA = $(if $(DATA),-c speech-$(DATA) $(if $(wildcard $(CONFIGS)/$(1)-$(DATA).yaml),-c $(1)-$(DATA))) \
 	$(if $(DATA_DIR),--data.init_args.data_dir=$(DATA_DIR))
 CTC_CFG := -c defaults -c ctc $(call SPEECH_DATA,ctc)

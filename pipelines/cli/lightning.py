@@ -462,8 +462,11 @@ def _resolve_config_names(argv: list[str]) -> list[str]:
                         out[i + 1] = str(cand)
                         break
                 else:
+                    # Names in a folder (slots-variants/crf) are listed with the other files of that folder.
+                    folder = (CONFIG_DIR / name).parent
+                    folder = folder if folder.is_dir() else CONFIG_DIR
                     fail(argv[0] if argv else None, f"config {name!r} not found (neither a file nor one of "
-                               f"{sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))} in {CONFIG_DIR})")
+                               f"{sorted(p.stem for p in folder.glob('*.yaml'))} in {folder})")
     return out
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,18 @@ def rnnlab(*args: str, timeout: float = 300, env: dict | None = None, check: boo
         raise AssertionError(f"rnnlab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
     return proc
+
+
+def make_lines(make_argv: list[str]) -> list[list[str]]:
+    """The ``rnnlab`` command lines ``make MAKE_ARGV`` runs (with ``rnnlab`` replaced by a recorder); lines that
+    differ only in run name, seed and data directory (loops over models and seeds) are kept once."""
+    recorder = "RNNLAB=printf '%s\\0' @rnnlab"
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), *make_argv, recorder], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [part.strip("\0").split("\0") for part in proc.stdout.split("@rnnlab\0") if part.strip("\0")]
+    key = re.compile(r"--(run\.name|seed_everything|data\.init_args\.data_dir)=")
+    return list({tuple(a for a in line if not key.match(a)): line for line in lines}.values())
 
 
 def read_json(path: Path) -> dict:

@@ -25,11 +25,11 @@ from importlib import import_module
 
 import pytest
 import torch
-import yaml
 
 from data.ranges import bounds, describe
 from pipelines.cli import main
 from pipelines.cli.lightning import CONFIG_DIR, RnnlabCLI, _resolve_config_names
+from pipelines.training.runconfig import read_configs
 from tests.integration.helpers import rnnlab
 
 # The top-level config combinations the Makefile trains (`make train-*`), and those of pipelines without a target.
@@ -82,7 +82,7 @@ def _classes(combo: list[str]) -> dict[str, type]:
     """``{"model": class, "data": class}`` that the configs of ``combo`` build (the last ``class_path`` wins)."""
     paths = {}
     for name in combo:
-        cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        cfg = read_configs(CONFIG_DIR / f"{name}.yaml")
         paths.update({key: cfg[key]["class_path"] for key in ("model", "data") if "class_path" in cfg.get(key, {})})
     return {key: getattr(import_module(path.rpartition(".")[0]), path.rpartition(".")[2])
             for key, path in paths.items()}

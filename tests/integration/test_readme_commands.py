@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 
 from pipelines.cli import main
+from tests.integration.helpers import make_lines
 
 REPO = Path(__file__).resolve().parents[2]
 RUN, PARSE = "run", "parse"  # run: executed, exit 0; parse: every rnnlab line parsed with its options, nothing run
@@ -266,18 +267,6 @@ def substitute(command: str, files: dict) -> str:
     return re.sub(r"\[([^]]*)\]", r"\1", command)  # optional parts are checked too
 
 
-def make_lines(make_argv: list[str], files: dict) -> list[list[str]]:
-    """The ``rnnlab`` command lines a make target runs (run with ``rnnlab`` replaced by a recorder)."""
-    recorder = "RNNLAB=printf '%s\\0' @rnnlab"
-    proc = subprocess.run(["make", "-s", "-C", str(REPO), *make_argv, recorder, *files["make_stamps"]],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    lines = [part.strip("\0").split("\0") for part in proc.stdout.split("@rnnlab\0") if part.strip("\0")]
-    # Loops over models and seeds give the same line but for its run name, seed and data directory: parse one.
-    key = re.compile(r"--(run\.name|seed_everything|data\.init_args\.data_dir)=")
-    return list({tuple(a for a in line if not key.match(a)): line for line in lines}.values())
-
-
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_readme_command(command, workspace, tmp_path):
     line = substitute(command, workspace)
@@ -292,7 +281,7 @@ def test_readme_command(command, workspace, tmp_path):
                                  capture_output=True, text=True, timeout=60)
             assert dry.returncode == 0 and "-m pytest -q tests" in dry.stdout, dry.stdout + dry.stderr
             return
-        lines = make_lines(argv[1:], workspace)
+        lines = make_lines([*argv[1:], *workspace["make_stamps"]])
         assert lines, f"{command} runs no rnnlab command"
         for rnnlab_argv in lines:
             parse(rnnlab_argv, workspace["tmp"])

@@ -87,9 +87,9 @@ def test_config_typo_names_the_choices(slot_data_dir):
 def test_print_config_composes_later_wins(slot_data_dir):
     proc = rnnlab("fit", *TINY, "-c", "slots", f"--data.init_args.data_dir={slot_data_dir}",
                   "--trainer.max_epochs=3", "--print_config")
-    import yaml
+    from pipelines.training.runconfig import parse_yaml
 
-    cfg = yaml.safe_load(proc.stdout)
+    cfg = parse_yaml(proc.stdout)
     assert cfg["trainer"]["max_epochs"] == 3  # command line beats both files
     assert cfg["model"]["init_args"]["encoder"]["hidden_size"] == 200  # slots.yaml came after tiny
     assert cfg["trainer"]["gradient_clip_val"] == 5.0  # from defaults

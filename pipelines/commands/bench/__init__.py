@@ -17,7 +17,8 @@ Sections (``--only`` picks some, in this order; one module each in this package)
 - ``encoder``: exact length handling (``reverse``, ``packed``) vs torch's padded bidirectional ``nn.LSTM``
   (:func:`~pipelines.commands.bench.encoder.bench_encoder`).
 - ``slots`` (only when named in ``--only``): time per training step and per decoded batch of each
-  ``make compare-slots`` variant of the slot tagger on the same ATIS batches (``--slots-data``), ratio to the plain one.
+  ``make compare-slots`` variant of the slot tagger (its config file in configs/slots-variants/) on the same ATIS
+  batches (``--slots-data``), ratio to the plain one.
 - ``data-scale`` (only when named in ``--only``: minutes): a hub-shaped parquet corpus of ``--scale-sizes`` rows
   loaded through the real SpeechDataModule, cold and warm, as one rank and as 2 simulated ranks: peak RSS growth
   and time to the first batch against corpus size.

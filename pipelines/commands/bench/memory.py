@@ -18,6 +18,7 @@ from pipelines.commands.bench.common import (
     REPO,
     measured,
     print_notes,
+    quiet,
     sync,
     table,
     to_device,
@@ -119,9 +120,10 @@ def memory_main(argv: list[str]) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated() / 2**20
-    for _ in range(2):
-        train_step(model, batch, opt, clip_val=clip_val, clip_algorithm=clip_algo, device=device,
-                   precision=a.precision)
+    with quiet():
+        for i in range(2):
+            train_step(model, batch, opt, batch_idx=i, clip_val=clip_val, clip_algorithm=clip_algo, device=device,
+                       precision=a.precision)
     sync(device)
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = {"params_mb": params_mb, "rss_before_mb": rss_before if rss_before is not None else maxrss_before,

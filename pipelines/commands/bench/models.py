@@ -1,4 +1,4 @@
-"""The benchmarked CTC models, built from the shipped configs, and one bare training step."""
+"""The benchmarked models, built from the shipped configs, and one bare training step."""
 
 from __future__ import annotations
 
@@ -40,16 +40,22 @@ def _factory(spec: dict | None):
     return functools.partial(getattr(importlib.import_module(module), name), **(spec.get("init_args") or {}))
 
 
+def module_from_config(cls, init_args: dict, seed: int = 0, **extra):
+    """A freshly initialised task ``cls`` from a config's ``model.init_args`` (``optimizer`` and ``lr_scheduler``
+    as ``class_path``/``init_args`` specs, as the CLI reads them) and ``extra`` arguments (the vocabulary)."""
+    args = dict(init_args)
+    optimizer = _factory(args.pop("optimizer", None)) or torch.optim.Adam
+    scheduler = _factory(args.pop("lr_scheduler", None))
+    torch.manual_seed(seed)
+    return cls(optimizer=optimizer, lr_scheduler=scheduler, **args, **extra)
+
+
 def build_model(size: str, seed: int = 0):
     """A freshly initialised CTCSpeechRecognizer of the given config size (character vocabulary)."""
     from data.text import CharTokenizer
     from pipelines.ctc import CTCSpeechRecognizer
 
-    args = dict(model_config(size))
-    optimizer = _factory(args.pop("optimizer", None)) or torch.optim.Adam
-    scheduler = _factory(args.pop("lr_scheduler", None))
-    torch.manual_seed(seed)
-    return CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), optimizer=optimizer, lr_scheduler=scheduler, **args)
+    return module_from_config(CTCSpeechRecognizer, model_config(size), seed, vocab=CharTokenizer().to_dict())
 
 
 def describe(model) -> dict:
@@ -84,18 +90,15 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def train_step(model, batch: dict, optimizer, *, clip_val: float | None, clip_algorithm: str = "norm",
-               device: torch.device | None = None, precision: str = "32-true") -> torch.Tensor:
-    """One bare training step of a CTCSpeechRecognizer: forward, CTC loss (as in its ``_shared_step``), backward,
-    gradient clipping, optimiser step."""
-    from modules.ctc import ctc_loss_checked, min_ctc_frames_padded
-
-    device = device or batch["waveforms"].device
+def train_step(model, batch: dict, optimizer, *, batch_idx: int = 0, clip_val: float | None = None,
+               clip_algorithm: str = "norm", device: torch.device | None = None,
+               precision: str = "32-true") -> torch.Tensor:
+    """One bare training step of any task: its own ``training_step`` (forward and loss, as ``Trainer.fit`` runs
+    it), backward, gradient clipping, optimiser step. Its ``self.log`` calls return at once without a Trainer
+    (Lightning warns once; :func:`~pipelines.commands.bench.common.quiet` keeps that warning out)."""
+    device = device or next(model.parameters()).device
     with autocast(device, precision):
-        log_probs, out_lengths = model(batch["waveforms"], batch["lengths"])
-        need = min_ctc_frames_padded(batch["targets"], batch["target_lengths"])
-        loss, _ = ctc_loss_checked(log_probs, out_lengths, batch["targets"], batch["target_lengths"],
-                                   blank=model.tokenizer.blank, min_frames=need)
+        loss = model.training_step(batch, batch_idx)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_val:

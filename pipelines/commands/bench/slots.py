@@ -1,5 +1,6 @@
 """``rnnlab bench`` section ``slots``: time per training step and per validation batch of each slot-tagger variant
-of ``make compare-slots``, side by side on the same batches, and the ratio to the plain BiLSTM tagger."""
+of ``make compare-slots`` (the same config files: configs/slots-variants/), side by side on the same batches, and
+the ratio to the plain BiLSTM tagger. The steps are the task's own (``training_step``, ``predict_step``)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,30 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from pipelines.commands.bench.common import table
+from pipelines.commands.bench.common import CONFIG_DIR, quiet, table
+from pipelines.commands.bench.models import module_from_config, optimizers, train_step
 
 TITLE = "slot-filling variants: seconds per training step and per validation batch"
 DEFAULT_SLOTS_DATA = "../shared/data/atis"
+#: The plain tagger of ``make compare-slots``, and the folder of its variants (one change each).
+PLAIN_CONFIGS = ("slots.yaml", "slots-plain.yaml")
+VARIANT_DIR = CONFIG_DIR / "slots-variants"
+#: Model sizes of ``--quick`` over the configs' (embedding 100, BiLSTM-200).
+QUICK_SIZE = {"embedding_dim": 16, "encoder": {"hidden_size": 16}}
 
-#: The ``make compare-slots`` rows (Makefile ``compare-slots``), as SlotFillingModule options over the plain tagger.
-VARIANTS: dict[str, dict] = {
-    "base": {},
-    "window": {"context_window": 1},
-    "crf": {"crf": True},
-    "chars": {"char_features": "cnn"},
-    "wdrop": {"word_dropout": 0.05},
-    "attention": {"joint": "attention"},
-    "gated": {"joint": "slot_gated"},
-    "intent": {"intent_pooling": "attention", "select_by": "joint"},
-    "intent2": {"intent_weight": 2.0},
-    "combo": {"char_features": "cnn", "crf": True, "word_dropout": 0.05},
-    "all": {"crf": True, "char_features": "cnn", "joint": "slot_gated", "word_dropout": 0.05, "select_by": "joint"},
-}
+
+def variants() -> dict[str, dict]:
+    """``model.init_args`` of each ``make compare-slots`` variant (configs/slots-variants/NAME.yaml over
+    slots.yaml + slots-plain.yaml, composed as ``-c`` composes them): the plain tagger first, then by how many
+    options a variant changes."""
+    from pipelines.training.runconfig import read_configs
+
+    def changes(path: Path) -> int:
+        return len((read_configs(path).get("model") or {}).get("init_args") or {})
+
+    paths = sorted(VARIANT_DIR.glob("*.yaml"), key=lambda p: (changes(p), p.stem))
+    return {p.stem: read_configs(*(CONFIG_DIR / n for n in PLAIN_CONFIGS), p)["model"]["init_args"] for p in paths}
 
 
 def _batches(data_dir: str, batch_size: int, n: int) -> tuple[dict, list[dict]]:
@@ -42,27 +46,24 @@ def _batches(data_dir: str, batch_size: int, n: int) -> tuple[dict, list[dict]]:
 
 
 def _time(model, batches: list[dict], train: bool) -> float:
-    """Seconds per batch: a training step (forward, loss, backward, Adam) or a decoding pass."""
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    """Seconds per batch: the task's own training step (forward and loss) with backward and its optimiser (the
+    config's Adam), or its own predict step (forward and the tag search)."""
+    opt, _ = optimizers(model)
     model.train(train)
     t0 = time.perf_counter()
-    for b in batches:
+    for i, b in enumerate(batches):
         if train:
-            opt.zero_grad()
-            tags, intents = model(b["tokens"], b["lengths"], b["words"])
-            loss = model.model.tag_loss(tags, b["tags"], b["lengths"]) + F.cross_entropy(intents, b["intent"])
-            loss.backward()
-            opt.step()
+            train_step(model, b, opt, batch_idx=i)
         else:
             with torch.no_grad():
-                tags, intents = model(b["tokens"], b["lengths"], b["words"])
-                model._decode(tags, intents, b["lengths"])
+                model.predict_step(b, i)
     return (time.perf_counter() - t0) / len(batches)
 
 
 def run(ctx) -> dict:
     """Every variant on the same batches; repetitions alternate between variants and the median counts."""
     from pipelines.slot_filling import SlotFillingModule
+    from pipelines.training.runconfig import merge
 
     a = ctx.args
     data_dir = a.slots_data or DEFAULT_SLOTS_DATA
@@ -70,19 +71,18 @@ def run(ctx) -> dict:
         raise FileNotFoundError(f"slot data not found: {data_dir} (give --slots-data DIR with train/validation.jsonl)")
     n = 3 if a.quick else 20
     vocab, batches = _batches(data_dir, 32, n)
-    size = {"embedding_dim": 16, "hidden_size": 16} if a.quick else {"embedding_dim": 100, "hidden_size": 200}
-    models = {}
-    for name, opts in VARIANTS.items():
-        torch.manual_seed(0)
-        models[name] = SlotFillingModule(vocab=vocab, embedding_dim=size["embedding_dim"],
-                                         encoder={"hidden_size": size["hidden_size"]}, **opts)
-    for m in models.values():  # warm-up: first calls allocate
-        _time(m, batches[:1], True)
-    times = {name: {"train": [], "decode": []} for name in models}
-    for _ in range(a.repeats):
-        for name, m in models.items():
-            times[name]["train"].append(_time(m, batches, True))
-            times[name]["decode"].append(_time(m, batches, False))
+    configs = {name: merge(args, QUICK_SIZE) if a.quick else args for name, args in variants().items()}
+    base = configs["base"]
+    size = {"embedding_dim": base["embedding_dim"], "hidden_size": base["encoder"]["hidden_size"]}
+    models = {name: module_from_config(SlotFillingModule, args, vocab=vocab) for name, args in configs.items()}
+    with quiet():
+        for m in models.values():  # warm-up: first calls allocate
+            _time(m, batches[:1], True)
+        times = {name: {"train": [], "decode": []} for name in models}
+        for _ in range(a.repeats):
+            for name, m in models.items():
+                times[name]["train"].append(_time(m, batches, True))
+                times[name]["decode"].append(_time(m, batches, False))
     base_train = statistics.median(times["base"]["train"])
     base_decode = statistics.median(times["base"]["decode"])
     rows = {}

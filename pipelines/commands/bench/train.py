@@ -1,7 +1,8 @@
 """``rnnlab bench`` section ``train``: Lightning ``Trainer.fit`` vs a bare PyTorch loop on the same batches.
 
 Both run the CTC model of ``--model-size`` with the same optimiser and gradient clipping over the same in-memory
-batches through the same DataLoader; repetitions alternate (bare, lightning, lightning, bare, ...) so drift on a
+batches through the same DataLoader, and the same step: the model's own ``training_step`` (the bare loop calls it,
+then backward and the optimiser step); repetitions alternate (bare, lightning, lightning, bare, ...) so drift on a
 shared machine hits both, and the median counts.
 """
 
@@ -49,13 +50,14 @@ class _Runner:
     def bare(self, n: int, precision: str) -> dict:
         model, device = self.model, self.device
         model.load_state_dict(self.initial)
+        model.trainer = None  # detach the last fit's Trainer: without one, the step's self.log returns at once
         model.to(device).train()
         opt, sched = optimizers(model)
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        for _, batch in zip(range(n), self.loader, strict=False):
-            train_step(model, to_device(batch, device), opt, clip_val=self.clip_val, clip_algorithm=self.clip_algo,
-                       device=device, precision=precision)
+        for i, batch in zip(range(n), self.loader, strict=False):
+            train_step(model, to_device(batch, device), opt, batch_idx=i, clip_val=self.clip_val,
+                       clip_algorithm=self.clip_algo, device=device, precision=precision)
         if sched is not None:
             sched.step()  # Lightning steps the (per-epoch) scheduler once at the end of its one epoch
         sync(device)

@@ -4,13 +4,12 @@ import re
 import subprocess
 import sys
 
-import yaml
-
+from pipelines.training.runconfig import parse_yaml, read_configs
 from tests.integration.helpers import REPO
 
 
 def test_sweep_parameters_are_accepted_by_the_cli():
-    sweep = yaml.safe_load((REPO / "pipelines" / "launch" / "sweep-ctc.yaml").read_text())
+    sweep = read_configs(REPO / "pipelines" / "launch" / "sweep-ctc.yaml")
     assert sweep["metric"] == {"name": "val/cer", "goal": "minimize"}
     args = []
     for name, spec in sweep["parameters"].items():
@@ -21,7 +20,7 @@ def test_sweep_parameters_are_accepted_by_the_cli():
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "fit", *fixed, *args, "--print_config"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    config = yaml.safe_load(proc.stdout)
+    config = parse_yaml(proc.stdout)
     for name, spec in sweep["parameters"].items():
         node = config
         for key in name.split("."):
