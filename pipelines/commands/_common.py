@@ -153,17 +153,25 @@ def first_line(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def quiet(loggers: tuple[str, ...] = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")):
-    """Silences progress output on stdout/stderr, warnings, and log lines of ``loggers`` below CRITICAL."""
+def quiet(loggers: tuple[str, ...] = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx"), *,
+          level: int = logging.CRITICAL, output: bool = True, warning_patterns: tuple[str, ...] | None = None):
+    """Keeps noise out of a command's own lines: log lines of ``loggers`` below ``level``, warnings (every one, or
+    those whose message matches one of ``warning_patterns``) and, with ``output``, progress output on
+    stdout/stderr."""
     found = [logging.getLogger(n) for n in loggers]
     levels = [lg.level for lg in found]
     for lg in found:
-        lg.setLevel(logging.CRITICAL)
+        lg.setLevel(level)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+            if warning_patterns is None:
+                warnings.simplefilter("ignore")
+            for pattern in warning_patterns or ():
+                warnings.filterwarnings("ignore", message=pattern)
+            if output:
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
             yield
     finally:
-        for lg, level in zip(found, levels, strict=True):
-            lg.setLevel(level)
+        for lg, level_was in zip(found, levels, strict=True):
+            lg.setLevel(level_was)

@@ -199,3 +199,19 @@ def test_the_unit_test_tree_mirrors_the_packages():
         if not (own or reads):
             misplaced.append(f"{path.relative_to(root)} imports nothing from {package}")
     assert not misplaced, "tests outside their package's folder:\n" + "\n".join(misplaced)
+
+
+def test_commands_have_one_error_idiom():
+    # A command's user error is _common.fail / CommandError (one line, status 2): no command declares its own
+    # exception class for it.
+    import ast
+
+    root = _root()
+    classes = []
+    for path in (root / "pipelines" / "commands").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Exception", "Error", "Exit"))
+                    for b in node.bases):
+                classes.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert classes == ["pipelines/commands/_common.py:28 CommandError"], classes

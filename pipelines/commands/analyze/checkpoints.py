@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from pipelines.commands._common import load_checkpoint as common_load_checkpoint
 from pipelines.commands._common import run_config_for
-from pipelines.commands.analyze.common import usage_error
+from pipelines.commands.analyze.common import COMMAND, usage_error
 
 
 def load_checkpoint(path: str):
-    """The LightningModule saved in ``path``, in eval mode (a usage error when it is missing or unreadable)."""
-    from pipelines.base import load_module
-
-    try:
-        model = load_module(path)
-    except (FileNotFoundError, ValueError) as e:
-        usage_error(str(e))
-    model.eval()
-    return model
+    """The pipeline ``path`` names (a checkpoint or a shipped model's name), in eval mode; a one-line usage
+    error (exit status 2) when it is missing or unreadable."""
+    return common_load_checkpoint(COMMAND, path)
 
 
 def find_encoder(model, ckpt: str):

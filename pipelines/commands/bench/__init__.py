@@ -46,6 +46,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.commands._common import ArgumentParser, CommandError, fail, first_line
 from pipelines.commands.bench import (
     data,
     data_scale,
@@ -59,7 +60,7 @@ from pipelines.commands.bench import (
     slots,
     train,
 )
-from pipelines.commands.bench.common import DEFAULT_DATA_DIR, first_line
+from pipelines.commands.bench.common import DEFAULT_DATA_DIR
 from pipelines.commands.bench.context import BenchContext
 from pipelines.commands.bench.models import MODEL_CONFIGS
 
@@ -72,17 +73,8 @@ SECTIONS = tuple(SECTION_MODULES)
 DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s not in ("data-scale", "slots", "serve", "decode"))
 
 
-class _UsageError(Exception):
-    """A bad option: ``main`` prints it as one line and returns 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise _UsageError(message)  # argparse would print the usage too: errors are one line here
-
-
 def _parse(argv: list[str]) -> argparse.Namespace:
-    ap = _Parser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
+    ap = ArgumentParser(prog=PROG, description="The project's benchmark: " + ", ".join(SECTIONS)
                  + " (tables printed, all numbers in one JSON file).")
     ap.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
                     help=f"comma-separated sections ({','.join(SECTIONS)}; default all but slots, data-scale, serve, decode)")
@@ -220,11 +212,10 @@ def main(argv: list[str]) -> int:
     try:
         args = _parse(argv)
         problem = _check(args)
-    except _UsageError as e:
-        problem = str(e)
-    if problem:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
-        return 2
+        if problem:
+            fail("bench", problem)
+    except CommandError as e:  # its one line is already printed
+        return int(e.code)
     res = run_bench(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-import warnings
 from pathlib import Path
 
 import torch
+
+from pipelines.commands._common import quiet as common_quiet
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO / "pipelines" / "configs"
@@ -33,12 +33,6 @@ def sync(device: torch.device) -> None:
     """Waits for the device's queued kernels (CUDA runs asynchronously; timings must include them)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def first_line(e: BaseException) -> str:
-    """``ExceptionName: first line of the message`` (at most 300 characters): one line for a table or JSON."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
 def fmt(v) -> str:
@@ -70,24 +64,18 @@ def print_notes(lines: list[str]) -> None:
         print(f"  {line}")
 
 
-@contextlib.contextmanager
-def quiet():
-    """Keeps Lightning's info lines and known harmless warnings out of the tables."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "datasets")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        for pattern in (".*does not have many workers.*", ".*have no logger configured.*", ".*treespec.*",
-                        ".*no `val_dataloader`.*", ".*validation_step.*", ".*GPU available but not used.*",
-                        ".*exceeds the number of.*", ".*LeafSpec.*",
-                        ".*`self.trainer` reference is not registered.*"):  # a task's own step run bare
-            warnings.filterwarnings("ignore", message=pattern)
-        try:
-            yield
-        finally:
-            for n, level in levels.items():
-                logging.getLogger(n).setLevel(level)
+# Lightning's info lines and known harmless warnings, kept out of the tables by lightning_quiet().
+_LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "datasets")
+_HARMLESS = (".*does not have many workers.*", ".*have no logger configured.*", ".*treespec.*",
+             ".*no `val_dataloader`.*", ".*validation_step.*", ".*GPU available but not used.*",
+             ".*exceeds the number of.*", ".*LeafSpec.*",
+             ".*`self.trainer` reference is not registered.*")  # a task's own step run bare
+
+
+def lightning_quiet():
+    """The commands' :func:`~pipelines.commands._common.quiet` for bench: Lightning's info lines and known
+    harmless warnings out of the tables, the tables themselves printed."""
+    return common_quiet(_LIGHTNING_LOGGERS, level=logging.WARNING, output=False, warning_patterns=_HARMLESS)
 
 
 def measured(by_precision: dict, notes: list[str]):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from data.sources import no_progress_bars
-from pipelines.commands.bench.common import DEFAULT_DATA_DIR, quiet
+from pipelines.commands.bench.common import DEFAULT_DATA_DIR, lightning_quiet
 
 
 class BenchContext:
@@ -60,7 +60,7 @@ class BenchContext:
         else:
             dm = SpeechDataModule(dataset="embedded", **common)
             self.data_info = {"source": "embedded synthetic corpus (3000/200/200, cached)"}
-        with quiet(), no_progress_bars():
+        with lightning_quiet(), no_progress_bars():
             dm.setup("fit")
         train, val = dm.datasets["train"], dm.datasets["val"]
         self.data_info.update({

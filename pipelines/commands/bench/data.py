@@ -9,7 +9,7 @@ import time
 import torch
 
 from pipelines.commands.bench import train
-from pipelines.commands.bench.common import TARGETS, print_notes, quiet, table
+from pipelines.commands.bench.common import TARGETS, lightning_quiet, print_notes, table
 from pipelines.commands.bench.models import build_model
 
 TITLE = "3. data pipeline vs model step throughput"
@@ -38,7 +38,7 @@ def run(ctx) -> dict:
                 samples += int(batch["lengths"].sum())
         return time.perf_counter() - t0, utts, samples / sample_rate
 
-    with quiet():
+    with lightning_quiet():
         load(1)  # warm-up (and worker start-up with persistent workers)
         times = [load(n_batches) for _ in range(a.repeats)]
     sec = statistics.median(t for t, _, _ in times)

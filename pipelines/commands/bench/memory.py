@@ -16,9 +16,9 @@ from pipelines.commands.bench.common import (
     BF16_SKIPPED,
     PRECISIONS,
     REPO,
+    lightning_quiet,
     measured,
     print_notes,
-    quiet,
     sync,
     table,
     to_device,
@@ -120,7 +120,7 @@ def memory_main(argv: list[str]) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         cuda_before = torch.cuda.memory_allocated() / 2**20
-    with quiet():
+    with lightning_quiet():
         for i in range(2):
             train_step(model, batch, opt, batch_idx=i, clip_val=clip_val, clip_algorithm=clip_algo, device=device,
                        precision=a.precision)

@@ -95,7 +95,7 @@ def train_step(model, batch: dict, optimizer, *, batch_idx: int = 0, clip_val: f
                precision: str = "32-true") -> torch.Tensor:
     """One bare training step of any task: its own ``training_step`` (forward and loss, as ``Trainer.fit`` runs
     it), backward, gradient clipping, optimiser step. Its ``self.log`` calls return at once without a Trainer
-    (Lightning warns once; :func:`~pipelines.commands.bench.common.quiet` keeps that warning out)."""
+    (Lightning warns once; :func:`~pipelines.commands.bench.common.lightning_quiet` keeps that warning out)."""
     device = device or next(model.parameters()).device
     with autocast(device, precision):
         loss = model.training_step(batch, batch_idx)

@@ -8,7 +8,8 @@ import statistics
 
 import torch
 
-from pipelines.commands.bench.common import TARGETS, first_line, table
+from pipelines.commands._common import first_line
+from pipelines.commands.bench.common import TARGETS, table
 
 TITLE = "4. padding fraction: random vs length-bucketed batches"
 

@@ -10,7 +10,8 @@ import time
 
 import torch
 
-from pipelines.commands.bench.common import TARGETS, first_line, print_notes, quiet, table
+from pipelines.commands._common import first_line
+from pipelines.commands.bench.common import TARGETS, lightning_quiet, print_notes, table
 from pipelines.commands.bench.models import build_model, describe, model_name
 
 TITLE = "5. inference real-time factor (CPU, batch 1)"
@@ -84,7 +85,7 @@ def _export_rtf(ctx, model, utts) -> dict:
         save_checkpoint(model, ckpt)
     kw = {"repeats": ctx.args.repeats} if "repeats" in inspect.signature(fn).parameters else {}
     try:
-        with quiet():
+        with lightning_quiet():
             res = fn(ckpt, files, **kw)
     except Exception as e:  # noqa: BLE001 - another tool's failure must not lose the other sections
         return {"skipped": f"pipelines.commands.export.bench_export failed: {first_line(e)}"}
@@ -96,7 +97,7 @@ def _export_rtf(ctx, model, utts) -> dict:
 def save_checkpoint(model, path: str) -> None:
     import lightning as L
 
-    with quiet():
+    with lightning_quiet():
         trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             enable_model_summary=False, accelerator="cpu", devices=1)
         trainer.strategy.connect(model)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands.bench.common import CONFIG_DIR, quiet, table
+from pipelines.commands.bench.common import CONFIG_DIR, lightning_quiet, table
 from pipelines.commands.bench.models import module_from_config, optimizers, train_step
 
 TITLE = "slot-filling variants: seconds per training step and per validation batch"
@@ -75,7 +75,7 @@ def run(ctx) -> dict:
     base = configs["base"]
     size = {"embedding_dim": base["embedding_dim"], "hidden_size": base["encoder"]["hidden_size"]}
     models = {name: module_from_config(SlotFillingModule, args, vocab=vocab) for name, args in configs.items()}
-    with quiet():
+    with lightning_quiet():
         for m in models.values():  # warm-up: first calls allocate
             _time(m, batches[:1], True)
         times = {name: {"train": [], "decode": []} for name in models}

@@ -17,9 +17,9 @@ from pipelines.commands.bench.common import (
     PRECISIONS,
     TARGETS,
     batch_stats,
+    lightning_quiet,
     measured,
     print_notes,
-    quiet,
     sync,
     table,
     to_device,
@@ -100,7 +100,7 @@ def run(ctx, repeats: int | None = None) -> dict:
                      "bare: the loop; both over the same in-memory batches through the same DataLoader; "
                      "cpu_seconds: process CPU time over the same span",
            "precision": {}}
-    with quiet():
+    with lightning_quiet():
         for precision in PRECISIONS:
             if precision not in ctx.precisions:
                 out["precision"][precision] = {"skipped": BF16_SKIPPED}
