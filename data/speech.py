@@ -3,15 +3,14 @@
 Sources, all through ``datasets.load_dataset``: a hub id (e.g. ``openslr/librispeech_asr`` with config
 ``clean``), a local ``audiofolder`` (``<split>/metadata.jsonl``), JSON/CSV manifests of path + text, or
 ``embedded`` (the project's synthetic spoken corpus, built and cached on first use), or ``fsdd-digits``
-(connected-digit strings composed on the fly from a local FSDD copy, see :mod:`data.digits`).
+(connected-digit strings composed on the fly from a local FSDD copy, see :mod:`data.digits`). Each kind of source
+builds its datasets through the registry in :mod:`data.speech_sources`; this module registers ``recorded``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -26,79 +25,21 @@ from data.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, Positiv
 from data.row_index import SplitIndex, Utterance, check_columns, index_rows, row_to_utterance
 from data.rows import SkipCounter, no_decode
 from data.sources import load_split, split_where
+from data.speech_sources import (
+    RECORDED,
+    SpeechSource,
+    check_sources,
+    register_source_kind,
+    skip_key,
+    source_kind,
+    stage_dataset,
+)
 from data.text import CharTokenizer
 from data.tokenizers import tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-FSDD_DIGITS = "fsdd-digits"
-
-
-@dataclass
-class SpeechSource:
-    """One corpus of a mixture (``data.sources`` in a config): where it is, its columns, splits and normaliser.
-
-    Args:
-        name: Short name, used in metric keys (``val/<name>/cer``) and messages; letters, digits, ``-`` and ``_``.
-        dataset: Hub id (e.g. ``openslr/librispeech_asr``), ``embedded``, or ``fsdd-digits`` (connected digit
-            strings composed from the FSDD copy in ``data_dir``, sized by ``data.digits_size``; its split names only
-            say whether it takes part in a stage). ``data_dir`` wins over a hub id when both are set.
-        data_dir: Local copy (audiofolder splits, ``{split}.jsonl|csv|parquet`` manifests or a hub snapshot).
-        config_name: Hub configuration (e.g. ``clean``).
-        train_split / val_split / test_split: Split names; ``null`` leaves the source out of that stage.
-        audio_column / text_column / id_column / duration_column: Column names of this source.
-        normalizer: Transcript normaliser of this source.
-        weight: Draws per utterance and training epoch: 1 each once, 2 each twice, 0.5 a random half.
-        only_texts: Keep only rows whose normalised transcript is one of these (e.g. the digit words of Speech
-            Commands); None keeps every row. Rows left out this way are not skips and are not reported.
-    """
-
-    name: str
-    dataset: str | None = None
-    data_dir: str | None = None
-    config_name: str | None = None
-    train_split: str | None = "train"
-    val_split: str | None = "validation"
-    test_split: str | None = "test"
-    audio_column: str = "audio"
-    text_column: str = "text"
-    id_column: str | None = "id"
-    duration_column: str | None = "duration"
-    normalizer: Literal["asr_chars", "lower", "none"] = "asr_chars"
-    weight: float = 1.0
-    only_texts: list[str] | None = None
-
-    def split(self, stage: str) -> str | None:
-        return {"train": self.train_split, "val": self.val_split, "test": self.test_split}[stage]
-
-    def takes_part(self, stage: str) -> bool:
-        """Whether the source has a split for ``stage`` (and, for training, a weight above 0)."""
-        return self.split(stage) is not None and not (stage == "train" and self.weight == 0)
-
-
-def _check_sources(sources: list) -> list[SpeechSource]:
-    out = []
-    for i, src in enumerate(sources):
-        if isinstance(src, dict):
-            try:
-                src = SpeechSource(**src)
-            except TypeError as e:
-                raise DataError(f"data.sources[{i}]: {e}") from None
-        if not src.name or not re.fullmatch(r"[A-Za-z0-9_-]+", src.name):
-            raise DataError(f"data.sources[{i}].name: {src.name!r} must be letters, digits, '-' or '_' "
-                            "(it becomes part of metric keys such as val/<name>/cer)")
-        if src.dataset is None and src.data_dir is None:
-            raise DataError(f"data.sources[{i}] ({src.name}): set dataset (hub id) or data_dir (local copy)")
-        if src.weight < 0:
-            raise DataError(f"data.sources[{i}] ({src.name}).weight: must be >= 0, got {src.weight}")
-        out.append(src)
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        raise DataError(f"data.sources: names must be unique, got {names}")
-    if out and not any(s.train_split and s.weight > 0 for s in out):
-        raise DataError("data.sources: no source trains (every train_split is null or every weight is 0)")
-    return out
 
 
 # Decoded audio kept by cache_audio=None (auto) at most, per split and process: float32 at the model's rate.
@@ -305,7 +246,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self._index: dict[str, SplitIndex] = {}
         self._tokenizer = None
-        self.datasets: dict[str, SpeechDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
         self.skips: dict[str, SkipCounter] = {}
 
     # -- sources ------------------------------------------------------------------------------------------------
@@ -342,7 +283,7 @@ class SpeechDataModule(L.LightningDataModule):
         """The corpora read: ``data.sources``, or one unnamed source built from the top-level fields."""
         hp = self.hparams
         if hp.get("sources"):
-            return _check_sources(hp.sources)
+            return check_sources(hp.sources)
         return [SpeechSource(name="", dataset=hp.dataset, data_dir=hp.data_dir, config_name=hp.config_name,
                              train_split=hp.train_split, val_split=hp.val_split, test_split=hp.test_split,
                              audio_column=hp.audio_column, text_column=hp.text_column, id_column=hp.id_column,
@@ -367,14 +308,10 @@ class SpeechDataModule(L.LightningDataModule):
             dataset, data_dir = self._source(src)
             rows = load_split(dataset, split, config_name=src.config_name, data_dir=data_dir)
             rows = no_decode(rows, src.audio_column, where)
-            base_dir = None
-            if data_dir is not None:
-                p = Path(data_dir)
-                base_dir = str(p.parent if p.is_file() else p)
-            skips = self.skips.setdefault(self._skip_key(src, split), SkipCounter(where))
+            skips = self.skips.setdefault(skip_key(src, split), SkipCounter(where))
             index = index_rows(
                 rows, where=where, audio_column=src.audio_column, text_column=src.text_column,
-                id_column=src.id_column, duration_column=src.duration_column, base_dir=base_dir,
+                id_column=src.id_column, duration_column=src.duration_column, base_dir=_base_dir(data_dir),
                 normalizer=src.normalizer, tokenizer=self.tokenizer_for_validation(), min_duration=hp.min_duration,
                 max_duration=hp.max_duration, validate=hp.validate, skips=skips, source=k,
                 only_texts=src.only_texts)
@@ -386,16 +323,12 @@ class SpeechDataModule(L.LightningDataModule):
             self._index[key] = index
         return self._index[key]
 
-    @staticmethod
-    def _skip_key(src: SpeechSource, split: str) -> str:
-        return f"{src.name}/{split}" if src.name else split
-
     def _read_stage(self, stage: str) -> list[SplitIndex]:
-        """Every source's split index for ``stage`` (train/val/test), in source order."""
+        """Every recorded source's split index for ``stage`` (train/val/test), in source order."""
         out: list[SplitIndex] = []
         for k, src in enumerate(self.sources):
             split = src.split(stage)
-            if not src.takes_part(stage) or src.dataset == FSDD_DIGITS:
+            if not src.takes_part(stage) or source_kind(src) != RECORDED:
                 continue
             out.append(self._read_source(k, src, split))
         if not out:
@@ -441,31 +374,18 @@ class SpeechDataModule(L.LightningDataModule):
 
     # -- Lightning hooks ----------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
-        splits = {"fit": [("train", hp.train_split), ("val", hp.val_split)], "validate": [("val", hp.val_split)],
-                  "test": [("test", hp.test_split)]}.get(stage or "fit", [])
-        if stage is None:
-            splits = [("train", hp.train_split), ("val", hp.val_split), ("test", hp.test_split)]
-        if hp.get("sources"):
-            if hp.streaming:
-                raise DataError("data.sources: a mixture is read from prepared datasets; set data.streaming=false")
-            for name, _ in splits:
-                if name not in self.datasets:
-                    self.datasets[name] = self._mixture(name)
-            return
-        if hp.dataset == FSDD_DIGITS:
-            self._setup_digits([name for name, _ in splits])
-            return
-        if hp.streaming:
-            self._setup_streaming(splits)
-            return
-        for name, split in splits:
+        """Builds the datasets of ``stage`` (``fit``: train and val; None: all three) from the sources' kinds
+        (:func:`data.speech_sources.stage_dataset`)."""
+        names = ["train", "val", "test"] if stage is None else \
+            {"fit": ["train", "val"], "validate": ["val"], "test": ["test"]}.get(stage or "fit", [])
+        if self.hparams.get("sources") and self.hparams.streaming:
+            raise DataError("data.sources: a mixture is read from prepared datasets; set data.streaming=false")
+        for name in names:
             if name not in self.datasets:
-                self.datasets[name] = SpeechDataset(self._read(split), self.tokenizer, sample_rate=hp.sample_rate,
-                                                    skips=self.skips.setdefault(split, SkipCounter(self._where(split))),
-                                                    cache_audio=hp.cache_audio)
+                self.datasets[name] = stage_dataset(name, self)
 
-    def _setup_streaming(self, splits: list[tuple[str, str]]) -> None:
+    def _stream(self, name: str, split: str) -> Dataset:
+        """``data.streaming``: one split of the single corpus, checked and decoded as its rows arrive."""
         from data.streaming import StreamingSpeechDataset, decode_item, streaming_rows
 
         hp = self.hparams
@@ -474,82 +394,35 @@ class SpeechDataModule(L.LightningDataModule):
                             "pass over the training transcripts)")
         trainer = getattr(self, "trainer", None)
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        if world > 1 and hp.steps_per_epoch is None and any(name == "train" for name, _ in splits):
+        train = name == "train"
+        if world > 1 and hp.steps_per_epoch is None and train:
             raise DataError("data.streaming under DDP needs data.steps_per_epoch (every rank must run the same "
                             "number of training batches, or one waits forever)")
         dataset, data_dir = self._source()
-        base_dir = None
-        if data_dir is not None:
-            p = Path(data_dir)
-            base_dir = str(p.parent if p.is_file() else p)
-        for name, split in splits:
-            if name in self.datasets:
-                continue
-            where = self._where(split)
-            rows = no_decode(load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir,
-                                         streaming=True), hp.audio_column, where)
-            columns = list(getattr(rows, "column_names", None) or [])
-            id_column, duration_column = check_columns(columns, where=where, audio_column=hp.audio_column,
-                                                        text_column=hp.text_column, id_column=hp.id_column,
-                                                        duration_column=hp.duration_column)
-            skips = self.skips.setdefault(split, SkipCounter(where))
+        base_dir = _base_dir(data_dir)
+        where = self._where(split)
+        rows = no_decode(load_split(dataset, split, config_name=hp.config_name, data_dir=data_dir, streaming=True),
+                         hp.audio_column, where)
+        columns = list(getattr(rows, "column_names", None) or [])
+        id_column, duration_column = check_columns(columns, where=where, audio_column=hp.audio_column,
+                                                    text_column=hp.text_column, id_column=hp.id_column,
+                                                    duration_column=hp.duration_column)
+        skips = self.skips.setdefault(split, SkipCounter(where))
 
-            def check(i, row, *, id_column=id_column, duration_column=duration_column, skips=skips):
-                return row_to_utterance(i, row, audio_column=hp.audio_column, text_column=hp.text_column,
-                                         id_column=id_column, duration_column=duration_column, base_dir=base_dir,
-                                         normalizer=hp.normalizer, tokenizer=self.tokenizer,
-                                         min_duration=hp.min_duration, max_duration=hp.max_duration,
-                                         validate=hp.validate, skips=skips)
+        def check(i, row):
+            return row_to_utterance(i, row, audio_column=hp.audio_column, text_column=hp.text_column,
+                                     id_column=id_column, duration_column=duration_column, base_dir=base_dir,
+                                     normalizer=hp.normalizer, tokenizer=self.tokenizer,
+                                     min_duration=hp.min_duration, max_duration=hp.max_duration,
+                                     validate=hp.validate, skips=skips)
 
-            train = name == "train"
-            self.datasets[name] = StreamingSpeechDataset(
-                streaming_rows(lambda rows=rows: rows, rank=rank, world_size=world,
-                               shuffle_buffer=hp.shuffle_buffer if train else None, seed=hp.seed),
-                decode_item(check, self.tokenizer, sample_rate=hp.sample_rate, skips=skips), collate_speech,
-                batch_size=hp.batch_size, bucket_batches=20 if hp.bucketing else 1,
-                steps_per_epoch=hp.steps_per_epoch if train else None, shuffle=train, seed=hp.seed,
-                epoch_fn=(lambda: self.trainer.current_epoch) if trainer is not None else None)
-
-    def _mixture(self, stage: str):
-        """One stage of ``data.sources``: recorded corpora in one SpeechDataset, plus any ``fsdd-digits`` source."""
-        from data.digits import fsdd_digits_dataset
-        from data.mixture import MixtureDataset
-
-        hp = self.hparams
-        recorded = SpeechDataset(self._read_stage(stage), self.tokenizer, sample_rate=hp.sample_rate,
-                                 skips=self.skips.setdefault(stage, SkipCounter(f"data.sources [{stage}]")),
-                                 cache_audio=hp.cache_audio) if self._recorded_sources(stage) else None
-        parts, ids = ([recorded], [0]) if recorded is not None else ([], [])
-        for k, src in enumerate(self.sources):
-            if src.dataset != FSDD_DIGITS or not src.takes_part(stage):
-                continue
-            parts.append(fsdd_digits_dataset(
-                stage, self.tokenizer, data_dir=src.data_dir, sizes=hp.digits_size,
-                holdout_speakers=hp.get("holdout_speakers") or (), digits=hp.digits_per_utterance,
-                sample_rate=hp.sample_rate, seed=hp.seed,
-                skips=self.skips.setdefault(f"{src.name}/{stage}", SkipCounter(f"{src.name} [{stage}]"))))
-            ids.append(k)
-        if not parts:
-            raise DataError(f"data.sources: no source has a {stage} split")
-        return parts[0] if len(parts) == 1 and recorded is not None else MixtureDataset(parts, ids)
-
-    def _recorded_sources(self, stage: str) -> bool:
-        return any(s.dataset != FSDD_DIGITS and s.takes_part(stage) for s in self.sources)
-
-    def _setup_digits(self, names: list[str]) -> None:
-        """``fsdd-digits``: connected-digit datasets (compositions, hence ``lengths``, known up front)."""
-        from data.digits import fsdd_digits_dataset
-
-        hp = self.hparams
-        if hp.tokenizer != "char":
-            raise DataError(f"{FSDD_DIGITS}: use data.tokenizer=char (digit words need no subword vocabulary)")
-        for name in names:
-            if name not in self.datasets:
-                self.datasets[name] = fsdd_digits_dataset(
-                    name, self.tokenizer, data_dir=hp.data_dir, sizes=hp.digits_size,
-                    holdout_speakers=hp.get("holdout_speakers") or (),
-                    digits=hp.digits_per_utterance, sample_rate=hp.sample_rate, seed=hp.seed,
-                    skips=self.skips.setdefault(name, SkipCounter(f"{FSDD_DIGITS} [{name}]")))
+        return StreamingSpeechDataset(
+            streaming_rows(lambda: rows, rank=rank, world_size=world,
+                           shuffle_buffer=hp.shuffle_buffer if train else None, seed=hp.seed),
+            decode_item(check, self.tokenizer, sample_rate=hp.sample_rate, skips=skips), collate_speech,
+            batch_size=hp.batch_size, bucket_batches=20 if hp.bucketing else 1,
+            steps_per_epoch=hp.steps_per_epoch if train else None, shuffle=train, seed=hp.seed,
+            epoch_fn=(lambda: self.trainer.current_epoch) if trainer is not None else None)
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         ds = self.datasets[name]
@@ -601,3 +474,35 @@ class SpeechDataModule(L.LightningDataModule):
     def padding_fraction(self, name: str = "train") -> float | None:
         s = getattr(self, "_samplers", {}).get(name)
         return s.padding_fraction() if s is not None else None
+
+
+def _base_dir(data_dir: str | None) -> str | None:
+    """The folder relative audio paths of a local copy start from (the manifest's folder for a manifest file)."""
+    if data_dir is None:
+        return None
+    p = Path(data_dir)
+    return str(p.parent if p.is_file() else p)
+
+
+def recorded_corpora(stage: str, sources: list[tuple[int, SpeechSource]], dm: SpeechDataModule) -> Dataset:
+    """``recorded`` sources (hub ids, local copies, ``embedded``) of one stage in one :class:`SpeechDataset`, or
+    the single corpus read as a stream with ``data.streaming`` (a mixture refuses streaming).
+
+    A mixture's decode failures are counted under the stage (``data.sources [val]``); the single corpus counts them
+    with its rows' skips, under its split name.
+    """
+    hp = dm.hparams
+    if hp.streaming:
+        ((_, src),) = sources
+        return dm._stream(stage, src.split(stage))
+    parts = [dm._read_source(k, src, src.split(stage)) for k, src in sources]
+    tokenizer = dm.tokenizer
+    if hp.get("sources"):
+        skips = dm.skips.setdefault(stage, SkipCounter(f"data.sources [{stage}]"))
+    else:
+        split = sources[0][1].split(stage)
+        skips = dm.skips.setdefault(split, SkipCounter(dm._where(split)))
+    return SpeechDataset(parts, tokenizer, sample_rate=hp.sample_rate, skips=skips, cache_audio=hp.cache_audio)
+
+
+register_source_kind(RECORDED, recorded_corpora, together=True)
