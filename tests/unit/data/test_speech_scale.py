@@ -32,7 +32,11 @@ def snapshot(tmp_path_factory):
 
 
 def _arrow_files():
-    cache = os.environ["HF_DATASETS_CACHE"]
+    import datasets
+
+    # Where datasets writes: its config reads HF_DATASETS_CACHE once, when the library is first imported (a test
+    # that imported it under a temporary HF_DATASETS_CACHE leaves it there).
+    cache = str(datasets.config.HF_DATASETS_CACHE)
     return {os.path.join(d, f) for d, _, fs in os.walk(cache) for f in fs if f.endswith(".arrow")}
 
 
