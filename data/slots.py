@@ -195,7 +195,7 @@ def _example(i: int, row: dict, tokens_column: str, tags_column: str | None, int
 
 
 def spoken_tokens(words: Sequence[str], tags: Sequence[str] | None = None) -> tuple[list[str], list[str] | None]:
-    """A sentence in spoken form (:func:`data.synth.spoken_form` per token), each token's tag spread over its words.
+    """A sentence in spoken form (:func:`data.spoken.spoken_form` per token), each token's tag spread over its words.
 
     A token that becomes several words gives its ``B-x`` to the first and ``I-x`` to the rest; an ``I-x`` token
     gives ``I-x`` to all of its words; ``O`` stays ``O``. A token with no spoken words (punctuation) is dropped,
@@ -206,7 +206,7 @@ def spoken_tokens(words: Sequence[str], tags: Sequence[str] | None = None) -> tu
         (['at', 'eight', 'hundred', 'thirty', 'eight', 'am'], ['O', 'B-time', 'I-time', 'I-time', 'I-time', 'I-time'])
     """
     # data.synth pulls in the corpus writer and eSpeak binding: only spoken-form runs pay for the import.
-    from data.synth.sentences import spoken_form
+    from data.spoken import spoken_form
 
     out_words: list[str] = []
     out_tags: list[str] = []

@@ -17,6 +17,8 @@ It has three parts:
 Command line: ``python -m data.synth --out DIR --n-train 3000 ...`` (``--help`` for the options).
 """
 
+from data.spoken import number_to_words, slot_words, spoken_form
+from data.spoken import plain_words as normalize_text
 from data.synth.corpus import (
     CORPUS_VERSION,
     EVAL_VOICES,
@@ -32,8 +34,8 @@ from data.synth.corpus import (
     main,
 )
 from data.synth.espeak import WordTiming, espeak_sample_rate, resample, synthesize
-from data.synth.sentences import read_sentences, slot_words, spoken_form
-from data.synth.texts import TextGenerator, generate_texts, normalize_text, number_to_words, vocabulary
+from data.synth.sentences import read_sentences
+from data.synth.texts import TextGenerator, generate_texts, vocabulary
 
 __all__ = [
     "CORPUS_VERSION",

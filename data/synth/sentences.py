@@ -1,67 +1,16 @@
-"""Sentences from files for the synthesiser: slot JSONL tokens or text lines, written the way they are spoken.
-
-Slot data (ATIS, SNIPS) is written with digits and abbreviations (``"after 5 pm"``, ``"st. louis"``,
-``"flight 1291"``, ``"dc10"``); a character CTC model only writes letters, apostrophes and spaces. So the text
-given to eSpeak NG, which is also the transcript a model learns, is :func:`spoken_form` of the tokens: numbers
-as words, letter-digit codes spelled out, ``st.`` as ``saint``. :func:`slot_words` goes the short way back
-(a transcript to tokens for a slot tagger); numbers stay words, since undoing them is ambiguous (``one way``).
-"""
+"""Sentences from files for the synthesiser: slot JSONL tokens or text lines, in their spoken form
+(:func:`data.spoken.spoken_form`: the text given to eSpeak NG is also the transcript a model learns)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from data.synth.texts import normalize_text, number_to_words, year_to_words
+from data.spoken import spoken_form
 
-__all__ = ["read_sentences", "slot_words", "spoken_form", "texts_digest"]
-
-_LETTERS_DIGITS = re.compile(r"[a-z]+|[0-9]+")
-#: Abbreviations the slot data writes and eSpeak would expand anyway; the transcript holds the expansion.
-_ABBREVIATIONS = {"st.": "saint"}
-_BACK = {v: k for k, v in _ABBREVIATIONS.items()}
-
-
-def _number(digits: str) -> str:
-    if len(digits) > 1 and digits.startswith("0"):  # "0900": read digit by digit
-        return " ".join(number_to_words(int(d)) for d in digits)
-    n = int(digits)
-    if len(digits) == 4 and 1950 <= n < 2030:
-        return year_to_words(n)
-    if n >= 1_000_000:
-        return " ".join(number_to_words(int(d)) for d in digits)
-    return number_to_words(n, british_and=False)
-
-
-def spoken_form(tokens: Sequence[str]) -> list[str]:
-    """Words as spoken: ``["after", "5", "pm"] -> ["after", "five", "pm"]``; ``"dc10" -> "d c ten"``.
-
-    Every word is in the character CTC alphabet (lower-case ``a-z``, apostrophe). Digits become cardinals
-    (``"1291" -> "one thousand two hundred ninety one"``), 1950-2029 in four digits years
-    (``"nineteen ninety one"``), a leading zero digit by digit; in a token mixing letters and digits the
-    letter runs are spelled letter by letter (``"ap57" -> "a p fifty seven"``).
-    """
-    out: list[str] = []
-    for token in tokens:
-        t = token.lower().replace("\u2019", "'")
-        if t in _ABBREVIATIONS:
-            out.append(_ABBREVIATIONS[t])
-            continue
-        if not re.search(r"[0-9]", t):
-            out.extend(normalize_text(t).split())
-            continue
-        for run in _LETTERS_DIGITS.findall(t):
-            out.extend((_number(run) if run[0].isdigit() else " ".join(run)).split())
-    return out
-
-
-def slot_words(transcript: str) -> list[str]:
-    """A transcript as slot-tagger tokens: lower-case words, ``saint`` back to the slot data's ``st.``."""
-    return [_BACK.get(w, w) for w in normalize_text(transcript).split()]
-
+__all__ = ["read_sentences", "texts_digest"]
 
 def read_sentences(path: str | Path) -> list[str]:
     """The spoken form of every sentence in ``path``, in file order.

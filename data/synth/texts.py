@@ -19,61 +19,17 @@ import re
 import zlib
 from collections.abc import Callable
 
+from data.spoken import number_to_words, year_to_words
+
 __all__ = [
     "TextGenerator",
     "generate_texts",
     "generate_with_kinds",
-    "normalize_text",
     "number_to_words",
     "vocabulary",
 ]
 
 _ALLOWED_TEXT = re.compile(r"^[a-z']+( [a-z']+)*$")
-
-
-def normalize_text(text: str) -> str:
-    """Lower-cases and keeps only ``a-z``, apostrophes and single spaces."""
-    text = re.sub(r"[^a-z' ]+", " ", text.lower().replace("\u2019", "'"))
-    return " ".join(text.split())
-
-
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_DIGITS = _ONES[:10]
-
-
-def number_to_words(n: int, *, british_and: bool = True) -> str:
-    """Cardinal number in words, 0 <= n < 1,000,000: ``241 -> "two hundred and forty one"``."""
-    if not 0 <= n < 1_000_000:
-        raise ValueError(f"number out of range: {n}")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        head = _ONES[n // 100] + " hundred"
-        rest = n % 100
-        if rest == 0:
-            return head
-        return head + (" and " if british_and else " ") + number_to_words(rest)
-    head = number_to_words(n // 1000, british_and=british_and) + " thousand"
-    rest = n % 1000
-    if rest == 0:
-        return head
-    joiner = " and " if (british_and and rest < 100) else " "
-    return head + joiner + number_to_words(rest, british_and=british_and)
-
-
-def year_to_words(y: int) -> str:
-    hi, lo = divmod(y, 100)
-    if 2000 <= y < 2010:
-        return "two thousand" + ("" if lo == 0 else " and " + _ONES[lo])
-    if lo == 0:
-        return number_to_words(hi) + " hundred"
-    return number_to_words(hi) + " " + ("oh " + _ONES[lo] if lo < 10 else number_to_words(lo))
 
 
 def _w(s: str) -> tuple[str, ...]:
@@ -129,7 +85,7 @@ _MINUTES = _w("o'clock,fifteen,thirty,forty five,oh five,ten,twenty,fifty")
 
 
 def _hour(rng: random.Random) -> str:
-    return _ONES[rng.randint(1, 12)]
+    return number_to_words(rng.randint(1, 12))
 
 
 def _t_animals(rng: random.Random) -> tuple[str, tuple]:
@@ -296,7 +252,7 @@ _TEMPLATES: tuple[Callable[[random.Random], tuple[str, tuple]], ...] = (
 def _digits(rng: random.Random) -> tuple[str, tuple]:
     k = rng.randint(3, 9)
     words = [
-        ("oh" if rng.random() < 0.3 else "zero") if d == 0 else _DIGITS[d]
+        ("oh" if rng.random() < 0.3 else "zero") if d == 0 else number_to_words(d)
         for d in (rng.randrange(10) for _ in range(k))
     ]
     text = " ".join(words)

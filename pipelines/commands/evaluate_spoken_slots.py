@@ -42,7 +42,7 @@ def slot_values(words: Sequence[str], tags: Sequence[str]) -> Counter:
         ...                    ["O", "B-from", "I-from", "O", "B-time", "I-time"]).items())
         [(('from', 'saint louis'), 1), (('time', 'five pm'), 1)]
     """
-    from data.synth.sentences import spoken_form
+    from data.spoken import spoken_form
     from pipelines.training.metrics import bio_chunks
 
     return Counter((type_, " ".join(spoken_form(words[start:end]))) for type_, start, end in bio_chunks(tags))
@@ -88,8 +88,9 @@ def _read_split(path: str, limit: int | None) -> list[dict]:
 
 def synthesise(rows: list[dict], *, seed: int, workers: int, root: str | None = None) -> list[Path]:
     """Speaks every row (spoken form, evaluation voices) into a cached corpus; returns the audio files in order."""
+    from data.spoken import spoken_form
     from data.synth import EVAL_VOICES, build_corpus, default_corpus_dir, load_metadata
-    from data.synth.sentences import spoken_form, texts_digest
+    from data.synth.sentences import texts_digest
 
     sentences = [" ".join(spoken_form(r["tokens"])) for r in rows]
     if root is None:
@@ -103,7 +104,7 @@ def synthesise(rows: list[dict], *, seed: int, workers: int, root: str | None = 
 def evaluate(slot_model, speech_model, decoder, rows: list[dict], files: list[Path], *,
              batch_size: int = 8) -> dict:
     """Scores the cascade on ``files`` (the spoken ``rows``) and the slot model on the rows' text."""
-    from data.synth.sentences import spoken_form
+    from data.spoken import spoken_form
     from pipelines.inference.slots import tag_transcripts
     from pipelines.training.metrics import SlotF1, wer_cer
 

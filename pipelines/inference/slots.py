@@ -9,13 +9,12 @@ def tag_transcripts(slot_model, transcripts: Sequence[str]) -> list[dict]:
     """Tags transcripts with a slot model: one ``{"transcript", "words", "tags", "intent"}`` per transcript.
 
     A model trained on spoken form (``data.spoken_form``) gets the recogniser's words as they are; any other
-    gets :func:`data.synth.slot_words` (``saint`` -> ``st.``). An empty transcript (nothing recognised) gets no
+    gets :func:`data.spoken.slot_words` (``saint`` -> ``st.``). An empty transcript (nothing recognised) gets no
     words, no tags and intent ``None``.
     """
-    from data.synth.sentences import slot_words
-    from data.synth.texts import normalize_text
+    from data.spoken import plain_words, slot_words
 
-    as_words = (lambda t: normalize_text(t).split()) if getattr(slot_model, "spoken_form", False) else slot_words
+    as_words = (lambda t: plain_words(t).split()) if getattr(slot_model, "spoken_form", False) else slot_words
     words = [as_words(t) for t in transcripts]
     tagged = iter(slot_model.tag_sentences([" ".join(w) for w in words if w]) if any(words) else [])
     out = []

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from data.spoken import slot_words, spoken_form
 from data.synth import EVAL_VOICES, TRAIN_VOICES, VOICES, ensure_text_corpus, load_metadata
-from data.synth.sentences import read_sentences, slot_words, spoken_form
+from data.synth.sentences import read_sentences
 
 
 @pytest.mark.parametrize("tokens, spoken", [
