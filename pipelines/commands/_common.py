@@ -1,4 +1,5 @@
 """What every ``rnnlab`` command shares: one way to fail, checkpoint loading by kind, the run's saved config.
+(An exception's one-line summary and the noise filter are the library's: :mod:`pipelines.inference.errors`.)
 
 Exit-code policy (every command): 0 success; 1 the command ran but skipped some inputs (each named on stderr
 by :func:`warn`); 2 an error the user must fix (bad option, missing/unreadable/wrong-kind file, bad data), as
@@ -9,12 +10,7 @@ An error is ONE line on stderr, ``rnnlab <command>: error: <what>``, never a tra
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
-import re
 import sys
-import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -135,43 +131,3 @@ def run_config_for(ckpt: str | Path) -> Path:
             return d / "config.yaml"
     raise FileNotFoundError(f"no config.yaml next to {ckpt} (or its run directory); "
                             f"pass the training config with -c and the checkpoint with --ckpt_path")
-
-
-def first_line(e: BaseException) -> str:
-    """The exception's summary, plus the model code line that raised it when the message names one."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("#")]
-    # torch.export wraps the real error as "<class 'pkg.ErrorName'>: message" inside its own message.
-    inner = next((ln for ln in lines if ln.startswith("<class")), None)
-    if inner:
-        cause = re.sub(r"^<class '(?:\w+\.)*(\w+)'>", r"\1", inner)
-    else:
-        cause = f"{type(e).__name__}: {lines[0] if lines else ''}"
-    cause = cause.split("(unhinted", 1)[0].strip()[:240]
-    where = [lines[i + 1] for i, ln in enumerate(lines[:-1])
-             if ln.startswith("File ") and "/site-packages/" not in ln and not lines[i + 1].startswith("File ")]
-    return f"{cause} at {where[-1]}" if where else cause
-
-
-@contextlib.contextmanager
-def quiet(loggers: tuple[str, ...] = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx"), *,
-          level: int = logging.CRITICAL, output: bool = True, warning_patterns: tuple[str, ...] | None = None):
-    """Keeps noise out of a command's own lines: log lines of ``loggers`` below ``level``, warnings (every one, or
-    those whose message matches one of ``warning_patterns``) and, with ``output``, progress output on
-    stdout/stderr."""
-    found = [logging.getLogger(n) for n in loggers]
-    levels = [lg.level for lg in found]
-    for lg in found:
-        lg.setLevel(level)
-    try:
-        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
-            if warning_patterns is None:
-                warnings.simplefilter("ignore")
-            for pattern in warning_patterns or ():
-                warnings.filterwarnings("ignore", message=pattern)
-            if output:
-                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
-            yield
-    finally:
-        for lg, level_was in zip(found, levels, strict=True):
-            lg.setLevel(level_was)

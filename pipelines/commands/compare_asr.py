@@ -31,11 +31,11 @@ from pipelines.commands._common import (
     ArgumentParser,
     at_least,
     fail,
-    first_line,
     load_checkpoint,
     named_dirs,
     warn,
 )
+from pipelines.inference.errors import first_line
 
 COMMAND = "compare-asr"
 SAMPLE_RATE = 16000  # pocketsphinx's en-us model and the shared corpora are 16 kHz

@@ -6,7 +6,8 @@
 - :func:`read_audio` / :func:`read_audio_bytes`: the one audio reader (WAV/FLAC/OGG and more, any rate).
 - :func:`make_decoder` / :func:`make_streamer`: beam search with an optional LM; chunked streaming.
 - :mod:`~pipelines.inference.keywords` (a sliding-window keyword spotter), :mod:`~pipelines.inference.inspect`
-  (CTC posteriors and LSTM gates over time), :mod:`~pipelines.inference.slots` (tagging transcripts).
+  (CTC posteriors and LSTM gates over time), :mod:`~pipelines.inference.slots` (tagging transcripts),
+  :mod:`~pipelines.inference.export` (a CTC or transducer checkpoint as checked TorchScript/ONNX graphs).
 """
 
 from pipelines.inference.audio import audio_files, find_audio, read_audio, read_audio_bytes

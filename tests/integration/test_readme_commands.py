@@ -165,7 +165,7 @@ def test_every_readme_command_is_known():
 
 
 def _save(model, path: Path) -> str:
-    from tests.unit.pipelines.commands.test_export import save_checkpoint
+    from tests.fixtures.checkpoints import save_checkpoint
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_checkpoint(model, path)
@@ -187,7 +187,7 @@ def workspace(tmp_path_factory):
     from data.text import CharTokenizer, Vocabulary
     from pipelines.ctc import CTCSpeechRecognizer
     from pipelines.slot_filling import SlotFillingModule
-    from tests.unit.pipelines.commands.test_export import speechlike
+    from tests.unit.pipelines.inference.export_helpers import speechlike
 
     tmp = tmp_path_factory.mktemp("readme")
     torch.manual_seed(0)

@@ -289,7 +289,8 @@ def ctc_model(tmp_path_factory) -> dict:
     """A tiny (untrained) CTC checkpoint and half a second of audio."""
     from data.text import CharTokenizer
     from pipelines.ctc import CTCSpeechRecognizer
-    from tests.unit.pipelines.commands.test_export import save_checkpoint, speechlike
+    from tests.fixtures.checkpoints import save_checkpoint
+    from tests.unit.pipelines.inference.export_helpers import speechlike
 
     root = tmp_path_factory.mktemp("ctc")
     torch.manual_seed(0)
@@ -304,7 +305,7 @@ def ctc_model(tmp_path_factory) -> dict:
 def ae_model(tmp_path_factory) -> dict:
     """A tiny (untrained) audio autoencoder checkpoint."""
     from pipelines.autoencoder import AudioAutoencoder
-    from tests.unit.pipelines.commands.test_export import save_checkpoint
+    from tests.fixtures.checkpoints import save_checkpoint
 
     root = tmp_path_factory.mktemp("ae")
     torch.manual_seed(0)
@@ -402,7 +403,7 @@ def test_json_lists_skipped_files_and_empty_directories_in_place(ctc_model, tmp_
     ckpt = ctc_model["ctc"]
     if stream:  # a model that can stream: unidirectional
         from pipelines.ctc import CTCSpeechRecognizer
-        from tests.unit.pipelines.commands.test_export import save_checkpoint
+        from tests.fixtures.checkpoints import save_checkpoint
 
         torch.manual_seed(0)
         model = CTCSpeechRecognizer(vocab=_char_vocab(), n_mels=40, stack_frames=2, hidden_size=16, num_layers=1,

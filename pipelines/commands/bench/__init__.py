@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands._common import ArgumentParser, CommandError, fail, first_line
+from pipelines.commands._common import ArgumentParser, CommandError, fail
 from pipelines.commands.bench import (
     data,
     data_scale,
@@ -63,6 +63,7 @@ from pipelines.commands.bench import (
 from pipelines.commands.bench.common import DEFAULT_DATA_DIR
 from pipelines.commands.bench.context import BenchContext
 from pipelines.commands.bench.models import MODEL_CONFIGS
+from pipelines.inference.errors import first_line
 
 PROG = "rnnlab bench"
 SECTION_MODULES = {"train": train, "flops": flops, "data": data, "padding": padding, "rtf": rtf, "memory": memory,

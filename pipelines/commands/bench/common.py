@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.commands._common import quiet as common_quiet
+from pipelines.inference.errors import quiet as common_quiet
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG_DIR = REPO / "pipelines" / "configs"
@@ -73,7 +73,7 @@ _HARMLESS = (".*does not have many workers.*", ".*have no logger configured.*", 
 
 
 def lightning_quiet():
-    """The commands' :func:`~pipelines.commands._common.quiet` for bench: Lightning's info lines and known
+    """The commands' :func:`~pipelines.inference.errors.quiet` for bench: Lightning's info lines and known
     harmless warnings out of the tables, the tables themselves printed."""
     return common_quiet(_LIGHTNING_LOGGERS, level=logging.WARNING, output=False, warning_patterns=_HARMLESS)
 

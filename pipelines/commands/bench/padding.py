@@ -8,8 +8,8 @@ import statistics
 
 import torch
 
-from pipelines.commands._common import first_line
 from pipelines.commands.bench.common import TARGETS, table
+from pipelines.inference.errors import first_line
 
 TITLE = "4. padding fraction: random vs length-bucketed batches"
 

@@ -1,18 +1,18 @@
 """``rnnlab bench`` section ``rtf``: batch-1 CPU real-time factor of the default CTC model: greedy decoding,
-prefix beam search and the exported backends (``pipelines.commands.export.bench_export``)."""
+prefix beam search and the exported backends (:func:`pipelines.inference.export.bench_export`)."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import importlib.util
 import statistics
 import time
 
 import torch
 
-from pipelines.commands._common import first_line
 from pipelines.commands.bench.common import TARGETS, lightning_quiet, print_notes, table
 from pipelines.commands.bench.models import build_model, describe, model_name
+from pipelines.inference.errors import first_line
+from pipelines.inference.export import bench_export
 
 TITLE = "5. inference real-time factor (CPU, batch 1)"
 
@@ -69,13 +69,8 @@ def _model(ctx):
 
 
 def _export_rtf(ctx, model, utts) -> dict:
-    try:
-        export = importlib.import_module("pipelines.commands.export")
-    except ImportError as e:
-        return {"skipped": f"pipelines.commands.export not available ({first_line(e)})"}
-    fn = getattr(export, "bench_export", None)
-    if fn is None:
-        return {"skipped": "pipelines.commands.export not available (no bench_export)"}
+    if importlib.util.find_spec("onnxruntime") is None:
+        return {"skipped": "pipelines.inference.export.bench_export needs onnxruntime, which is not installed"}
     files = [u.audio.path for u in utts if u.audio.path]
     if not files:
         return {"skipped": "the validation audio has no file paths"}
@@ -83,14 +78,13 @@ def _export_rtf(ctx, model, utts) -> dict:
     if not ckpt:
         ckpt = str(ctx.tmp / "random-ctc.ckpt")
         save_checkpoint(model, ckpt)
-    kw = {"repeats": ctx.args.repeats} if "repeats" in inspect.signature(fn).parameters else {}
     try:
         with lightning_quiet():
-            res = fn(ckpt, files, **kw)
+            res = bench_export(ckpt, files, repeats=ctx.args.repeats)
     except Exception as e:  # noqa: BLE001 - another tool's failure must not lose the other sections
-        return {"skipped": f"pipelines.commands.export.bench_export failed: {first_line(e)}"}
+        return {"skipped": f"pipelines.inference.export.bench_export failed: {first_line(e)}"}
     res = dict(res)
-    res["note"] = "pipelines.commands.export.bench_export: fastest pass, each backend on one thread, greedy"
+    res["note"] = "pipelines.inference.export.bench_export: fastest pass, each backend on one thread, greedy"
     return res
 
 

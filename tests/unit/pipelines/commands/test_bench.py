@@ -92,9 +92,21 @@ def test_rtf_rows_and_export_entry(report):
         assert row["median_s"] > 0 and close(row["rtf"], row["median_s"] / rtf["audio_s"])
     export = rtf["export"]
     if "skipped" in export:
-        assert "pipelines.commands.export" in export["skipped"]
+        assert "pipelines.inference.export" in export["skipped"]
     else:
         assert export["rtf"] and all(v > 0 for v in export["rtf"].values())
+
+
+def test_rtf_skips_the_exported_backends_without_onnxruntime(monkeypatch):
+    import importlib.util
+
+    from pipelines.commands.bench import rtf
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else find_spec(name, *a))
+    res = rtf._export_rtf(None, None, [])
+    assert res == {"skipped": "pipelines.inference.export.bench_export needs onnxruntime, which is not installed"}
 
 
 def test_memory_and_encoder(report):

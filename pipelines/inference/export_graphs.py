@@ -1,6 +1,6 @@
 """The graphs ``rnnlab export`` writes and how it checks them: the exportable CTC model and the transducer's
 encoder, predictor step and joiner; greedy decoding driven by exported graphs; parity checks against PyTorch;
-the TorchScript and ONNX exporters. The command itself is :mod:`pipelines.commands.export`."""
+the TorchScript and ONNX exporters. A checkpoint's export is :mod:`pipelines.inference.export`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.frontend import normalize_utterances
-from pipelines.commands._common import first_line, quiet
+from pipelines.inference.errors import first_line, quiet
 
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
