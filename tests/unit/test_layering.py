@@ -255,3 +255,15 @@ def test_commands_have_one_error_idiom():
                 classes.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
     assert [c.split(" ")[1] for c in classes] == ["CommandError"] and classes[0].startswith(
         "pipelines/commands/_common.py:"), classes
+
+
+def test_tests_import_helpers_never_another_test_file():
+    # Shared test code lives in helper modules (tests/fixtures, */helpers.py): a test file moved or split must not
+    # break another one's imports, which for an import inside a function only shows when that test runs.
+    root = _root()
+    bad = []
+    for path in (root / "tests").rglob("*.py"):
+        for module, names in _imports_of(path):
+            if module.startswith("tests.") and module.rsplit(".", 1)[-1].startswith("test_"):
+                bad.append(f"{path.relative_to(root)} imports {names or module} from {module}")
+    assert not bad, bad

@@ -136,7 +136,7 @@ def _rows(meta: Path) -> list[dict]:
 
 
 def test_every_word_of_several_corpora_is_written_with_its_speaker(tiny_ckpt, tmp_path, capsys):
-    from tests.unit.pipelines.commands.test_export import speechlike
+    from tests.unit.pipelines.inference.export_helpers import speechlike
 
     a = _write_corpus(tmp_path / "a", [{"file_name": "u1.wav", "text": "Hello, world!", "speaker": "s1"},
                                        {"file_name": "u2.wav", "text": "It's 2 o'clock", "speaker": "s2"}],
@@ -170,7 +170,7 @@ def test_every_word_of_several_corpora_is_written_with_its_speaker(tiny_ckpt, tm
 
 
 def test_output_never_replaces_an_input_corpus(tiny_ckpt, tmp_path, capsys):
-    from tests.unit.pipelines.commands.test_export import speechlike
+    from tests.unit.pipelines.inference.export_helpers import speechlike
 
     a = _write_corpus(tmp_path / "a", [{"file_name": "u1.wav", "text": "hello"}], {"u1.wav": speechlike(1.0, 1)})
     with pytest.raises(SystemExit) as e:

@@ -106,7 +106,7 @@ def test_markdown_table_formats_percentages_and_rtf():
 def tiny_ckpt(tmp_path_factory):
     from data.text import CharTokenizer
     from pipelines.ctc import CTCSpeechRecognizer
-    from tests.unit.pipelines.commands.test_export import save_checkpoint
+    from tests.fixtures.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     model = CTCSpeechRecognizer(vocab=CharTokenizer().to_dict(), n_mels=16, hidden_size=8, num_layers=1,

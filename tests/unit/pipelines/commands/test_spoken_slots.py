@@ -24,7 +24,7 @@ def cascade(tmp_path_factory):
     from data.text import CharTokenizer, Vocabulary
     from pipelines.ctc import CTCSpeechRecognizer
     from pipelines.slot_filling import SlotFillingModule
-    from tests.unit.pipelines.commands.test_export import save_checkpoint
+    from tests.fixtures.checkpoints import save_checkpoint
 
     root = tmp_path_factory.mktemp("spoken")
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def spoken_slots(tmp_path_factory):
     """A slot checkpoint built from spoken-form data (``data.spoken_form``) that tags every word ``B-x``."""
     from data.slots import SlotFillingDataModule
     from pipelines.slot_filling import SlotFillingModule
-    from tests.unit.pipelines.commands.test_export import save_checkpoint
+    from tests.fixtures.checkpoints import save_checkpoint
 
     root = tmp_path_factory.mktemp("spoken-form")
     row = json.dumps({"tokens": ["at", "5", "pm", "st.", "louis"], "tags": ["O", "B-x", "I-x", "B-y", "I-y"],
